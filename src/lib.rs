@@ -1,0 +1,18 @@
+//! mticket: a mail gateway that turns shared mailboxes into a helpdesk.
+//!
+//! The folders show the architecture:
+//! - [`core`]: the ticket rules, pure functions without I/O;
+//! - [`store`]: the one module that holds SQL (SQLite by default, PostgreSQL by URL);
+//! - [`intake`]: customer mail in (POP3 polling, inbound SMTP/LMTP) and the pipeline
+//!   that turns it into ticket state;
+//! - [`outbox`]: the persistent queue of outgoing mail and its relay worker;
+//! - [`net`]: listeners and TLS shared by every protocol edge;
+//! - [`cli`]: the admin command line; [`server`] wires everything for `serve`.
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod intake;
+pub mod net;
+pub mod outbox;
+pub mod server;
+pub mod store;

@@ -1,0 +1,3 @@
+//! Network plumbing shared by every protocol edge: TLS configuration and listeners.
+pub mod listener;
+pub mod tls;
