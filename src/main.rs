@@ -1,1 +1,50 @@
-fn main() {}
+//! The `mticket` binary: parses the command line, loads the configuration, sets up
+//! logging, and hands over to `serve` or an admin command.
+use clap::Parser;
+use mticket::cli::{self, Cli, Command};
+use mticket::config::Config;
+
+fn main() -> std::process::ExitCode {
+    let args = Cli::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mticket: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let serving = matches!(args.command, Command::Serve { .. });
+    init_logging(serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mticket: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Serve { demo } => mticket::server::serve(config, demo).await,
+            command => cli::run(config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mticket: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `serve` logs at info by default; admin commands only warnings, so their output stays
+/// readable. `RUST_LOG` overrides both.
+fn init_logging(serving: bool) {
+    let default = if serving { "info,sqlx=warn" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

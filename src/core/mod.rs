@@ -1,7 +1,10 @@
 //! The ticket rules: functions of parsed input and current state that return decisions.
 //! Nothing here does I/O; the protocol edges and the store call into it.
+pub mod compose;
 pub mod filter;
 pub mod loops;
 pub mod mail;
 pub mod model;
+pub mod password;
 pub mod subject;
+pub mod texts;

@@ -1,1 +1,382 @@
-//! TODO
+//! The intake pipeline: one customer mail for one queue becomes ticket state. POP3 polling
+//! and the inbound listener both feed it; it commits everything a mail causes (ticket,
+//! item, history, customer, autoresponse in the outbox, POP3 UIDL) in one transaction, so
+//! the caller may acknowledge upstream right after `take_in` returns.
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::core::compose::{self, AutoReply};
+use crate::core::loops::{self, LoopContext};
+use crate::core::mail::{self, IncomingMail};
+use crate::core::model::{ItemKind, OnClosed, Queue, status_key};
+use crate::core::subject;
+use crate::core::texts::{self, Placeholders};
+use crate::intake::authcheck::AuthChecker;
+use crate::store::{
+    Actor, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
+};
+
+/// One mail as it arrived.
+pub struct Arrival {
+    pub raw: Vec<u8>,
+    /// The POP3 UIDL it had upstream, recorded with the commit.
+    pub uidl: Option<String>,
+}
+
+/// What became of a mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    NewTicket(i64),
+    FollowUp(i64),
+    /// The same bytes were taken in before (a redelivery after a crash).
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntakeError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IntakeError::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+pub struct Pipeline {
+    store: Store,
+    config: Arc<Config>,
+    auth: AuthChecker,
+    outbox_wake: Arc<Notify>,
+}
+
+/// What is worked out about a mail before the transaction opens (parsing, DNS).
+struct Prepared {
+    mail: IncomingMail,
+    stored_raw: Vec<u8>,
+    sha256: String,
+    /// `Some(summary)` when the sender's domain fails DMARC: no customer is assigned.
+    spoof: Option<String>,
+}
+
+impl Pipeline {
+    pub fn new(store: Store, config: Arc<Config>, auth: AuthChecker, outbox_wake: Arc<Notify>) -> Self {
+        Pipeline {
+            store,
+            config,
+            auth,
+            outbox_wake,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Takes in a batch of mails for one queue in one transaction.
+    pub async fn take_in(&self, queue: &Queue, arrivals: &[Arrival]) -> Result<Vec<Outcome>, IntakeError> {
+        let mut prepared = Vec::with_capacity(arrivals.len());
+        for a in arrivals {
+            prepared.push(self.prepare(&a.raw).await?);
+        }
+        let mut tx = self.store.begin().await?;
+        let queue_addresses = tx.queue_addresses().await?;
+        let mut outcomes = Vec::with_capacity(arrivals.len());
+        let mut autoresponded = false;
+        for (a, p) in arrivals.iter().zip(&prepared) {
+            let (outcome, sent) = self.take_one(&mut tx, queue, &queue_addresses, p).await?;
+            autoresponded |= sent;
+            if let Some(uidl) = &a.uidl {
+                tx.pop3_mark(queue.id, uidl, "taken").await?;
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        if autoresponded {
+            self.outbox_wake.notify_one();
+        }
+        for (o, p) in outcomes.iter().zip(&prepared) {
+            let id = p.mail.message_id.as_deref().unwrap_or("-");
+            match o {
+                Outcome::NewTicket(n) => tracing::info!(queue = %queue.name, ticket = n, message_id = id, "new ticket"),
+                Outcome::FollowUp(n) => tracing::info!(queue = %queue.name, ticket = n, message_id = id, "follow-up"),
+                Outcome::Duplicate => tracing::info!(queue = %queue.name, message_id = id, "duplicate delivery ignored"),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn prepare(&self, raw: &[u8]) -> Result<Prepared, IntakeError> {
+        let mail = mail::parse(raw);
+        let stored_raw = mail::strip_gateway_headers(raw);
+        let sha256 = hex::encode(Sha256::digest(&stored_raw));
+        // DNS is asked only when the sender would get a customer: that is all it decides.
+        let mut spoof = None;
+        if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref()) {
+            if !self.store.customers_by_email(&sender.address).await?.is_empty() {
+                let verdict = self.auth.check(raw, None).await;
+                if verdict.suspect {
+                    spoof = Some(verdict.summary);
+                }
+            }
+        }
+        Ok(Prepared {
+            mail,
+            stored_raw,
+            sha256,
+            spoof,
+        })
+    }
+
+    async fn take_one(
+        &self,
+        tx: &mut Tx,
+        queue: &Queue,
+        queue_addresses: &[String],
+        p: &Prepared,
+    ) -> Result<(Outcome, bool), IntakeError> {
+        if tx.seen_mail(queue.id, &p.sha256).await? {
+            return Ok((Outcome::Duplicate, false));
+        }
+        let m = &p.mail;
+        let now = chrono::Utc::now().timestamp();
+        // The creator is where answers go (Reply-To wins); the participant check asks
+        // who wrote it (From).
+        let creator = m.sender().map(|a| a.address.clone()).unwrap_or_default();
+        let author = m
+            .from
+            .as_ref()
+            .or(m.reply_to.as_ref())
+            .map(|a| a.address.clone())
+            .unwrap_or_default();
+        let actor = Actor::customer(if author.is_empty() { "unknown sender" } else { &author });
+
+        let (existing, referenced) = self.find_ticket(tx, m, &author).await?;
+        let mut note_for_new = referenced.map(|n| format!("referenced #{n} but the sender is no participant"));
+        let target = match existing {
+            Some(t) if t.status_closed && closed_policy(queue, &t, tx).await? == OnClosed::NewTicket => {
+                note_for_new = Some(format!("follow-up of closed ticket #{}", t.number));
+                None
+            }
+            other => other,
+        };
+
+        let (ticket, outcome, is_new) = match target {
+            Some(t) => {
+                if t.status_closed || t.status_key == status_key::WAITING {
+                    tx.set_status(&t, status_key::OPEN, &actor).await?;
+                }
+                (t.clone(), Outcome::FollowUp(t.number), false)
+            }
+            None => {
+                let customer_id = match &p.spoof {
+                    Some(_) => None,
+                    None => {
+                        let ids = tx.customers_with_email(&author).await?;
+                        if ids.len() == 1 { Some(ids[0]) } else { None }
+                    }
+                };
+                let comment = self.config.comment_address();
+                let mut cc: Vec<String> = Vec::new();
+                for a in m.to.iter().chain(&m.cc) {
+                    let addr = &a.address;
+                    if addr != &creator
+                        && addr != &comment
+                        && !queue_addresses.contains(addr)
+                        && !cc.contains(addr)
+                    {
+                        cc.push(addr.clone());
+                    }
+                }
+                let subject_text = if m.subject.trim().is_empty() { "(no subject)" } else { m.subject.trim() };
+                let t = tx
+                    .create_ticket(
+                        &NewTicket {
+                            subject: subject_text,
+                            queue_id: queue.id,
+                            creator_address: &creator,
+                            customer_id,
+                            cc: &cc,
+                            spoof_suspect: p.spoof.is_some(),
+                            first_number: self.config.tickets.first_number,
+                            assignee_id: None,
+                            at: now,
+                        },
+                        &actor,
+                    )
+                    .await?;
+                if let Some(note) = &note_for_new {
+                    tx.history(t.id, &Actor::system(), "note", "", note).await?;
+                }
+                if let Some(summary) = &p.spoof {
+                    tx.history(t.id, &Actor::system(), "spoof_suspect", "", summary).await?;
+                }
+                (t.clone(), Outcome::NewTicket(t.number), true)
+            }
+        };
+
+        let from_name = m.from.as_ref().and_then(|a| a.name.clone()).unwrap_or_default();
+        let to: Vec<String> = m.to.iter().map(|a| a.address.clone()).collect();
+        let cc: Vec<String> = m.cc.iter().map(|a| a.address.clone()).collect();
+        tx.add_item(
+            ticket.id,
+            &NewItem {
+                kind: ItemKind::Customer,
+                agent_id: None,
+                from_address: &author,
+                from_name: &from_name,
+                to: &to,
+                cc: &cc,
+                subject: &m.subject,
+                date: m.date.unwrap_or(now),
+                message_id: m.message_id.as_deref().unwrap_or(""),
+                text: &m.text,
+                html: m.html.as_deref(),
+                raw: &p.stored_raw,
+                raw_sha256: &p.sha256,
+                problems: &m.problems,
+                attachments: &m.attachments,
+            },
+            now,
+        )
+        .await?;
+        if !is_new {
+            tx.history(ticket.id, &actor, "item", "", "customer mail").await?;
+        }
+        if !m.problems.is_empty() {
+            tx.history(ticket.id, &Actor::system(), "parse_problem", "", &m.problems.join("; ")).await?;
+        }
+        let sent = if is_new {
+            self.autorespond(tx, queue, queue_addresses, &ticket, m, &creator).await?
+        } else {
+            false
+        };
+        Ok((outcome, sent))
+    }
+
+    /// The ticket a mail follows up, by Message-ID references first, then by subject tag
+    /// from a participant. Returns the ticket and, when a tag was not trusted, its number.
+    async fn find_ticket(
+        &self,
+        tx: &mut Tx,
+        m: &IncomingMail,
+        author: &str,
+    ) -> Result<(Option<TicketRef>, Option<i64>), IntakeError> {
+        let refs: Vec<String> = m.in_reply_to.iter().chain(&m.references).cloned().collect();
+        if let Some(t) = tx.ticket_by_message_ids(&refs).await? {
+            return Ok((Some(tx.resolve_merged(t).await?), None));
+        }
+        let mut referenced = None;
+        for tag in subject::find_tags(&m.subject) {
+            let Some(t) = tx.ticket_by_number(tag.number).await? else { continue };
+            // Ticket numbers are guessable: a tag alone counts only from a participant.
+            let t = tx.resolve_merged(t).await?;
+            if !author.is_empty() && tx.is_participant(&t, author).await? {
+                return Ok((Some(t), None));
+            }
+            referenced.get_or_insert(tag.number);
+        }
+        Ok((None, referenced))
+    }
+
+    /// Sends the queue's autoresponse to a new ticket's creator unless a loop rule or the
+    /// per-sender cap says no; either way the history says what happened.
+    async fn autorespond(
+        &self,
+        tx: &mut Tx,
+        queue: &Queue,
+        queue_addresses: &[String],
+        ticket: &TicketRef,
+        m: &IncomingMail,
+        recipient: &str,
+    ) -> Result<bool, IntakeError> {
+        if !queue.autoresponder {
+            return Ok(false);
+        }
+        let marker = self.config.loop_marker();
+        let ctx = LoopContext {
+            loop_marker: &marker,
+            queue_addresses,
+            sender: recipient,
+        };
+        if let Some(reason) = loops::autoresponse_block(m, &ctx) {
+            tx.history(ticket.id, &Actor::system(), "autoresponse", "", &format!("not sent: {reason}")).await?;
+            return Ok(false);
+        }
+        let day_ago = chrono::Utc::now().timestamp() - 86_400;
+        let cap = i64::from(self.config.autoresponder.max_per_sender_per_day);
+        if tx.autoresponses_since(recipient, day_ago).await? >= cap {
+            let note = format!("not sent: {recipient} got {cap} automatic answers in the last 24 hours");
+            tx.history(ticket.id, &Actor::system(), "autoresponse", "", &note).await?;
+            return Ok(false);
+        }
+        let text = if queue.autoresponder_text.trim().is_empty() {
+            texts::default_autoresponder_text(self.config.locale).to_string()
+        } else {
+            queue.autoresponder_text.clone()
+        };
+        let neutral = if queue.salutation.is_empty() {
+            texts::neutral_salutation(self.config.locale)
+        } else {
+            &queue.salutation
+        };
+        let customer = match ticket.customer_id {
+            Some(id) => tx.customer_by_id(id).await?,
+            None => None,
+        };
+        let placeholders = Placeholders {
+            customer: customer.as_ref(),
+            ticket_number: ticket.number,
+            queue: &queue.name,
+            neutral_salutation: neutral,
+        };
+        let message_id = compose::message_id(ticket.number, "ar", &self.config.hostname);
+        let subject = subject::autoresponse_subject(&queue.name, ticket.number, &m.subject);
+        let raw = match compose::auto_reply(&AutoReply {
+            from_name: &queue.friendly_name,
+            from_address: &queue.address,
+            to: recipient,
+            subject: &subject,
+            text: &texts::fill(&text, &placeholders),
+            ticket_number: ticket.number,
+            in_reply_to: m.message_id.as_deref(),
+            message_id: &message_id,
+            loop_marker: &marker,
+        }) {
+            Ok(raw) => raw,
+            Err(e) => {
+                tx.history(ticket.id, &Actor::system(), "autoresponse", "", &format!("not sent: {e}")).await?;
+                return Ok(false);
+            }
+        };
+        tx.outbox_add(&NewOutbound {
+            queue_id: queue.id,
+            ticket_id: Some(ticket.id),
+            agent_id: None,
+            kind: "autoresponse",
+            mail_from: &queue.address,
+            rcpt_to: &[recipient.to_string()],
+            message_id: &message_id,
+            raw: &raw,
+        })
+        .await?;
+        tx.record_autoresponse(recipient, queue.id, ticket.id, "autoresponse", None).await?;
+        tx.history(ticket.id, &Actor::system(), "autoresponse", "", &format!("sent to {recipient}")).await?;
+        Ok(true)
+    }
+
+}
+
+/// The closed-ticket policy of the queue the ticket is in now.
+async fn closed_policy(arrived_in: &Queue, t: &TicketRef, tx: &mut Tx) -> Result<OnClosed, IntakeError> {
+    if t.queue_id == arrived_in.id {
+        return Ok(arrived_in.on_closed);
+    }
+    Ok(tx.queue_on_closed(t.queue_id).await?)
+}

@@ -1,1 +1,264 @@
-//! TODO
+//! POP3 polling: one task per queue, so a queue that fails (bad password, unreachable)
+//! backs off alone and never blocks another. Each mail is deleted upstream only after the
+//! pipeline committed it; UIDLs recorded in that commit make a crash before DELE harmless.
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::core::model::{Queue, TlsMode};
+use crate::intake::pipeline::{Arrival, Pipeline};
+use crate::intake::pop3::{self, Pop3Tls};
+use crate::net::tls;
+
+/// Mails committed per transaction: large enough to amortise the commit, small enough
+/// that little is fetched again after a crash.
+const BATCH_MAILS: usize = 64;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+
+pub struct PollSettings {
+    pub interval: Duration,
+    pub max_message_size: u64,
+}
+
+/// Runs until `shutdown` turns true: starts a task per pollable queue, and notices queues
+/// that were added, changed or removed while running.
+pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks: HashMap<i64, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        match pipeline.store().queues().await {
+            Ok(queues) => {
+                let wanted: HashSet<i64> = queues.iter().filter(|q| q.polls()).map(|q| q.id).collect();
+                tasks.retain(|id, task| {
+                    let keep = wanted.contains(id) && !task.is_finished();
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for q in queues.into_iter().filter(|q| q.polls()) {
+                    tasks.entry(q.id).or_insert_with(|| {
+                        tokio::spawn(poll_queue(q.id, pipeline.clone(), settings.clone(), shutdown.clone()))
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the queues"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval.min(Duration::from_secs(10))) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, t) in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Polls one queue forever, backing off exponentially while it fails.
+async fn poll_queue(queue_id: i64, pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutdown: watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let queue = match pipeline.store().queue(queue_id).await {
+            Ok(q) if q.polls() => q,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(queue_id, error = %e, "cannot read queue");
+                failures += 1;
+                sleep_or_stop(backoff(settings.interval, failures), &mut shutdown).await;
+                continue;
+            }
+        };
+        let result = tokio::select! {
+            r = poll_once(&queue, &pipeline, &settings) => r,
+            _ = shutdown.changed() => return,
+        };
+        let wait = match result {
+            Ok(report) => {
+                failures = 0;
+                if report.taken > 0 || !report.notes.is_empty() {
+                    tracing::info!(queue = %queue.name, taken = report.taken, "polled");
+                }
+                let message = report.message();
+                if let Err(e) = pipeline.store().queue_record_poll(queue.id, true, &message).await {
+                    tracing::warn!(queue = %queue.name, error = %e, "cannot record poll result");
+                }
+                settings.interval
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(settings.interval, failures);
+                tracing::error!(queue = %queue.name, error = %e, retry_in = ?wait, "polling failed");
+                if let Err(e) = pipeline.store().queue_record_poll(queue.id, false, &e.to_string()).await {
+                    tracing::warn!(queue = %queue.name, error = %e, "cannot record poll result");
+                }
+                wait
+            }
+        };
+        sleep_or_stop(wait, &mut shutdown).await;
+    }
+}
+
+async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+fn backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(10);
+    (interval * factor).min(MAX_BACKOFF.max(interval))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("{0}")]
+    Pop3(#[from] pop3::Pop3Error),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Intake(#[from] crate::intake::pipeline::IntakeError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[derive(Default)]
+struct PollReport {
+    taken: usize,
+    notes: Vec<String>,
+}
+
+impl PollReport {
+    fn message(&self) -> String {
+        let mut m = format!("{} new mail(s)", self.taken);
+        for n in &self.notes {
+            m.push_str("; ");
+            m.push_str(n);
+        }
+        m
+    }
+}
+
+fn pop3_tls(mode: TlsMode) -> Pop3Tls {
+    match mode {
+        TlsMode::Implicit => Pop3Tls::Implicit,
+        TlsMode::StartTls => Pop3Tls::StartTls,
+        TlsMode::None => Pop3Tls::None,
+    }
+}
+
+async fn poll_once(queue: &Queue, pipeline: &Pipeline, settings: &PollSettings) -> Result<PollReport, PollError> {
+    let ca = (!queue.tls_ca.is_empty()).then_some(queue.tls_ca.as_str());
+    let tls_config = tls::client_config(ca)?;
+    let mut client = pop3::connect(&queue.pop3_host, queue.pop3_port, pop3_tls(queue.pop3_tls), tls_config, TIMEOUT).await?;
+    client.login(&queue.login, &queue.password).await?;
+    let uidls = client.uidl_all().await?;
+    let sizes: HashMap<_, _> = client.list_all().await?.into_iter().collect();
+    let store = pipeline.store();
+    let present: Vec<String> = uidls.iter().map(|(_, u)| u.clone()).collect();
+    store.pop3_forget_except(queue.id, &present).await?;
+    let known: HashMap<String, String> = store.pop3_uidls(queue.id).await?.into_iter().collect();
+
+    let mut report = PollReport::default();
+    let mut batch: Vec<(_, Arrival)> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut to_delete = Vec::new();
+    for (msgno, uidl) in &uidls {
+        match known.get(uidl).map(String::as_str) {
+            // Committed before but not deleted (crash, dropped connection): delete now.
+            Some("taken") => {
+                to_delete.push(*msgno);
+                continue;
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        let size = sizes.get(msgno).copied().unwrap_or(0);
+        if size > settings.max_message_size {
+            let note = format!("message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox", settings.max_message_size);
+            tracing::warn!(queue = %queue.name, "{note}");
+            let mut tx = store.begin().await?;
+            tx.pop3_mark(queue.id, uidl, "too_large").await?;
+            tx.commit().await?;
+            report.notes.push(note);
+            continue;
+        }
+        let raw = match client.retr(*msgno, settings.max_message_size).await {
+            Ok(raw) => raw,
+            Err(e) if e.is_too_large() => {
+                let note = format!("message {uidl} is over the limit of {} bytes: left in the mailbox", settings.max_message_size);
+                let mut tx = store.begin().await?;
+                tx.pop3_mark(queue.id, uidl, "too_large").await?;
+                tx.commit().await?;
+                report.notes.push(note);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        batch_bytes += raw.len();
+        batch.push((*msgno, Arrival { raw, uidl: Some(uidl.clone()) }));
+        if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
+            commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
+            batch_bytes = 0;
+        }
+    }
+    commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
+    for msgno in to_delete {
+        client.dele(msgno).await?;
+    }
+    client.quit().await?;
+    Ok(report)
+}
+
+/// Commits a batch; when the batch as a whole fails for a reason other than a passing
+/// one, each mail is tried alone so one poisonous mail cannot hold up the others.
+async fn commit_batch(
+    queue: &Queue,
+    pipeline: &Pipeline,
+    batch: &mut Vec<(u32, Arrival)>,
+    to_delete: &mut Vec<u32>,
+    report: &mut PollReport,
+) -> Result<(), PollError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let arrivals: Vec<Arrival> = batch.drain(..).map(|(n, a)| {
+        to_delete.push(n);
+        a
+    }).collect();
+    let first_new = to_delete.len() - arrivals.len();
+    match pipeline.take_in(queue, &arrivals).await {
+        Ok(_) => {
+            report.taken += arrivals.len();
+            Ok(())
+        }
+        Err(e) if e.is_transient() => {
+            to_delete.truncate(first_new);
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::warn!(queue = %queue.name, error = %e, "batch failed; taking mails one by one");
+            let numbers: Vec<u32> = to_delete.drain(first_new..).collect();
+            for (n, a) in numbers.into_iter().zip(arrivals) {
+                match pipeline.take_in(queue, std::slice::from_ref(&a)).await {
+                    Ok(_) => {
+                        report.taken += 1;
+                        to_delete.push(n);
+                    }
+                    Err(e) => {
+                        let uidl = a.uidl.as_deref().unwrap_or("?");
+                        tracing::error!(queue = %queue.name, uidl, error = %e, "mail cannot be taken in: left in the mailbox");
+                        report.notes.push(format!("message {uidl} cannot be taken in ({e}): left in the mailbox"));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

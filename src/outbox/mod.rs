@@ -1,1 +1,142 @@
-//! TODO
+//! The outbox: outgoing mail is committed to the store together with the ticket change
+//! that caused it; this worker relays it through the queue's SMTP server, retries
+//! temporary failures with backoff and gives up (noting it on the ticket) on permanent
+//! ones or when the retry window has passed.
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::core::model::{Queue, TlsMode};
+use crate::store::{Outbound, Store};
+use relay::{Upstream, UpstreamTls};
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Wait after the first temporary failure; doubled each time.
+    pub initial: Duration,
+    pub max: Duration,
+    /// Temporary failures turn permanent when the mail is older than this.
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(2 * 86_400),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempts: i64) -> Duration {
+        let factor = 1u32 << attempts.clamp(0, 16);
+        (self.initial * factor).min(self.max)
+    }
+}
+
+pub struct Worker {
+    pub store: Store,
+    pub hostname: String,
+    pub retry: RetryPolicy,
+    pub wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// Relays due mail until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let idle = match self.relay_due().await {
+                Ok(0) => self.time_to_next_due().await,
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: cannot read the store");
+                    Duration::from_secs(5)
+                }
+            };
+            if idle.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn time_to_next_due(&self) -> Duration {
+        let now = crate::store::now();
+        match self.store.outbox_next_due().await {
+            Ok(Some(at)) if at <= now => Duration::from_millis(200),
+            Ok(Some(at)) => Duration::from_secs((at - now) as u64).min(Duration::from_secs(60)),
+            _ => Duration::from_secs(60),
+        }
+    }
+
+    /// Relays what is due now; returns how many were attempted.
+    async fn relay_due(&self) -> Result<usize, crate::store::StoreError> {
+        let due = self.store.outbox_due(crate::store::now(), 32).await?;
+        let mut queues: std::collections::HashMap<i64, Queue> = Default::default();
+        for o in &due {
+            if !queues.contains_key(&o.queue_id) {
+                queues.insert(o.queue_id, self.store.queue(o.queue_id).await?);
+            }
+            let queue = &queues[&o.queue_id];
+            self.relay_one(queue, o).await?;
+        }
+        Ok(due.len())
+    }
+
+    async fn relay_one(&self, queue: &Queue, o: &Outbound) -> Result<(), crate::store::StoreError> {
+        let result = if queue.smtp_host.is_empty() {
+            Err((true, format!("queue {} has no SMTP server configured", queue.name)))
+        } else {
+            relay::relay(&upstream(queue, &self.hostname), &o.mail_from, &o.rcpt_to, &o.raw)
+                .await
+                .map_err(|e| (e.is_transient(), e.to_string()))
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(queue = %queue.name, kind = %o.kind, message_id = %o.message_id, to = %o.rcpt_to.join(","), "relayed");
+                self.store.outbox_sent(o.id).await
+            }
+            Err((true, error)) if !self.expired(o) => {
+                let wait = self.retry.delay(o.attempts);
+                tracing::warn!(queue = %queue.name, message_id = %o.message_id, %error, retry_in = ?wait, "relay failed for now");
+                self.store.outbox_retry(o.id, crate::store::now() + wait.as_secs() as i64, &error).await
+            }
+            Err((_, error)) => {
+                tracing::error!(queue = %queue.name, message_id = %o.message_id, %error, "relay failed for good");
+                self.store.outbox_failed(o, &error).await
+            }
+        }
+    }
+
+    fn expired(&self, o: &Outbound) -> bool {
+        crate::store::now() - o.created_at > self.retry.give_up_after.as_secs() as i64
+    }
+}
+
+fn upstream(q: &Queue, hostname: &str) -> Upstream {
+    Upstream {
+        host: q.smtp_host.clone(),
+        port: q.smtp_port,
+        tls: match q.smtp_tls {
+            TlsMode::Implicit => UpstreamTls::Implicit,
+            TlsMode::StartTls => UpstreamTls::StartTls,
+            TlsMode::None => UpstreamTls::None,
+        },
+        login: (!q.login.is_empty()).then(|| q.login.clone()),
+        password: (!q.password.is_empty()).then(|| q.password.clone()),
+        extra_ca_pem: (!q.tls_ca.is_empty()).then(|| q.tls_ca.clone()),
+        hello_name: hostname.to_string(),
+    }
+}

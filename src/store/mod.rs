@@ -1,1 +1,257 @@
-//! TODO
+//! The store: the one place that holds SQL. SQLite (embedded default) and PostgreSQL
+//! (by URL) run the same statements through sqlx's `Any` driver; where the two differ
+//! (full-text search, transaction start) it is decided here and nowhere else.
+//!
+//! Times are Unix seconds and flags 0/1 integers, because `Any` decodes nothing richer.
+mod admin;
+mod outbox;
+mod tickets;
+
+pub use admin::*;
+pub use outbox::*;
+pub use tickets::*;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot create the database folder {0}: {1}")]
+    Folder(String, std::io::Error),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (connection lost, database locked).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db) => {
+                    let msg = db.message().to_ascii_lowercase();
+                    msg.contains("locked") || msg.contains("busy")
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back.
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file and
+    /// its folder when missing. Does not migrate; see [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
+            (Backend::Sqlite, sqlite_url(path)?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "database url must start with sqlite:// or postgres:// (got {})",
+                redact_url(url)
+            )));
+        };
+        let options = AnyConnectOptions::from_str(&url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets admin commands read while `serve` writes; FULL sync because
+                        // a committed mail is deleted upstream right after.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 15000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Runs the backend's migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN IMMEDIATE`)
+    /// so two writers wait for each other instead of failing on lock upgrade.
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx { inner })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.inner.commit().await?;
+        Ok(())
+    }
+}
+
+/// Builds the SQLite URL: creates the folder and asks sqlx to create the file.
+fn sqlite_url(path: &str) -> Result<String> {
+    let path = path.trim_start_matches("//");
+    let (file, params) = path.split_once('?').unwrap_or((path, ""));
+    if file != ":memory:" {
+        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Folder(dir.display().to_string(), e))?;
+        }
+    }
+    let params = if params.contains("mode=") {
+        params.to_string()
+    } else if params.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        format!("{params}&mode=rwc")
+    };
+    Ok(format!("sqlite://{file}?{params}"))
+}
+
+/// A database URL fit for logs: the password replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub(crate) fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+/// Numbered placeholders for SQL built at run time (`$1`, `$2`, … on both backends).
+pub(crate) struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Sql {
+        Sql {
+            text: text.to_string(),
+            args: Vec::new(),
+        }
+    }
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+    /// Appends a placeholder bound to `arg`.
+    pub fn bind(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+    pub fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.clone()));
+        for a in &self.args {
+            q = match a {
+                Arg::Int(i) => q.bind(*i),
+                Arg::Text(t) => q.bind(t.clone()),
+            };
+        }
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/x.db");
+        let url = sqlite_url(&format!("//{}", file.display())).unwrap();
+        assert!(url.ends_with("x.db?mode=rwc"));
+        assert!(dir.path().join("sub").is_dir());
+    }
+}

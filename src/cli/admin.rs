@@ -1,0 +1,579 @@
+//! Admin commands for queues, agents, customers, documents, tags, statuses, templates
+//! and profiles.
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+
+use super::output::{json, table, time};
+use super::{
+    AgentCmd, CustomerArgs, CustomerCmd, DocumentCmd, ProfileCmd, QueueArgs, QueueCmd, StatusCmd,
+    TagCmd, TemplateCmd,
+};
+use crate::config::Locale;
+use crate::core::model::{Customer, Document, TlsMode};
+use crate::core::password;
+use crate::store::{NewAgent, QueueSettings, Store};
+
+fn host_port(s: &str, what: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("--{what} wants HOST:PORT, got {s:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("--{what}: {port:?} is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        bail!("--{what} wants HOST:PORT, got {s:?}");
+    }
+    Ok((host.to_string(), port))
+}
+
+fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
+    let mut s = QueueSettings {
+        name: a.name.clone(),
+        address: a.address.clone(),
+        friendly_name: a.friendly.clone(),
+        login: a.login.clone(),
+        salutation: a.salutation.clone(),
+        ..Default::default()
+    };
+    if let Some(addr) = &a.address {
+        if !addr.contains('@') || addr.contains(char::is_whitespace) {
+            bail!("--address {addr:?} is not an e-mail address");
+        }
+    }
+    if let Some(p) = &a.pop3 {
+        let (host, port) = host_port(p, "pop3")?;
+        s.pop3_tls = Some(if port == 995 { TlsMode::Implicit } else { TlsMode::StartTls });
+        s.pop3 = Some((host, port));
+    }
+    if let Some(p) = &a.smtp {
+        let (host, port) = host_port(p, "smtp")?;
+        s.smtp_tls = Some(if port == 465 { TlsMode::Implicit } else { TlsMode::StartTls });
+        s.smtp = Some((host, port));
+    }
+    if let Some(t) = &a.pop3_tls {
+        s.pop3_tls = Some(t.parse()?);
+    }
+    if let Some(t) = &a.smtp_tls {
+        s.smtp_tls = Some(t.parse()?);
+    }
+    if let Some(var) = &a.password_env {
+        let pw = std::env::var(var)
+            .map_err(|_| anyhow!("--password-env: the environment variable {var} is not set"))?;
+        s.password = Some(pw);
+    }
+    if let Some(path) = &a.tls_ca {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--tls-ca: cannot read {}", path.display()))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            bail!("--tls-ca: {} holds no PEM certificate", path.display());
+        }
+        s.tls_ca = Some(pem);
+    }
+    if let Some(path) = &a.autoresponder_text_file {
+        s.autoresponder_text = Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--autoresponder-text-file: cannot read {}", path.display()))?,
+        );
+        s.autoresponder = Some(true);
+    }
+    if a.autoresponder {
+        s.autoresponder = Some(true);
+    }
+    if a.no_autoresponder {
+        s.autoresponder = Some(false);
+    }
+    if let Some(q) = &a.reply_quote {
+        s.reply_quote = Some(q.parse()?);
+    }
+    if let Some(q) = &a.on_closed {
+        s.on_closed = Some(q.parse()?);
+    }
+    if a.disabled {
+        s.enabled = Some(false);
+    } else if a.enabled || adding {
+        s.enabled = Some(true);
+    }
+    if adding && (s.name.is_none() || s.address.is_none()) {
+        bail!("queue add needs --name and --address");
+    }
+    if adding && s.pop3.is_some() && s.login.is_none() {
+        bail!("a queue polled by POP3 needs --login and --password-env");
+    }
+    Ok(s)
+}
+
+pub async fn queue(store: &Store, cmd: QueueCmd) -> anyhow::Result<()> {
+    match cmd {
+        QueueCmd::Add(a) => {
+            let q = store.queue_add(&settings(&a, true)?).await?;
+            println!("queue {} <{}> added", q.name, q.address);
+        }
+        QueueCmd::Edit { queue, args } => {
+            let q = store.queue_edit(&queue, &settings(&args, false)?).await?;
+            println!("queue {} <{}> changed", q.name, q.address);
+        }
+        QueueCmd::Delete { name } => {
+            store.queue_delete(&name).await?;
+            println!("queue {name} deleted");
+        }
+        QueueCmd::List { json: as_json } => {
+            let queues = store.queues().await?;
+            if as_json {
+                return json(&queues);
+            }
+            let rows: Vec<Vec<String>> = queues
+                .iter()
+                .map(|q| {
+                    let server = |h: &str, p: u16, t: TlsMode| {
+                        if h.is_empty() { "-".to_string() } else { format!("{h}:{p} ({t})") }
+                    };
+                    vec![
+                        q.name.clone(),
+                        q.address.clone(),
+                        if q.enabled { "yes" } else { "no" }.into(),
+                        server(&q.pop3_host, q.pop3_port, q.pop3_tls),
+                        server(&q.smtp_host, q.smtp_port, q.smtp_tls),
+                        if q.autoresponder { "on" } else { "off" }.into(),
+                        match &q.last_poll {
+                            Some(p) => format!(
+                                "{} {}: {}",
+                                time(p.at),
+                                if p.ok { "ok" } else { "FAILED" },
+                                p.message
+                            ),
+                            None => "-".into(),
+                        },
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "ADDRESS", "ENABLED", "POP3", "SMTP", "AUTORESPONDER", "LAST POLL"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
+    match cmd {
+        AgentCmd::Add {
+            login,
+            name,
+            email,
+            queues,
+            admin,
+            password_stdin: _,
+        } => {
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .context("cannot read the password from stdin")?;
+            let pw = pw.trim_end_matches(['\r', '\n']);
+            if pw.len() < 8 {
+                bail!("the password must have at least 8 characters");
+            }
+            if !email.contains('@') {
+                bail!("--email {email:?} is not an e-mail address");
+            }
+            let hash = password::hash(pw)?;
+            let queues: Vec<String> = queues.into_iter().filter(|q| !q.is_empty()).collect();
+            let a = store
+                .agent_add(&NewAgent {
+                    login,
+                    name,
+                    email,
+                    password_hash: hash,
+                    is_admin: admin,
+                    queues,
+                })
+                .await?;
+            println!("agent {} added", a.login);
+        }
+        AgentCmd::List { json: as_json } => {
+            let agents = store.agents().await?;
+            if as_json {
+                return json(&agents);
+            }
+            let rows: Vec<Vec<String>> = agents
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.login.clone(),
+                        a.name.clone(),
+                        a.email.clone(),
+                        if a.is_admin { "admin".into() } else { a.queues.join(",") },
+                    ]
+                })
+                .collect();
+            table(&["LOGIN", "NAME", "EMAIL", "QUEUES"], &rows);
+        }
+    }
+    Ok(())
+}
+
+/// The customer CSV columns, in the documented order.
+pub const CUSTOMER_HEADER: [&str; 13] = [
+    "number",
+    "company1",
+    "company2",
+    "salutation",
+    "first_name",
+    "last_name",
+    "street",
+    "house_no",
+    "zip",
+    "city",
+    "letter_salutation",
+    "emails",
+    "delivery_block",
+];
+pub const DOCUMENT_HEADER: [&str; 5] = ["number", "kind", "date", "customer_number", "description"];
+
+fn split_emails(s: &str) -> Vec<String> {
+    s.split([';', ','])
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "no" | "nein" | "false" | "n" => Some(false),
+        "1" | "yes" | "ja" | "true" | "y" | "j" => Some(true),
+        _ => None,
+    }
+}
+
+/// Reads a CSV file with the given header; yields (line number, record) or a line error.
+fn read_csv(path: &Path, header: &[&str]) -> anyhow::Result<Vec<Result<(u64, csv::StringRecord), String>>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let found: Vec<String> = reader
+        .headers()?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    if found != header {
+        bail!(
+            "{}: the header must be `{}` (found `{}`)",
+            path.display(),
+            header.join(","),
+            found.join(",")
+        );
+    }
+    let mut out = Vec::new();
+    for record in reader.records() {
+        out.push(match record {
+            Ok(r) => {
+                let line = r.position().map(|p| p.line()).unwrap_or(0);
+                if r.len() != header.len() {
+                    Err(format!("line {line}: {} fields, expected {}", r.len(), header.len()))
+                } else {
+                    Ok((line, r))
+                }
+            }
+            Err(e) => Err(format!(
+                "line {}: {e}",
+                e.position().map(|p| p.line()).unwrap_or(0)
+            )),
+        });
+    }
+    Ok(out)
+}
+
+fn customer_from_record(line: u64, r: &csv::StringRecord) -> Result<Customer, String> {
+    let f = |i: usize| r.get(i).unwrap_or("").trim().to_string();
+    let number = f(0);
+    if number.is_empty() {
+        return Err(format!("line {line}: the customer number is empty"));
+    }
+    let emails = split_emails(&f(11));
+    if let Some(bad) = emails.iter().find(|e| !e.contains('@')) {
+        return Err(format!("line {line}: {bad:?} is not an e-mail address"));
+    }
+    let delivery_block = parse_bool(&f(12))
+        .ok_or_else(|| format!("line {line}: delivery_block must be yes/no or 1/0, not {:?}", f(12)))?;
+    Ok(Customer {
+        number,
+        company1: f(1),
+        company2: f(2),
+        salutation: f(3),
+        first_name: f(4),
+        last_name: f(5),
+        street: f(6),
+        house_no: f(7),
+        zip: f(8),
+        city: f(9),
+        letter_salutation: f(10),
+        emails,
+        delivery_block,
+    })
+}
+
+/// Prints the bad rows and a summary; fails (exit code) when any row was bad.
+fn import_summary(what: &str, inserted: usize, updated: usize, errors: &[String]) -> anyhow::Result<()> {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    println!("{what}: {inserted} added, {updated} updated, {} rejected", errors.len());
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{} row(s) rejected", errors.len()))
+    }
+}
+
+pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
+    match cmd {
+        CustomerCmd::Import { file } => {
+            let (mut inserted, mut updated, mut errors) = (0, 0, Vec::new());
+            for row in read_csv(&file, &CUSTOMER_HEADER)? {
+                match row.and_then(|(line, r)| customer_from_record(line, &r)) {
+                    Ok(c) => {
+                        if store.customer_upsert(&c).await? {
+                            inserted += 1;
+                        } else {
+                            updated += 1;
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            import_summary("customers", inserted, updated, &errors)
+        }
+        CustomerCmd::Add(a) => {
+            let c = customer_from_args(a)?;
+            let inserted = store.customer_upsert(&c).await?;
+            println!("customer {} {}", c.number, if inserted { "added" } else { "updated" });
+            Ok(())
+        }
+        CustomerCmd::List { json: as_json } => {
+            let customers = store.customers().await?;
+            if as_json {
+                return json(&customers);
+            }
+            let rows: Vec<Vec<String>> = customers
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.number.clone(),
+                        c.company1.clone(),
+                        format!("{} {}", c.first_name, c.last_name).trim().to_string(),
+                        c.city.clone(),
+                        c.emails.join(";"),
+                        if c.delivery_block { "BLOCKED".into() } else { String::new() },
+                    ]
+                })
+                .collect();
+            table(&["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"], &rows);
+            Ok(())
+        }
+        CustomerCmd::Show { number, json: as_json } => {
+            let c = store
+                .customer(&number)
+                .await?
+                .ok_or_else(|| anyhow!("no customer {number}"))?;
+            if as_json {
+                return json(&c);
+            }
+            for (k, v) in [
+                ("Number", c.number.as_str()),
+                ("Company 1", &c.company1),
+                ("Company 2", &c.company2),
+                ("Salutation", &c.salutation),
+                ("First name", &c.first_name),
+                ("Last name", &c.last_name),
+                ("Street", &c.street),
+                ("House no.", &c.house_no),
+                ("ZIP", &c.zip),
+                ("City", &c.city),
+                ("Letter salutation", &c.letter_salutation),
+            ] {
+                println!("{k:<18} {v}");
+            }
+            println!("{:<18} {}", "E-mail", c.emails.join(", "));
+            println!("{:<18} {}", "Delivery block", if c.delivery_block { "yes" } else { "no" });
+            Ok(())
+        }
+    }
+}
+
+fn customer_from_args(a: CustomerArgs) -> anyhow::Result<Customer> {
+    if a.number.trim().is_empty() {
+        bail!("--number must not be empty");
+    }
+    let emails = split_emails(&a.emails);
+    if let Some(bad) = emails.iter().find(|e| !e.contains('@')) {
+        bail!("{bad:?} is not an e-mail address");
+    }
+    Ok(Customer {
+        number: a.number.trim().to_string(),
+        company1: a.company1,
+        company2: a.company2,
+        salutation: a.salutation,
+        first_name: a.first_name,
+        last_name: a.last_name,
+        street: a.street,
+        house_no: a.house_no,
+        zip: a.zip,
+        city: a.city,
+        letter_salutation: a.letter_salutation,
+        emails,
+        delivery_block: a.delivery_block,
+    })
+}
+
+pub async fn document(store: &Store, cmd: DocumentCmd) -> anyhow::Result<()> {
+    match cmd {
+        DocumentCmd::Import { file } => {
+            let (mut inserted, mut updated, mut errors) = (0, 0, Vec::new());
+            for row in read_csv(&file, &DOCUMENT_HEADER)? {
+                let doc = row.and_then(|(line, r)| {
+                    let f = |i: usize| r.get(i).unwrap_or("").trim().to_string();
+                    if f(0).is_empty() {
+                        return Err(format!("line {line}: the document number is empty"));
+                    }
+                    Ok(Document {
+                        number: f(0),
+                        kind: f(1),
+                        date: f(2),
+                        customer_number: f(3),
+                        description: f(4),
+                    })
+                });
+                match doc {
+                    Ok(d) => {
+                        if store.document_upsert(&d).await? {
+                            inserted += 1;
+                        } else {
+                            updated += 1;
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            import_summary("documents", inserted, updated, &errors)
+        }
+        DocumentCmd::List { json: as_json } => {
+            let docs = store.documents().await?;
+            if as_json {
+                return json(&docs);
+            }
+            let rows: Vec<Vec<String>> = docs
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.number.clone(),
+                        d.kind.clone(),
+                        d.date.clone(),
+                        d.customer_number.clone(),
+                        d.description.clone(),
+                    ]
+                })
+                .collect();
+            table(&["NUMBER", "KIND", "DATE", "CUSTOMER", "DESCRIPTION"], &rows);
+            Ok(())
+        }
+    }
+}
+
+pub async fn tag(store: &Store, cmd: TagCmd) -> anyhow::Result<()> {
+    match cmd {
+        TagCmd::Add { name } => {
+            store.tag_add(&name).await?;
+            println!("tag {name} added");
+        }
+        TagCmd::Delete { name } => {
+            store.tag_delete(&name).await?;
+            println!("tag {name} deleted");
+        }
+        TagCmd::List { json: as_json } => {
+            let tags = store.tags().await?;
+            if as_json {
+                return json(&tags);
+            }
+            for t in tags {
+                println!("{t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(store: &Store, cmd: StatusCmd, locale: Locale) -> anyhow::Result<()> {
+    match cmd {
+        StatusCmd::Add { name, open: _, closed } => {
+            store.status_add(&name, closed).await?;
+            println!("status {name} added ({})", if closed { "closed" } else { "open" });
+        }
+        StatusCmd::List { json: as_json } => {
+            let statuses = store.statuses().await?;
+            if as_json {
+                return json(&statuses);
+            }
+            let rows: Vec<Vec<String>> = statuses
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.key.clone(),
+                        match locale {
+                            Locale::En => s.name_en.clone(),
+                            Locale::De => s.name_de.clone(),
+                        },
+                        if s.is_closed { "closed" } else { "open" }.into(),
+                        if s.is_system { "system" } else { "" }.into(),
+                    ]
+                })
+                .collect();
+            table(&["KEY", "NAME", "KIND", ""], &rows);
+        }
+    }
+    Ok(())
+}
+
+pub async fn template(store: &Store, cmd: TemplateCmd) -> anyhow::Result<()> {
+    match cmd {
+        TemplateCmd::Add { name, file } => {
+            let body = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            store.template_add(&name, &body).await?;
+            println!("template {name} saved");
+        }
+        TemplateCmd::List { json: as_json } => {
+            let templates = store.templates().await?;
+            if as_json {
+                return json(&templates);
+            }
+            for (name, body) in templates {
+                println!("{name}: {}", body.lines().next().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn profile(store: &Store, cmd: ProfileCmd) -> anyhow::Result<()> {
+    match cmd {
+        ProfileCmd::Add { name, filter } => {
+            crate::core::filter::parse(&filter).map_err(|e| anyhow!("{e}"))?;
+            store.profile_add(&name, &filter).await?;
+            println!("profile {name} saved");
+        }
+        ProfileCmd::List { json: as_json } => {
+            let profiles = store.profiles().await?;
+            if as_json {
+                return json(&profiles);
+            }
+            for (name, filter) in profiles {
+                println!("{name}: {filter}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Words the gateway says itself, per locale, and the placeholders agents and admins
+//! write into texts (`@Nachname@`, `@Ticketnummer@`, …).
+use crate::config::Locale;
+use crate::core::model::Customer;
+
+pub fn default_autoresponder_text(locale: Locale) -> &'static str {
+    match locale {
+        Locale::En => {
+            "Hello,\n\nthank you for your message. We have received it and opened ticket \
+             @Ticketnummer@ in @Queue@ for it. Please keep the ticket number in the subject \
+             when you write to us about this matter.\n\nThis message was sent automatically.\n"
+        }
+        Locale::De => {
+            "Guten Tag,\n\nvielen Dank für Ihre Nachricht. Wir haben sie erhalten und unter der \
+             Ticketnummer @Ticketnummer@ (@Queue@) aufgenommen. Bitte lassen Sie die \
+             Ticketnummer im Betreff stehen, wenn Sie uns zu diesem Anliegen schreiben.\n\n\
+             Diese Nachricht wurde automatisch erstellt.\n"
+        }
+    }
+}
+
+/// The salutation used for `@Briefanrede@` when a ticket has no customer.
+pub fn neutral_salutation(locale: Locale) -> &'static str {
+    match locale {
+        Locale::En => "Dear Sir or Madam",
+        Locale::De => "Sehr geehrte Damen und Herren",
+    }
+}
+
+/// What the placeholders are filled with.
+pub struct Placeholders<'a> {
+    pub customer: Option<&'a Customer>,
+    pub ticket_number: i64,
+    pub queue: &'a str,
+    /// `@Briefanrede@` without a customer (queue setting, else the locale's).
+    pub neutral_salutation: &'a str,
+}
+
+/// Replaces every known `@Name@` placeholder; unknown `@…@` text stays as it is.
+pub fn fill(text: &str, p: &Placeholders<'_>) -> String {
+    let c = p.customer;
+    let field = |f: fn(&Customer) -> &str| c.map(f).unwrap_or("").to_string();
+    let salutation = match c {
+        Some(c) if !c.letter_salutation.is_empty() => c.letter_salutation.clone(),
+        _ => p.neutral_salutation.to_string(),
+    };
+    let values: [(&str, String); 11] = [
+        ("@Firma1@", field(|c| &c.company1)),
+        ("@Firma2@", field(|c| &c.company2)),
+        ("@Anrede@", field(|c| &c.salutation)),
+        ("@Nachname@", field(|c| &c.last_name)),
+        ("@Strasse@", field(|c| &c.street)),
+        ("@HausNr@", field(|c| &c.house_no)),
+        ("@PLZ@", field(|c| &c.zip)),
+        ("@Ort@", field(|c| &c.city)),
+        ("@Briefanrede@", salutation),
+        ("@Ticketnummer@", p.ticket_number.to_string()),
+        ("@Queue@", p.queue.to_string()),
+    ];
+    let mut out = text.to_string();
+    for (name, value) in values {
+        if out.contains(name) {
+            out = out.replace(name, &value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_with_and_without_customer() {
+        let c = Customer {
+            last_name: "Müller".into(),
+            letter_salutation: "Sehr geehrter Herr Müller".into(),
+            ..Default::default()
+        };
+        let mut p = Placeholders {
+            customer: Some(&c),
+            ticket_number: 42,
+            queue: "Support",
+            neutral_salutation: "Hallo",
+        };
+        assert_eq!(
+            fill("@Briefanrede@, #@Ticketnummer@ @Nachname@ @Unknown@", &p),
+            "Sehr geehrter Herr Müller, #42 Müller @Unknown@"
+        );
+        p.customer = None;
+        assert_eq!(fill("@Briefanrede@ @Nachname@.", &p), "Hallo .");
+    }
+}

@@ -1,0 +1,187 @@
+//! The outbox: outgoing mail committed with the ticket change that caused it, relayed
+//! later by the outbox worker.
+use sqlx::Row;
+
+use super::{Result, Store, Tx, now};
+
+pub struct NewOutbound<'a> {
+    pub queue_id: i64,
+    pub ticket_id: Option<i64>,
+    pub agent_id: Option<i64>,
+    /// autoresponse | reply | away | dsn
+    pub kind: &'a str,
+    pub mail_from: &'a str,
+    pub rcpt_to: &'a [String],
+    pub message_id: &'a str,
+    pub raw: &'a [u8],
+}
+
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub id: i64,
+    pub queue_id: i64,
+    pub ticket_id: Option<i64>,
+    pub agent_id: Option<i64>,
+    pub kind: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub message_id: String,
+    pub raw: Vec<u8>,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub sent: i64,
+    pub failed: i64,
+}
+
+impl Tx {
+    pub async fn outbox_add(&mut self, o: &NewOutbound<'_>) -> Result<i64> {
+        let at = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (queue_id, ticket_id, agent_id, kind, mail_from, rcpt_to, message_id, \
+             raw, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+        )
+        .bind(o.queue_id)
+        .bind(o.ticket_id)
+        .bind(o.agent_id)
+        .bind(o.kind.to_string())
+        .bind(o.mail_from.to_string())
+        .bind(o.rcpt_to.join(","))
+        .bind(o.message_id.to_string())
+        .bind(o.raw.to_vec())
+        .bind(at)
+        .fetch_one(&mut *self.inner)
+        .await?;
+        if let Some(ticket_id) = o.ticket_id {
+            self.remember_message_id(ticket_id, o.message_id).await?;
+        }
+        Ok(id)
+    }
+}
+
+impl Store {
+    /// Pending entries whose next attempt is due, oldest first.
+    pub async fn outbox_due(&self, at: i64, limit: i64) -> Result<Vec<Outbound>> {
+        let rows = sqlx::query(
+            "SELECT id, queue_id, ticket_id, agent_id, kind, mail_from, rcpt_to, message_id, raw, \
+             attempts, created_at FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(at)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Outbound {
+                    id: r.try_get("id")?,
+                    queue_id: r.try_get("queue_id")?,
+                    ticket_id: r.try_get("ticket_id")?,
+                    agent_id: r.try_get("agent_id")?,
+                    kind: r.try_get("kind")?,
+                    mail_from: r.try_get("mail_from")?,
+                    rcpt_to: r
+                        .try_get::<String, _>("rcpt_to")?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    message_id: r.try_get("message_id")?,
+                    raw: r.try_get("raw")?,
+                    attempts: r.try_get("attempts")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest time a pending entry is due, if any.
+    pub async fn outbox_next_due(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn outbox_sent(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1, \
+             last_error = '' WHERE id = $2",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_retry(&self, id: i64, next_at: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3",
+        )
+        .bind(next_at)
+        .bind(error.to_string())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up on an entry: marks it failed and notes it on its ticket.
+    pub async fn outbox_failed(&self, o: &Outbound, error: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $1 WHERE id = $2",
+        )
+        .bind(error.to_string())
+        .bind(o.id)
+        .execute(&mut *tx.inner)
+        .await?;
+        if let Some(ticket_id) = o.ticket_id {
+            tx.history(
+                ticket_id,
+                &super::Actor::system(),
+                &format!("{}_failed", o.kind),
+                &o.rcpt_to.join(", "),
+                error,
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut c = OutboxCounts::default();
+        for r in rows {
+            let n: i64 = r.try_get(1)?;
+            match r.try_get::<String, _>(0)?.as_str() {
+                "pending" => c.pending = n,
+                "sent" => c.sent = n,
+                _ => c.failed += n,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Outgoing mail of one kind (e.g. autoresponses), for `ticket show` and tests.
+    pub async fn outbox_of_ticket(&self, ticket_number: i64) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT o.kind, o.rcpt_to, o.state FROM outbox o JOIN tickets t ON t.id = o.ticket_id \
+             WHERE t.number = $1 ORDER BY o.id",
+        )
+        .bind(ticket_number)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("rcpt_to")?, r.try_get("state")?)))
+            .collect()
+    }
+}

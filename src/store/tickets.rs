@@ -1,0 +1,991 @@
+//! Tickets, items, history: what intake writes and what the admin commands read.
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::admin::{customer_from_row, document_from_row};
+use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now};
+use crate::core::mail::Attachment;
+use crate::core::model::{
+    AttachmentInfo, HistoryEntry, ItemDetail, ItemKind, Priority, TicketDetail, TicketSummary,
+};
+
+/// What the rules need to know about a ticket found for a mail.
+#[derive(Debug, Clone)]
+pub struct TicketRef {
+    pub id: i64,
+    pub number: i64,
+    pub queue_id: i64,
+    pub queue_name: String,
+    pub subject: String,
+    pub status_key: String,
+    pub status_closed: bool,
+    pub merged_into_id: Option<i64>,
+    pub customer_id: Option<i64>,
+    pub assignee_id: Option<i64>,
+    pub creator_address: String,
+}
+
+pub struct NewTicket<'a> {
+    pub subject: &'a str,
+    pub queue_id: i64,
+    pub creator_address: &'a str,
+    pub customer_id: Option<i64>,
+    pub cc: &'a [String],
+    pub spoof_suspect: bool,
+    pub first_number: i64,
+    pub assignee_id: Option<i64>,
+    pub at: i64,
+}
+
+pub struct NewItem<'a> {
+    pub kind: ItemKind,
+    pub agent_id: Option<i64>,
+    pub from_address: &'a str,
+    pub from_name: &'a str,
+    pub to: &'a [String],
+    pub cc: &'a [String],
+    pub subject: &'a str,
+    pub date: i64,
+    pub message_id: &'a str,
+    pub text: &'a str,
+    pub html: Option<&'a str>,
+    pub raw: &'a [u8],
+    pub raw_sha256: &'a str,
+    pub problems: &'a [String],
+    pub attachments: &'a [Attachment],
+}
+
+/// Who made a change, for the history.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub agent_id: Option<i64>,
+    pub name: String,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor {
+            agent_id: None,
+            name: "system".into(),
+        }
+    }
+    pub fn customer(address: &str) -> Actor {
+        Actor {
+            agent_id: None,
+            name: address.to_string(),
+        }
+    }
+}
+
+/// A ticket list query: every field narrows (AND); values within one field are OR.
+#[derive(Debug, Clone, Default)]
+pub struct TicketQuery {
+    pub numbers: Vec<i64>,
+    pub queues: Vec<String>,
+    /// Status keys or localized names.
+    pub statuses: Vec<String>,
+    /// `Some(true)`: only open-like statuses; `Some(false)`: only closed-like.
+    pub open: Option<bool>,
+    /// Agent logins; `None` in the list means unassigned.
+    pub assignees: Vec<Option<String>>,
+    pub tags: Vec<String>,
+    pub priorities: Vec<Priority>,
+    pub customers: Vec<String>,
+    /// Tickets of which any item, the creator or the CC list has one of these addresses.
+    pub emails: Vec<String>,
+    /// Substring of the ticket subject, case-insensitive.
+    pub subject: Option<String>,
+    /// Full-text search over every item's subject and text.
+    pub text: Option<String>,
+    pub billable: Option<bool>,
+    pub created_since: Option<i64>,
+    pub created_until: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// The seed's statistics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub per_queue: Vec<(String, i64)>,
+    pub per_status: Vec<(String, i64)>,
+    /// (day `YYYY-MM-DD` in UTC, tickets opened), the last 7 days, oldest first.
+    pub opened_per_day: Vec<(String, i64)>,
+    pub total: i64,
+}
+
+const TICKET_REF: &str = "SELECT t.id, t.number, t.queue_id, q.name AS queue_name, t.subject, \
+    s.key AS status_key, s.is_closed, t.merged_into_id, t.customer_id, t.assignee_id, \
+    t.creator_address FROM tickets t JOIN queues q ON q.id = t.queue_id \
+    JOIN statuses s ON s.id = t.status_id";
+
+fn ticket_ref(r: &AnyRow) -> Result<TicketRef> {
+    Ok(TicketRef {
+        id: r.try_get("id")?,
+        number: r.try_get("number")?,
+        queue_id: r.try_get("queue_id")?,
+        queue_name: r.try_get("queue_name")?,
+        subject: r.try_get("subject")?,
+        status_key: r.try_get("status_key")?,
+        status_closed: r.try_get::<i64, _>("is_closed")? != 0,
+        merged_into_id: r.try_get("merged_into_id")?,
+        customer_id: r.try_get("customer_id")?,
+        assignee_id: r.try_get("assignee_id")?,
+        creator_address: r.try_get("creator_address")?,
+    })
+}
+
+impl Tx {
+    /// True when this exact mail (same bytes) is already an item of a ticket of the queue:
+    /// a redelivery after a crash between commit and acknowledgement.
+    pub async fn seen_mail(&mut self, queue_id: i64, raw_sha256: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM items i JOIN tickets t ON t.id = i.ticket_id \
+             WHERE i.raw_sha256 = $1 AND t.queue_id = $2 AND i.kind = 'customer'",
+        )
+        .bind(raw_sha256.to_string())
+        .bind(queue_id)
+        .fetch_one(&mut *self.inner)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The most recently active ticket that sent or received one of these Message-IDs.
+    pub async fn ticket_by_message_ids(&mut self, ids: &[String]) -> Result<Option<TicketRef>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let mut sql = Sql::new(TICKET_REF);
+        sql.push(" WHERE t.id IN (SELECT ticket_id FROM message_ids WHERE message_id IN (");
+        for (i, id) in ids.iter().take(100).enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(Arg::Text(id.clone()));
+        }
+        sql.push(")) ORDER BY t.last_action_at DESC, t.id DESC LIMIT 1");
+        let row = sql.query().fetch_optional(&mut *self.inner).await?;
+        row.as_ref().map(ticket_ref).transpose()
+    }
+
+    pub async fn ticket_by_number(&mut self, number: i64) -> Result<Option<TicketRef>> {
+        let sql = format!("{TICKET_REF} WHERE t.number = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(number)
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        row.as_ref().map(ticket_ref).transpose()
+    }
+
+    pub async fn ticket_by_id(&mut self, id: i64) -> Result<TicketRef> {
+        let sql = format!("{TICKET_REF} WHERE t.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(&mut *self.inner)
+            .await?;
+        ticket_ref(&row)
+    }
+
+    /// Follows merges to the ticket that now holds the conversation.
+    pub async fn resolve_merged(&mut self, mut t: TicketRef) -> Result<TicketRef> {
+        for _ in 0..32 {
+            match t.merged_into_id {
+                Some(target) => t = self.ticket_by_id(target).await?,
+                None => return Ok(t),
+            }
+        }
+        Ok(t)
+    }
+
+    /// A participant of a ticket: its creator, a CC address, a customer address, or an agent.
+    pub async fn is_participant(&mut self, t: &TicketRef, address: &str) -> Result<bool> {
+        let address = address.to_ascii_lowercase();
+        if t.creator_address == address {
+            return Ok(true);
+        }
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM ticket_cc WHERE ticket_id = $1 AND address = $2) \
+             + (SELECT COUNT(*) FROM customer_emails WHERE customer_id = $3 AND address = $2) \
+             + (SELECT COUNT(*) FROM agents WHERE email = $2)",
+        )
+        .bind(t.id)
+        .bind(address)
+        .bind(t.customer_id.unwrap_or(-1))
+        .fetch_one(&mut *self.inner)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Lower-case addresses of every queue, enabled or not.
+    pub async fn queue_addresses(&mut self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT address FROM queues")
+            .fetch_all(&mut *self.inner)
+            .await?)
+    }
+
+    pub async fn customer_id(&mut self, number: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM customers WHERE number = $1")
+                .bind(number.to_string())
+                .fetch_optional(&mut *self.inner)
+                .await?,
+        )
+    }
+
+    pub async fn customer_by_id(&mut self, id: i64) -> Result<Option<crate::core::model::Customer>> {
+        let row = sqlx::query(
+            "SELECT number, company1, company2, salutation, first_name, last_name, street, \
+             house_no, zip, city, letter_salutation, delivery_block FROM customers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let emails: Vec<String> = sqlx::query_scalar(
+            "SELECT address FROM customer_emails WHERE customer_id = $1 ORDER BY address",
+        )
+        .bind(id)
+        .fetch_all(&mut *self.inner)
+        .await?;
+        Ok(Some(customer_from_row(&row, emails)?))
+    }
+
+    pub async fn queue_on_closed(&mut self, queue_id: i64) -> Result<crate::core::model::OnClosed> {
+        let word: String = sqlx::query_scalar("SELECT on_closed FROM queues WHERE id = $1")
+            .bind(queue_id)
+            .fetch_one(&mut *self.inner)
+            .await?;
+        word.parse()
+            .map_err(|e: crate::core::model::UnknownWord| StoreError::Invalid(e.to_string()))
+    }
+
+    /// Customer ids having this address.
+    pub async fn customers_with_email(&mut self, address: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT customer_id FROM customer_emails WHERE address = $1 ORDER BY customer_id",
+        )
+        .bind(address.to_ascii_lowercase())
+        .fetch_all(&mut *self.inner)
+        .await?)
+    }
+
+    /// The next number of the gap-free ticket counter (rolled back with the transaction).
+    async fn next_ticket_number(&mut self, first: i64) -> Result<i64> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'ticket' RETURNING value",
+        )
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        match next {
+            Some(n) if n >= first => Ok(n),
+            Some(_) => {
+                sqlx::query("UPDATE counters SET value = $1 WHERE name = 'ticket'")
+                    .bind(first)
+                    .execute(&mut *self.inner)
+                    .await?;
+                Ok(first)
+            }
+            None => {
+                sqlx::query("INSERT INTO counters (name, value) VALUES ('ticket', $1)")
+                    .bind(first)
+                    .execute(&mut *self.inner)
+                    .await?;
+                Ok(first)
+            }
+        }
+    }
+
+    async fn status_id(&mut self, key: &str) -> Result<i64> {
+        sqlx::query_scalar("SELECT id FROM statuses WHERE key = $1")
+            .bind(key.to_string())
+            .fetch_optional(&mut *self.inner)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no status {key:?}")))
+    }
+
+    pub async fn create_ticket(&mut self, t: &NewTicket<'_>, actor: &Actor) -> Result<TicketRef> {
+        let number = self.next_ticket_number(t.first_number).await?;
+        let status = self.status_id(crate::core::model::status_key::NEW).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tickets (number, subject, queue_id, assignee_id, status_id, customer_id, \
+             creator_address, spoof_suspect, created_at, last_action_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) RETURNING id",
+        )
+        .bind(number)
+        .bind(t.subject.to_string())
+        .bind(t.queue_id)
+        .bind(t.assignee_id)
+        .bind(status)
+        .bind(t.customer_id)
+        .bind(t.creator_address.to_ascii_lowercase())
+        .bind(flag(t.spoof_suspect))
+        .bind(t.at)
+        .fetch_one(&mut *self.inner)
+        .await?;
+        for cc in t.cc {
+            sqlx::query("INSERT INTO ticket_cc (ticket_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(cc.to_ascii_lowercase())
+                .execute(&mut *self.inner)
+                .await?;
+        }
+        self.history(id, actor, "created", "", &format!("#{number}"))
+            .await?;
+        self.ticket_by_id(id).await
+    }
+
+    /// Adds an item; records its Message-ID and attachments; bumps last action and version.
+    pub async fn add_item(&mut self, ticket_id: i64, it: &NewItem<'_>, at: i64) -> Result<i64> {
+        let problems = it.problems.join("\n");
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO items (ticket_id, kind, agent_id, from_address, from_name, to_addrs, \
+             cc_addrs, subject, date, received_at, message_id, text, html, raw, raw_sha256, problems) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(it.kind.as_str())
+        .bind(it.agent_id)
+        .bind(it.from_address.to_string())
+        .bind(it.from_name.to_string())
+        .bind(it.to.join(", "))
+        .bind(it.cc.join(", "))
+        .bind(it.subject.to_string())
+        .bind(it.date)
+        .bind(at)
+        .bind(it.message_id.to_string())
+        .bind(it.text.to_string())
+        .bind(it.html.map(str::to_string))
+        .bind(it.raw.to_vec())
+        .bind(it.raw_sha256.to_string())
+        .bind(problems)
+        .fetch_one(&mut *self.inner)
+        .await?;
+        for a in it.attachments {
+            sqlx::query(
+                "INSERT INTO attachments (item_id, name, content_type, size, sha256, part_id, \
+                 content_id, inline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(a.name.clone())
+            .bind(a.content_type.clone())
+            .bind(a.size as i64)
+            .bind(a.sha256.clone())
+            .bind(i64::from(a.part_id))
+            .bind(a.content_id.clone().unwrap_or_default())
+            .bind(flag(a.inline))
+            .execute(&mut *self.inner)
+            .await?;
+        }
+        if !it.message_id.is_empty() {
+            self.remember_message_id(ticket_id, it.message_id).await?;
+        }
+        sqlx::query(
+            "UPDATE tickets SET last_action_at = $1, updated_at = $1, version = version + 1 WHERE id = $2",
+        )
+        .bind(at)
+        .bind(ticket_id)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn remember_message_id(&mut self, ticket_id: i64, message_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO message_ids (message_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(message_id.to_string())
+        .bind(ticket_id)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets a ticket's status by key and logs it; no-op when unchanged.
+    pub async fn set_status(&mut self, t: &TicketRef, key: &str, actor: &Actor) -> Result<()> {
+        if t.status_key == key {
+            return Ok(());
+        }
+        let id = self.status_id(key).await?;
+        sqlx::query("UPDATE tickets SET status_id = $1, updated_at = $2, version = version + 1 WHERE id = $3")
+            .bind(id)
+            .bind(now())
+            .bind(t.id)
+            .execute(&mut *self.inner)
+            .await?;
+        self.history(t.id, actor, "status", &t.status_key, key).await
+    }
+
+    pub async fn history(
+        &mut self,
+        ticket_id: i64,
+        actor: &Actor,
+        field: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO history (ticket_id, at, agent_id, actor, field, old_value, new_value) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(ticket_id)
+        .bind(now())
+        .bind(actor.agent_id)
+        .bind(actor.name.clone())
+        .bind(field.to_string())
+        .bind(old.to_string())
+        .bind(new.to_string())
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Autoresponses and out-of-office notes sent to `sender` since `since`.
+    pub async fn autoresponses_since(&mut self, sender: &str, since: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM autoresponses WHERE sender = $1 AND at >= $2",
+        )
+        .bind(sender.to_ascii_lowercase())
+        .bind(since)
+        .fetch_one(&mut *self.inner)
+        .await?)
+    }
+
+    pub async fn record_autoresponse(
+        &mut self,
+        sender: &str,
+        queue_id: i64,
+        ticket_id: i64,
+        kind: &str,
+        agent_id: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO autoresponses (sender, queue_id, ticket_id, kind, agent_id, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(sender.to_ascii_lowercase())
+        .bind(queue_id)
+        .bind(ticket_id)
+        .bind(kind.to_string())
+        .bind(agent_id)
+        .bind(now())
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Records what POP3 intake did with a mailbox message (`taken` or `too_large`).
+    pub async fn pop3_mark(&mut self, queue_id: i64, uidl: &str, state: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pop3_uidls (queue_id, uidl, state, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (queue_id, uidl) DO UPDATE SET state = excluded.state, at = excluded.at",
+        )
+        .bind(queue_id)
+        .bind(uidl.to_string())
+        .bind(state.to_string())
+        .bind(now())
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Merges ticket `from` into `into`: `from`'s items become older items of `into`,
+    /// `from` becomes `merged` and forwards later mail to `into`.
+    pub async fn merge(&mut self, from: &TicketRef, into: &TicketRef, actor: &Actor) -> Result<()> {
+        if from.id == into.id {
+            return Err(StoreError::Invalid("a ticket cannot be merged into itself".into()));
+        }
+        if from.merged_into_id.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "ticket #{} is already merged",
+                from.number
+            )));
+        }
+        if into.merged_into_id.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "ticket #{} is merged itself; merge into its target",
+                into.number
+            )));
+        }
+        for sql in [
+            "UPDATE items SET ticket_id = $1 WHERE ticket_id = $2",
+            "INSERT INTO message_ids (message_id, ticket_id) SELECT message_id, $1 FROM message_ids \
+             WHERE ticket_id = $2 ON CONFLICT DO NOTHING",
+            "INSERT INTO ticket_cc (ticket_id, address) SELECT $1, address FROM ticket_cc \
+             WHERE ticket_id = $2 ON CONFLICT DO NOTHING",
+            "INSERT INTO ticket_tags (ticket_id, tag_id) SELECT $1, tag_id FROM ticket_tags \
+             WHERE ticket_id = $2 ON CONFLICT DO NOTHING",
+            "INSERT INTO ticket_watchers (ticket_id, agent_id) SELECT $1, agent_id FROM ticket_watchers \
+             WHERE ticket_id = $2 ON CONFLICT DO NOTHING",
+        ] {
+            sqlx::query(sql)
+                .bind(into.id)
+                .bind(from.id)
+                .execute(&mut *self.inner)
+                .await?;
+        }
+        let merged = self.status_id(crate::core::model::status_key::MERGED).await?;
+        sqlx::query(
+            "UPDATE tickets SET merged_into_id = $1, status_id = $2, updated_at = $3, \
+             version = version + 1 WHERE id = $4",
+        )
+        .bind(into.id)
+        .bind(merged)
+        .bind(now())
+        .bind(from.id)
+        .execute(&mut *self.inner)
+        .await?;
+        sqlx::query(
+            "UPDATE tickets SET last_action_at = (SELECT MAX(received_at) FROM items WHERE ticket_id = $1), \
+             updated_at = $2, version = version + 1 WHERE id = $1",
+        )
+        .bind(into.id)
+        .bind(now())
+        .execute(&mut *self.inner)
+        .await?;
+        self.history(from.id, actor, "merged_into", "", &format!("#{}", into.number))
+            .await?;
+        self.history(into.id, actor, "merged_from", "", &format!("#{}", from.number))
+            .await
+    }
+}
+
+impl Store {
+    pub async fn ticket_list(&self, q: &TicketQuery) -> Result<Vec<TicketSummary>> {
+        let mut sql = Sql::new(
+            "SELECT t.number, t.priority, t.billable, c.number AS customer_number, \
+             t.creator_address, a.login AS assignee, t.subject, qu.name AS queue, s.key AS status, \
+             t.created_at, t.last_action_at FROM tickets t \
+             JOIN queues qu ON qu.id = t.queue_id JOIN statuses s ON s.id = t.status_id \
+             LEFT JOIN customers c ON c.id = t.customer_id LEFT JOIN agents a ON a.id = t.assignee_id \
+             WHERE 1 = 1",
+        );
+        self.push_conditions(&mut sql, q);
+        sql.push(" ORDER BY t.number DESC");
+        if let Some(limit) = q.limit {
+            sql.push(" LIMIT ").bind(Arg::Int(limit));
+        }
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TicketSummary {
+                    number: r.try_get("number")?,
+                    priority: r
+                        .try_get::<String, _>("priority")?
+                        .parse()
+                        .unwrap_or(Priority::Low),
+                    billable: r.try_get::<i64, _>("billable")? != 0,
+                    customer_number: r.try_get("customer_number")?,
+                    creator_address: r.try_get("creator_address")?,
+                    assignee: r.try_get("assignee")?,
+                    subject: r.try_get("subject")?,
+                    queue: r.try_get("queue")?,
+                    status: r.try_get("status")?,
+                    created_at: r.try_get("created_at")?,
+                    last_action_at: r.try_get("last_action_at")?,
+                })
+            })
+            .collect()
+    }
+
+    fn push_conditions(&self, sql: &mut Sql, q: &TicketQuery) {
+        fn any_of(sql: &mut Sql, column: &str, values: impl IntoIterator<Item = Arg>) {
+            sql.push(" AND ").push(column).push(" IN (");
+            for (i, v) in values.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(v);
+            }
+            sql.push(")");
+        }
+        if !q.numbers.is_empty() {
+            any_of(sql, "t.number", q.numbers.iter().map(|n| Arg::Int(*n)));
+        }
+        if !q.queues.is_empty() {
+            any_of(sql, "LOWER(qu.name)", q.queues.iter().map(|n| Arg::Text(n.to_lowercase())));
+        }
+        if !q.statuses.is_empty() {
+            sql.push(" AND (");
+            for (i, s) in q.statuses.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                let s = s.to_lowercase();
+                sql.push("LOWER(s.key) = ").bind(Arg::Text(s.clone()));
+                sql.push(" OR LOWER(s.name_en) = ").bind(Arg::Text(s.clone()));
+                sql.push(" OR LOWER(s.name_de) = ").bind(Arg::Text(s));
+            }
+            sql.push(")");
+        }
+        if let Some(open) = q.open {
+            sql.push(" AND s.is_closed = ").bind(Arg::Int(flag(!open)));
+        }
+        if !q.assignees.is_empty() {
+            sql.push(" AND (");
+            for (i, a) in q.assignees.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                match a {
+                    Some(login) => {
+                        sql.push("a.login = ").bind(Arg::Text(login.clone()));
+                    }
+                    None => {
+                        sql.push("t.assignee_id IS NULL");
+                    }
+                }
+            }
+            sql.push(")");
+        }
+        for tag in &q.tags {
+            sql.push(" AND t.id IN (SELECT tt.ticket_id FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id WHERE LOWER(g.name) = ")
+                .bind(Arg::Text(tag.to_lowercase()))
+                .push(")");
+        }
+        if !q.priorities.is_empty() {
+            any_of(sql, "t.priority", q.priorities.iter().map(|p| Arg::Text(p.to_string())));
+        }
+        if !q.customers.is_empty() {
+            any_of(sql, "c.number", q.customers.iter().map(|n| Arg::Text(n.clone())));
+        }
+        if !q.emails.is_empty() {
+            sql.push(" AND (");
+            for (i, e) in q.emails.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                let e = e.trim().to_ascii_lowercase();
+                sql.push("t.creator_address = ").bind(Arg::Text(e.clone()));
+                sql.push(" OR t.id IN (SELECT ticket_id FROM ticket_cc WHERE address = ")
+                    .bind(Arg::Text(e.clone()))
+                    .push(")");
+                sql.push(" OR t.id IN (SELECT ticket_id FROM items WHERE from_address = ")
+                    .bind(Arg::Text(e.clone()))
+                    .push(")");
+                sql.push(" OR t.customer_id IN (SELECT customer_id FROM customer_emails WHERE address = ")
+                    .bind(Arg::Text(e))
+                    .push(")");
+            }
+            sql.push(")");
+        }
+        if let Some(s) = &q.subject {
+            let pattern = format!("%{}%", like_escape(&s.to_lowercase()));
+            sql.push(" AND LOWER(t.subject) LIKE ")
+                .bind(Arg::Text(pattern))
+                .push(" ESCAPE '\\'");
+        }
+        if let Some(text) = &q.text {
+            match self.backend {
+                Backend::Sqlite => {
+                    sql.push(" AND t.id IN (SELECT i.ticket_id FROM items_fts f JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ")
+                        .bind(Arg::Text(fts5_query(text)))
+                        .push(")");
+                }
+                Backend::Postgres => {
+                    sql.push(" AND t.id IN (SELECT ticket_id FROM items WHERE search @@ plainto_tsquery('simple', ")
+                        .bind(Arg::Text(text.clone()))
+                        .push("))");
+                }
+            }
+        }
+        if let Some(b) = q.billable {
+            sql.push(" AND t.billable = ").bind(Arg::Int(flag(b)));
+        }
+        if let Some(since) = q.created_since {
+            sql.push(" AND t.created_at >= ").bind(Arg::Int(since));
+        }
+        if let Some(until) = q.created_until {
+            sql.push(" AND t.created_at < ").bind(Arg::Int(until));
+        }
+    }
+
+    pub async fn ticket_show(&self, number: i64) -> Result<TicketDetail> {
+        let row = sqlx::query(
+            "SELECT t.id, t.number, t.subject, qu.name AS queue, a.login AS assignee, s.key AS status, \
+             t.priority, t.due_date, t.billable, t.customer_id, t.creator_address, t.document_id, \
+             t.spoof_suspect, m.number AS merged_into, t.version, t.created_at, t.last_action_at \
+             FROM tickets t JOIN queues qu ON qu.id = t.queue_id JOIN statuses s ON s.id = t.status_id \
+             LEFT JOIN agents a ON a.id = t.assignee_id LEFT JOIN tickets m ON m.id = t.merged_into_id \
+             WHERE t.number = $1",
+        )
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no ticket #{number}")))?;
+        let id: i64 = row.try_get("id")?;
+        let customer_id: Option<i64> = row.try_get("customer_id")?;
+        let customer = match customer_id {
+            Some(cid) => {
+                let number: Option<String> =
+                    sqlx::query_scalar("SELECT number FROM customers WHERE id = $1")
+                        .bind(cid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                match number {
+                    Some(n) => self.customer(&n).await?,
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let document = match row.try_get::<Option<i64>, _>("document_id")? {
+            Some(did) => sqlx::query(
+                "SELECT number, kind, date, customer_number, description FROM documents WHERE id = $1",
+            )
+            .bind(did)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(document_from_row)
+            .transpose()?,
+            None => None,
+        };
+        let strings = |sql: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                let v: Vec<String> = sqlx::query_scalar(sql).bind(id).fetch_all(&pool).await?;
+                Ok::<_, StoreError>(v)
+            }
+        };
+        let cc = strings("SELECT address FROM ticket_cc WHERE ticket_id = $1 ORDER BY address").await?;
+        let tags = strings(
+            "SELECT g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id WHERE tt.ticket_id = $1 ORDER BY g.name",
+        )
+        .await?;
+        let watchers = strings(
+            "SELECT a.login FROM ticket_watchers w JOIN agents a ON a.id = w.agent_id WHERE w.ticket_id = $1 ORDER BY a.login",
+        )
+        .await?;
+        let item_rows = sqlx::query(
+            "SELECT i.id, i.kind, a.login AS agent, i.from_address, i.to_addrs, i.cc_addrs, i.subject, \
+             i.date, i.message_id, i.text, i.problems FROM items i LEFT JOIN agents a ON a.id = i.agent_id \
+             WHERE i.ticket_id = $1 ORDER BY i.date, i.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = Vec::with_capacity(item_rows.len());
+        for r in &item_rows {
+            let item_id: i64 = r.try_get("id")?;
+            let attachments = sqlx::query(
+                "SELECT name, content_type, size, sha256 FROM attachments WHERE item_id = $1 ORDER BY id",
+            )
+            .bind(item_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|a| {
+                Ok(AttachmentInfo {
+                    name: a.try_get("name")?,
+                    content_type: a.try_get("content_type")?,
+                    size: a.try_get("size")?,
+                    sha256: a.try_get("sha256")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+            let split = |s: String| -> Vec<String> {
+                s.split(", ").filter(|x| !x.is_empty()).map(str::to_string).collect()
+            };
+            items.push(ItemDetail {
+                id: item_id,
+                kind: r
+                    .try_get::<String, _>("kind")?
+                    .parse()
+                    .map_err(|e: crate::core::model::UnknownWord| StoreError::Invalid(e.to_string()))?,
+                agent: r.try_get("agent")?,
+                from: r.try_get("from_address")?,
+                to: split(r.try_get("to_addrs")?),
+                cc: split(r.try_get("cc_addrs")?),
+                subject: r.try_get("subject")?,
+                date: r.try_get("date")?,
+                message_id: r.try_get("message_id")?,
+                text: r.try_get("text")?,
+                attachments,
+                problems: r
+                    .try_get::<String, _>("problems")?
+                    .lines()
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+        let history = sqlx::query(
+            "SELECT at, actor, field, old_value, new_value FROM history WHERE ticket_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|h| {
+            Ok(HistoryEntry {
+                at: h.try_get("at")?,
+                actor: h.try_get("actor")?,
+                field: h.try_get("field")?,
+                old: h.try_get("old_value")?,
+                new: h.try_get("new_value")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let other_tickets: Vec<i64> = match customer_id {
+            Some(cid) => sqlx::query_scalar(
+                "SELECT number FROM tickets WHERE customer_id = $1 AND id <> $2 ORDER BY number",
+            )
+            .bind(cid)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?,
+            None => Vec::new(),
+        };
+        Ok(TicketDetail {
+            number: row.try_get("number")?,
+            subject: row.try_get("subject")?,
+            queue: row.try_get("queue")?,
+            assignee: row.try_get("assignee")?,
+            status: row.try_get("status")?,
+            priority: row
+                .try_get::<String, _>("priority")?
+                .parse()
+                .unwrap_or(Priority::Low),
+            due_date: row.try_get("due_date")?,
+            billable: row.try_get::<i64, _>("billable")? != 0,
+            customer,
+            creator_address: row.try_get("creator_address")?,
+            cc,
+            tags,
+            watchers,
+            document,
+            spoof_suspect: row.try_get::<i64, _>("spoof_suspect")? != 0,
+            merged_into: row.try_get("merged_into")?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            last_action_at: row.try_get("last_action_at")?,
+            items,
+            history,
+            other_tickets,
+        })
+    }
+
+    /// Merges ticket `from` into `into` (by number).
+    pub async fn ticket_merge(&self, from: i64, into: i64, actor: &Actor) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let a = tx
+            .ticket_by_number(from)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no ticket #{from}")))?;
+        let b = tx
+            .ticket_by_number(into)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no ticket #{into}")))?;
+        tx.merge(&a, &b, actor).await?;
+        tx.commit().await
+    }
+
+    pub async fn stats(&self, now: i64) -> Result<Stats> {
+        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>> {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .collect()
+        };
+        let per_queue = pairs(
+            sqlx::query(
+                "SELECT q.name, COUNT(t.id) FROM queues q LEFT JOIN tickets t ON t.queue_id = q.id \
+                 GROUP BY q.name ORDER BY q.name",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        )?;
+        let per_status = pairs(
+            sqlx::query(
+                "SELECT s.key, COUNT(t.id) FROM statuses s LEFT JOIN tickets t ON t.status_id = s.id \
+                 GROUP BY s.key, s.position, s.id ORDER BY s.position, s.id",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        )?;
+        let today = now - now.rem_euclid(86_400);
+        let first_day = today - 6 * 86_400;
+        let created: Vec<i64> =
+            sqlx::query_scalar("SELECT created_at FROM tickets WHERE created_at >= $1")
+                .bind(first_day)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut opened_per_day = Vec::with_capacity(7);
+        for d in 0..7 {
+            let start = first_day + d * 86_400;
+            let count = created
+                .iter()
+                .filter(|c| **c >= start && **c < start + 86_400)
+                .count() as i64;
+            let day = chrono::DateTime::from_timestamp(start, 0)
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            opened_per_day.push((day, count));
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Stats {
+            per_queue,
+            per_status,
+            opened_per_day,
+            total,
+        })
+    }
+
+    /// Every POP3 UIDL of a queue already handled (taken or left as too large).
+    pub async fn pop3_uidls(&self, queue_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT uidl, state FROM pop3_uidls WHERE queue_id = $1")
+            .bind(queue_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("uidl")?, r.try_get("state")?)))
+            .collect()
+    }
+
+    /// Forgets UIDLs no longer in the upstream mailbox (deleted there for good).
+    pub async fn pop3_forget_except(&self, queue_id: i64, present: &[String]) -> Result<u64> {
+        let known = self.pop3_uidls(queue_id).await?;
+        let present: std::collections::HashSet<&str> = present.iter().map(String::as_str).collect();
+        let mut removed = 0;
+        for (uidl, _) in known.iter().filter(|(u, _)| !present.contains(u.as_str())) {
+            removed += sqlx::query("DELETE FROM pop3_uidls WHERE queue_id = $1 AND uidl = $2")
+                .bind(queue_id)
+                .bind(uidl.clone())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+
+    /// Counts of items by kind, for tests and `stats`.
+    pub async fn item_count(&self, kind: ItemKind) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE kind = $1")
+            .bind(kind.as_str())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+/// `LIKE` pattern escaping with `\`.
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// Every word quoted, so user input can never be FTS5 syntax.
+fn fts5_query(text: &str) -> String {
+    text.split_whitespace()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(like_escape("50%_a\\"), "50\\%\\_a\\\\");
+        assert_eq!(fts5_query("foo \"bar\" OR"), "\"foo\" \"\"\"bar\"\"\" \"OR\"");
+    }
+}

@@ -1,0 +1,251 @@
+//! A gateway under test: the real `mticket` binary, started as its own process with a
+//! config in a temp folder and free loopback ports, so tests can kill and restart it.
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::db;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub inbound_port: u16,
+    pub lmtp_port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+pub struct Options {
+    pub poll_interval: &'static str,
+    pub max_message_size: &'static str,
+    pub max_per_sender_per_day: u32,
+    /// `name TXT` lines for the static resolver (SPF/DKIM/DMARC records).
+    pub dns_records: String,
+    pub locale: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            poll_interval: "300ms",
+            max_message_size: "25MB",
+            max_per_sender_per_day: 5,
+            dns_records: String::new(),
+            locale: "en",
+        }
+    }
+}
+
+impl Gateway {
+    /// Writes the config and runs migrations, but does not start `serve`.
+    pub fn new(opts: Options) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inbound_port = free_port();
+        let lmtp_port = free_port();
+        let records = dir.path().join("dns.txt");
+        std::fs::write(&records, &opts.dns_records).unwrap();
+        let config = dir.path().join("mticket.toml");
+        let text = format!(
+            r#"hostname = "gateway.test"
+locale = "{locale}"
+[database]
+url = "{url}"
+[tls]
+cert = "certs/cert.pem"
+key = "certs/key.pem"
+[listen]
+submission = ""
+submissions = ""
+imap = ""
+imaps = ""
+pop3 = ""
+pop3s = ""
+inbound = "127.0.0.1:{inbound_port}"
+lmtp = "127.0.0.1:{lmtp_port}"
+[intake]
+poll_interval = "{poll}"
+max_message_size = "{max}"
+[autoresponder]
+max_per_sender_per_day = {cap}
+[outbox]
+retry_initial = "1s"
+retry_max = "2s"
+[auth]
+resolver = "static"
+records = "{records}"
+"#,
+            locale = opts.locale,
+            url = db::url(dir.path()),
+            poll = opts.poll_interval,
+            max = opts.max_message_size,
+            cap = opts.max_per_sender_per_day,
+            records = records.display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        let g = Gateway {
+            dir,
+            config,
+            inbound_port,
+            lmtp_port,
+            child: None,
+            starts: 0,
+        };
+        g.cli_ok(&["migrate"]);
+        g
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mticket"));
+        c.arg("--config").arg(&self.config).current_dir(self.dir.path());
+        c.env_remove("RUST_LOG");
+        c
+    }
+
+    /// Starts `serve` and waits until the inbound listener answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "gateway already running");
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap();
+        let child = self
+            .command()
+            .arg("serve")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start mticket");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.inbound_port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mticket serve exited with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "mticket serve did not listen:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_sigterm(c.id());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if c.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("mticket did not stop on SIGTERM:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs an admin command with stdin `input`.
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+        let mut c = self.command();
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("cannot run mticket");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, &[], "")
+    }
+
+    /// Runs an admin command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "mticket {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.cli_ok(&a)).expect("JSON output")
+    }
+
+    /// `ticket list --json` with a filter.
+    pub fn tickets(&self, filter: &[&str]) -> Vec<serde_json::Value> {
+        let mut a = vec!["ticket", "list"];
+        a.extend_from_slice(filter);
+        self.json(&a).as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn ticket(&self, number: i64) -> serde_json::Value {
+        self.json(&["ticket", "show", &number.to_string()])
+    }
+
+    /// Polls `check` until it returns Some, or panics after `timeout` with the log.
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n--- gateway log ---\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
