@@ -363,9 +363,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// A message over `max_bytes` is read to its end, discarded, and reported as
     /// [`Pop3Error::TooLarge`]; the session stays usable and the message stays upstream.
     pub async fn retr(&mut self, msgno: u32, max_bytes: usize) -> Result<Vec<u8>, Pop3Error> {
-        self.command("RETR", format!("RETR {msgno}\r\n").as_bytes())
+        let text = self
+            .command("RETR", format!("RETR {msgno}\r\n").as_bytes())
             .await?;
-        let mut out = Vec::with_capacity(max_bytes.min(READ_CHUNK));
+        // Many servers announce the size ("+OK 1234 octets"): allocate once. Only a hint;
+        // the terminating dot decides where the message ends.
+        let hint = text
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(READ_CHUNK);
+        let mut out = Vec::with_capacity(hint.min(max_bytes));
         let size = self.read_multiline_body(&mut out, max_bytes).await?;
         if size > max_bytes as u64 {
             return Err(Pop3Error::TooLarge {
@@ -832,6 +840,54 @@ mod tests {
         });
         let mut c = Client::start(client, T).await.expect("greeting");
         assert_eq!(c.retr(1, 1 << 20).await.expect("retr"), expected.as_bytes());
+    }
+
+    /// Round trip of stuffing → unstuffing for many dot-heavy messages, with the wire cut
+    /// into pieces of every small size so each line-start case lands on a read boundary.
+    #[tokio::test]
+    async fn retr_round_trips_across_arbitrary_read_boundaries() {
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pieces: [&[u8]; 7] = [b".", b"..", b"\r\n", b"\n", b"a", b"\r", b" "];
+        for round in 0..200 {
+            let mut message = Vec::new();
+            for _ in 0..(next() % 40) {
+                message.extend_from_slice(pieces[(next() % 7) as usize]);
+            }
+            // The wire format needs complete lines; servers add a final CRLF too.
+            if !message.ends_with(b"\n") {
+                message.extend_from_slice(b"\r\n");
+            }
+            let mut wire = b"+OK\r\n".to_vec();
+            for line in message.split_inclusive(|&b| b == b'\n') {
+                if line.first() == Some(&b'.') {
+                    wire.push(b'.');
+                }
+                wire.extend_from_slice(line);
+            }
+            wire.extend_from_slice(b".\r\n");
+            let piece = 1 + round % 5;
+            let (client, mut server) = tokio::io::duplex(64);
+            let task = tokio::spawn(async move {
+                server.write_all(HELLO.as_bytes()).await?;
+                let mut cmd = [0u8; 8];
+                server.read_exact(&mut cmd).await?;
+                for chunk in wire.chunks(piece) {
+                    server.write_all(chunk).await?;
+                    server.flush().await?;
+                }
+                Ok::<_, io::Error>(server)
+            });
+            let mut c = Client::start(client, T).await.expect("greeting");
+            let got = c.retr(1, 1 << 20).await.expect("retr");
+            assert_eq!(got, message, "round {round}");
+            let _server = task.await.expect("task").expect("server io");
+        }
     }
 
     #[tokio::test]
