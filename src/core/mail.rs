@@ -539,6 +539,12 @@ pub fn strip_gateway_headers(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Every value of the top-level header `name` (case-insensitive), unfolded and trimmed, in
+/// order: for callers that need a header mail-parser does not keep as written.
+pub fn header_values(raw: &[u8], name: &str) -> Vec<String> {
+    HeaderFields::scan(raw).all(name).collect()
+}
+
 fn is_gateway_header(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"x-loop")
         || (name.len() >= 9 && name[..9].eq_ignore_ascii_case(b"x-ticket-"))
