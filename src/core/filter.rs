@@ -202,7 +202,8 @@ fn tokenize(input: &str) -> Result<Vec<Term>, FilterError> {
             chars.next();
             if c == '"' {
                 quoted = true;
-                read_quoted(&mut chars, &mut value).ok_or(FilterError::UnterminatedQuote { pos: i })?;
+                read_quoted(&mut chars, &mut value)
+                    .ok_or(FilterError::UnterminatedQuote { pos: i })?;
             } else if c == ':' && key.is_none() && !quoted && !value.is_empty() {
                 key = Some(std::mem::take(&mut value).to_ascii_lowercase());
             } else {
@@ -287,8 +288,12 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
             "number" => {
                 for n in v.split([',', ';']).map(str::trim).filter(|s| !s.is_empty()) {
                     let n = n.trim_start_matches('#');
-                    f.numbers
-                        .push(n.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad("a ticket number"))?);
+                    f.numbers.push(
+                        n.parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| bad("a ticket number"))?,
+                    );
                 }
             }
             "email" => f.emails.push(v.to_lowercase()),
@@ -360,7 +365,8 @@ impl fmt::Display for TimeBound {
 /// Quotes a value when it would not survive tokenizing bare.
 fn quote(v: &str, bare_word: bool) -> String {
     let needs = v.is_empty()
-        || v.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        || v.chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\\')
         || (bare_word && v.contains(':'));
     if !needs {
         return v.to_string();
@@ -397,9 +403,13 @@ impl fmt::Display for Filter {
             }
         }
         self.tags.iter().for_each(|t| kv("tag", t));
-        self.priorities.iter().for_each(|p| kv("priority", p.as_str()));
+        self.priorities
+            .iter()
+            .for_each(|p| kv("priority", p.as_str()));
         self.customers.iter().for_each(|c| kv("customer", c));
-        self.numbers.iter().for_each(|n| kv("number", &n.to_string()));
+        self.numbers
+            .iter()
+            .for_each(|n| kv("number", &n.to_string()));
         self.emails.iter().for_each(|e| kv("email", e));
         self.subjects.iter().for_each(|s| kv("subject", s));
         if let Some(s) = &self.since {
@@ -471,7 +481,10 @@ mod tests {
                 StatusFilter::Named("open".into())
             ]
         );
-        assert_eq!(f.assignees, vec![AssigneeFilter::Me, AssigneeFilter::Nobody]);
+        assert_eq!(
+            f.assignees,
+            vec![AssigneeFilter::Me, AssigneeFilter::Nobody]
+        );
         assert_eq!(f.customers, vec!["4711", "4712", "4713"]);
         assert_eq!(f.numbers, vec![12]);
         assert_eq!(f.emails, vec!["k@x.example"]);
@@ -479,7 +492,9 @@ mod tests {
         assert_eq!(f.due, Some(DueFilter::Overdue));
         assert_eq!(
             f.until,
-            Some(TimeBound::Date(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()))
+            Some(TimeBound::Date(
+                NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()
+            ))
         );
         assert_eq!(f.text, vec!["two words", "Drucker", "toner"]);
         assert_eq!(f.subjects, vec!["Rechnung März"]);
@@ -539,7 +554,16 @@ mod tests {
     fn round_trip_generated() {
         // Deterministic pseudo-random filters built from awkward pieces.
         let pieces = [
-            "a", "Sales EU", "x:y", "\"q\"", "back\\slash", "ü ö", "=eq", "-", "#1", "tab\there",
+            "a",
+            "Sales EU",
+            "x:y",
+            "\"q\"",
+            "back\\slash",
+            "ü ö",
+            "=eq",
+            "-",
+            "#1",
+            "tab\there",
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: usize| {
@@ -591,7 +615,13 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let f = parse("since:7d until:2026-11-01").unwrap();
-        assert_eq!(f.since.unwrap().start(now).to_rfc3339(), "2026-11-03T12:00:00+00:00");
-        assert_eq!(f.until.unwrap().end(now).to_rfc3339(), "2026-11-02T00:00:00+00:00");
+        assert_eq!(
+            f.since.unwrap().start(now).to_rfc3339(),
+            "2026-11-03T12:00:00+00:00"
+        );
+        assert_eq!(
+            f.until.unwrap().end(now).to_rfc3339(),
+            "2026-11-02T00:00:00+00:00"
+        );
     }
 }

@@ -55,7 +55,12 @@ impl fmt::Display for NoReplyReason {
 pub fn autoresponse_block(mail: &IncomingMail, ctx: &LoopContext<'_>) -> Option<NoReplyReason> {
     if let Some(v) = &mail.auto_submitted {
         // RFC 3834: anything but "no" (parameters after ';' do not count) is automatic.
-        let kind = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let kind = v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if kind != "no" {
             return Some(NoReplyReason::AutoSubmitted(kind));
         }
@@ -70,7 +75,12 @@ pub fn autoresponse_block(mail: &IncomingMail, ctx: &LoopContext<'_>) -> Option<
         return Some(NoReplyReason::MailingList);
     }
     let marker = ctx.x_loop_marker.trim();
-    if !marker.is_empty() && mail.x_loop.iter().any(|v| v.trim().eq_ignore_ascii_case(marker)) {
+    if !marker.is_empty()
+        && mail
+            .x_loop
+            .iter()
+            .any(|v| v.trim().eq_ignore_ascii_case(marker))
+    {
         return Some(NoReplyReason::OwnLoop);
     }
     if mail.return_path.as_deref() == Some("") {
@@ -85,7 +95,10 @@ pub fn autoresponse_block(mail: &IncomingMail, ctx: &LoopContext<'_>) -> Option<
     };
     // Every address we would answer or that sent it counts: a queue must never answer a
     // queue, whichever header names it.
-    let senders = [Some(recipient.clone()), mail.from.as_ref().map(|a| a.address.clone())];
+    let senders = [
+        Some(recipient.clone()),
+        mail.from.as_ref().map(|a| a.address.clone()),
+    ];
     for addr in senders.into_iter().flatten() {
         if (ctx.is_queue_address)(&addr) {
             return Some(NoReplyReason::QueueAddress(addr));
@@ -294,7 +307,13 @@ mod tests {
                 Some(NoReplyReason::RobotSender(_))
             ));
         }
-        for a in ["kunde@x", "reply@x", "bouncer-fan@x", "requester@x", "owner@x"] {
+        for a in [
+            "kunde@x",
+            "reply@x",
+            "bouncer-fan@x",
+            "requester@x",
+            "owner@x",
+        ] {
             assert!(!is_robot_address(a), "{a}");
         }
     }

@@ -73,8 +73,7 @@ impl IncomingMail {
 }
 
 use mail_parser::{
-    Address as MpAddress, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders,
-    PartType,
+    Address as MpAddress, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
 };
 use sha2::{Digest, Sha256};
 
@@ -146,7 +145,10 @@ fn fill_from_message(message: &Message<'_>, mail: &mut IncomingMail) {
     mail.to = message.to().map(all_addresses).unwrap_or_default();
     mail.cc = message.cc().map(all_addresses).unwrap_or_default();
     mail.subject = message.subject().map(clean_text).unwrap_or_default();
-    mail.message_id = message.message_id().map(strip_angles).filter(|s| !s.is_empty());
+    mail.message_id = message
+        .message_id()
+        .map(strip_angles)
+        .filter(|s| !s.is_empty());
     mail.in_reply_to = id_list(message.in_reply_to());
     mail.references = id_list(message.references());
     mail.date = message.date().map(|d| d.to_timestamp());
@@ -246,7 +248,10 @@ fn attachment_of(part: &MessagePart<'_>, id: u32, n: usize) -> Attachment {
         size: bytes.len() as u64,
         sha256: hex::encode(Sha256::digest(bytes)),
         part_id: id,
-        content_id: part.content_id().map(strip_angles).filter(|s| !s.is_empty()),
+        content_id: part
+            .content_id()
+            .map(strip_angles)
+            .filter(|s| !s.is_empty()),
         inline,
     }
 }
@@ -261,8 +266,7 @@ fn note_structure_problems(message: &Message<'_>, mail: &mut IncomingMail) {
             encoding_noted = true;
         }
         if let Some(ct) = part.content_type() {
-            if ct.ctype().eq_ignore_ascii_case("multipart") && ct.attribute("boundary").is_none()
-            {
+            if ct.ctype().eq_ignore_ascii_case("multipart") && ct.attribute("boundary").is_none() {
                 mail.problems
                     .push("unparseable MIME structure: multipart without boundary".into());
             }
@@ -270,8 +274,10 @@ fn note_structure_problems(message: &Message<'_>, mail: &mut IncomingMail) {
                 && !charset_noted
                 && !known_charset(cs)
             {
-                mail.problems
-                    .push(format!("unknown charset {:?}, decoded as best effort", short(cs)));
+                mail.problems.push(format!(
+                    "unknown charset {:?}, decoded as best effort",
+                    short(cs)
+                ));
                 charset_noted = true;
             }
         }
@@ -471,7 +477,10 @@ fn line_end(raw: &[u8], from: usize) -> usize {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !c.is_ascii_whitespace())
@@ -753,7 +762,10 @@ Return-Path: <>\r\nX-Loop: mticket\r\nAuto-Submitted: Auto-Replied\r\n\r\nHallo\
             (b"", "empty mail"),
             (b"Subject: x\r\n\r\nbody", "no From header"),
             (b"From: a@b\r\nSubj\0ect: x\r\n\r\nb", "NUL bytes"),
-            (b"From: a@b\r\nContent-Type: multipart/mixed\r\n\r\nxx", "boundary"),
+            (
+                b"From: a@b\r\nContent-Type: multipart/mixed\r\n\r\nxx",
+                "boundary",
+            ),
             (b"From: a@b\r\nSubject: \xe4\xfc\r\n\r\nb", "8-bit"),
             (b"From: a@b\r\nno colon here\r\n\r\nb", "without colon"),
             (

@@ -132,9 +132,15 @@ mod tests {
             ("Drucker [ Sales  EU #7 ]", vec![t("Sales EU", 7)]),
             ("[Vertrieb Süd#3]", vec![t("Vertrieb Süd", 3)]),
             ("[Vertrieb # 3]", vec![t("Vertrieb", 3)]),
-            ("[EXTERN] [Support #1] x [Sales #2]", vec![t("Support", 1), t("Sales", 2)]),
+            (
+                "[EXTERN] [Support #1] x [Sales #2]",
+                vec![t("Support", 1), t("Sales", 2)],
+            ),
             ("[[Support #1]", vec![t("Support", 1)]),
-            ("[#12] [Support #] [Support #x1] [Support #0] [Support #-1]", vec![]),
+            (
+                "[#12] [Support #] [Support #x1] [Support #0] [Support #-1]",
+                vec![],
+            ),
             ("[Support #99999999999999999999]", vec![]),
             ("no tag", vec![]),
             ("[Support #5", vec![]),

@@ -150,7 +150,11 @@ impl AuthChecker {
             }
         };
         let mail_from_domain = envelope
-            .and_then(|e| e.mail_from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .and_then(|e| {
+                e.mail_from
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+            })
             .or_else(|| envelope.map(|e| e.helo.to_ascii_lowercase()))
             .unwrap_or_default();
         let spf = match envelope {
@@ -240,7 +244,11 @@ impl AuthChecker {
             },
             dkim_text,
             spf_word(spf.result()),
-            if mail_from_domain.is_empty() { "-" } else { &mail_from_domain },
+            if mail_from_domain.is_empty() {
+                "-"
+            } else {
+                &mail_from_domain
+            },
             if suspect { " suspect" } else { "" },
         );
         AuthVerdict {
@@ -256,8 +264,7 @@ impl AuthChecker {
     fn params<P>(
         &self,
         p: P,
-    ) -> Parameters<'_, P, TxtCache, EmptyRecords, EmptyRecords, EmptyRecords, EmptyRecords>
-    {
+    ) -> Parameters<'_, P, TxtCache, EmptyRecords, EmptyRecords, EmptyRecords, EmptyRecords> {
         Parameters::new(p)
             .with_txt_cache(&self.txt)
             .with_mx_cache(&self.records)
@@ -570,8 +577,7 @@ Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <a1@kunde.example>\r\n\r\n{b
             ),
             (
                 "no dmarc, signature broken",
-                sign(&mail("a@nodmarc.example", "Hallo"), "nodmarc.example")
-                    .replace("Hallo", "Hi"),
+                sign(&mail("a@nodmarc.example", "Hallo"), "nodmarc.example").replace("Hallo", "Hi"),
                 DmarcVerdict::None,
                 true,
             ),
@@ -600,14 +606,23 @@ Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <a1@kunde.example>\r\n\r\n{b
             )
             .await;
         assert!(v.dkim_pass_aligned && !v.spf_pass_aligned, "{}", v.summary);
-        assert!(v.summary.starts_with("dmarc=pass dkim=pass(kunde.example) spf=fail"));
+        assert!(
+            v.summary
+                .starts_with("dmarc=pass dkim=pass(kunde.example) spf=fail")
+        );
     }
 
     #[tokio::test]
     async fn spf_pass_from_received_header_aligns() {
         let mut r = HashMap::new();
-        r.insert("kunde.example".into(), "v=spf1 ip4:192.0.2.0/24 -all".into());
-        r.insert("_dmarc.kunde.example".into(), "v=DMARC1; p=quarantine".into());
+        r.insert(
+            "kunde.example".into(),
+            "v=spf1 ip4:192.0.2.0/24 -all".into(),
+        );
+        r.insert(
+            "_dmarc.kunde.example".into(),
+            "v=DMARC1; p=quarantine".into(),
+        );
         let c = AuthChecker::with_static_records(r);
         let raw = mail("kunde@kunde.example", "Hallo");
         let v = c.check(raw.as_bytes(), None).await;
