@@ -22,6 +22,7 @@ pub struct Config {
     pub intake: Intake,
     pub autoresponder: Autoresponder,
     pub tickets: Tickets,
+    pub outbox: Outbox,
     pub auth: Auth,
 }
 
@@ -79,6 +80,18 @@ pub struct Tickets {
     pub first_number: i64,
 }
 
+/// Retries of outgoing mail after a temporary failure upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbox {
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub give_up_after: Duration,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
@@ -123,6 +136,11 @@ impl Default for Config {
                 max_per_sender_per_day: 5,
             },
             tickets: Tickets { first_number: 1 },
+            outbox: Outbox {
+                retry_initial: Duration::from_secs(60),
+                retry_max: Duration::from_secs(3600),
+                give_up_after: Duration::from_secs(2 * 86_400),
+            },
             auth: Auth {
                 resolver: Resolver::System,
                 records: String::new(),

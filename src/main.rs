@@ -15,7 +15,10 @@ fn main() -> std::process::ExitCode {
     };
     let serving = matches!(args.command, Command::Serve { .. });
     init_logging(serving);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mticket: cannot start the runtime: {e}");

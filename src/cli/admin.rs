@@ -45,12 +45,20 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     }
     if let Some(p) = &a.pop3 {
         let (host, port) = host_port(p, "pop3")?;
-        s.pop3_tls = Some(if port == 995 { TlsMode::Implicit } else { TlsMode::StartTls });
+        s.pop3_tls = Some(if port == 995 {
+            TlsMode::Implicit
+        } else {
+            TlsMode::StartTls
+        });
         s.pop3 = Some((host, port));
     }
     if let Some(p) = &a.smtp {
         let (host, port) = host_port(p, "smtp")?;
-        s.smtp_tls = Some(if port == 465 { TlsMode::Implicit } else { TlsMode::StartTls });
+        s.smtp_tls = Some(if port == 465 {
+            TlsMode::Implicit
+        } else {
+            TlsMode::StartTls
+        });
         s.smtp = Some((host, port));
     }
     if let Some(t) = &a.pop3_tls {
@@ -73,10 +81,9 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
         s.tls_ca = Some(pem);
     }
     if let Some(path) = &a.autoresponder_text_file {
-        s.autoresponder_text = Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("--autoresponder-text-file: cannot read {}", path.display()))?,
-        );
+        s.autoresponder_text = Some(std::fs::read_to_string(path).with_context(|| {
+            format!("--autoresponder-text-file: cannot read {}", path.display())
+        })?);
         s.autoresponder = Some(true);
     }
     if a.autoresponder {
@@ -128,7 +135,11 @@ pub async fn queue(store: &Store, cmd: QueueCmd) -> anyhow::Result<()> {
                 .iter()
                 .map(|q| {
                     let server = |h: &str, p: u16, t: TlsMode| {
-                        if h.is_empty() { "-".to_string() } else { format!("{h}:{p} ({t})") }
+                        if h.is_empty() {
+                            "-".to_string()
+                        } else {
+                            format!("{h}:{p} ({t})")
+                        }
                     };
                     vec![
                         q.name.clone(),
@@ -150,7 +161,15 @@ pub async fn queue(store: &Store, cmd: QueueCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             table(
-                &["NAME", "ADDRESS", "ENABLED", "POP3", "SMTP", "AUTORESPONDER", "LAST POLL"],
+                &[
+                    "NAME",
+                    "ADDRESS",
+                    "ENABLED",
+                    "POP3",
+                    "SMTP",
+                    "AUTORESPONDER",
+                    "LAST POLL",
+                ],
                 &rows,
             );
         }
@@ -205,7 +224,11 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
                         a.login.clone(),
                         a.name.clone(),
                         a.email.clone(),
-                        if a.is_admin { "admin".into() } else { a.queues.join(",") },
+                        if a.is_admin {
+                            "admin".into()
+                        } else {
+                            a.queues.join(",")
+                        },
                     ]
                 })
                 .collect();
@@ -249,7 +272,10 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// Reads a CSV file with the given header; yields (line number, record) or a line error.
-fn read_csv(path: &Path, header: &[&str]) -> anyhow::Result<Vec<Result<(u64, csv::StringRecord), String>>> {
+fn read_csv(
+    path: &Path,
+    header: &[&str],
+) -> anyhow::Result<Vec<Result<(u64, csv::StringRecord), String>>> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
@@ -273,7 +299,11 @@ fn read_csv(path: &Path, header: &[&str]) -> anyhow::Result<Vec<Result<(u64, csv
             Ok(r) => {
                 let line = r.position().map(|p| p.line()).unwrap_or(0);
                 if r.len() != header.len() {
-                    Err(format!("line {line}: {} fields, expected {}", r.len(), header.len()))
+                    Err(format!(
+                        "line {line}: {} fields, expected {}",
+                        r.len(),
+                        header.len()
+                    ))
                 } else {
                     Ok((line, r))
                 }
@@ -297,8 +327,12 @@ fn customer_from_record(line: u64, r: &csv::StringRecord) -> Result<Customer, St
     if let Some(bad) = emails.iter().find(|e| !e.contains('@')) {
         return Err(format!("line {line}: {bad:?} is not an e-mail address"));
     }
-    let delivery_block = parse_bool(&f(12))
-        .ok_or_else(|| format!("line {line}: delivery_block must be yes/no or 1/0, not {:?}", f(12)))?;
+    let delivery_block = parse_bool(&f(12)).ok_or_else(|| {
+        format!(
+            "line {line}: delivery_block must be yes/no or 1/0, not {:?}",
+            f(12)
+        )
+    })?;
     Ok(Customer {
         number,
         company1: f(1),
@@ -317,11 +351,19 @@ fn customer_from_record(line: u64, r: &csv::StringRecord) -> Result<Customer, St
 }
 
 /// Prints the bad rows and a summary; fails (exit code) when any row was bad.
-fn import_summary(what: &str, inserted: usize, updated: usize, errors: &[String]) -> anyhow::Result<()> {
+fn import_summary(
+    what: &str,
+    inserted: usize,
+    updated: usize,
+    errors: &[String],
+) -> anyhow::Result<()> {
     for e in errors {
         eprintln!("{e}");
     }
-    println!("{what}: {inserted} added, {updated} updated, {} rejected", errors.len());
+    println!(
+        "{what}: {inserted} added, {updated} updated, {} rejected",
+        errors.len()
+    );
     if errors.is_empty() {
         Ok(())
     } else {
@@ -350,7 +392,11 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
         CustomerCmd::Add(a) => {
             let c = customer_from_args(a)?;
             let inserted = store.customer_upsert(&c).await?;
-            println!("customer {} {}", c.number, if inserted { "added" } else { "updated" });
+            println!(
+                "customer {} {}",
+                c.number,
+                if inserted { "added" } else { "updated" }
+            );
             Ok(())
         }
         CustomerCmd::List { json: as_json } => {
@@ -364,17 +410,29 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
                     vec![
                         c.number.clone(),
                         c.company1.clone(),
-                        format!("{} {}", c.first_name, c.last_name).trim().to_string(),
+                        format!("{} {}", c.first_name, c.last_name)
+                            .trim()
+                            .to_string(),
                         c.city.clone(),
                         c.emails.join(";"),
-                        if c.delivery_block { "BLOCKED".into() } else { String::new() },
+                        if c.delivery_block {
+                            "BLOCKED".into()
+                        } else {
+                            String::new()
+                        },
                     ]
                 })
                 .collect();
-            table(&["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"], &rows);
+            table(
+                &["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"],
+                &rows,
+            );
             Ok(())
         }
-        CustomerCmd::Show { number, json: as_json } => {
+        CustomerCmd::Show {
+            number,
+            json: as_json,
+        } => {
             let c = store
                 .customer(&number)
                 .await?
@@ -398,7 +456,11 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
                 println!("{k:<18} {v}");
             }
             println!("{:<18} {}", "E-mail", c.emails.join(", "));
-            println!("{:<18} {}", "Delivery block", if c.delivery_block { "yes" } else { "no" });
+            println!(
+                "{:<18} {}",
+                "Delivery block",
+                if c.delivery_block { "yes" } else { "no" }
+            );
             Ok(())
         }
     }
@@ -477,7 +539,10 @@ pub async fn document(store: &Store, cmd: DocumentCmd) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            table(&["NUMBER", "KIND", "DATE", "CUSTOMER", "DESCRIPTION"], &rows);
+            table(
+                &["NUMBER", "KIND", "DATE", "CUSTOMER", "DESCRIPTION"],
+                &rows,
+            );
             Ok(())
         }
     }
@@ -508,9 +573,16 @@ pub async fn tag(store: &Store, cmd: TagCmd) -> anyhow::Result<()> {
 
 pub async fn status(store: &Store, cmd: StatusCmd, locale: Locale) -> anyhow::Result<()> {
     match cmd {
-        StatusCmd::Add { name, open: _, closed } => {
+        StatusCmd::Add {
+            name,
+            open: _,
+            closed,
+        } => {
             store.status_add(&name, closed).await?;
-            println!("status {name} added ({})", if closed { "closed" } else { "open" });
+            println!(
+                "status {name} added ({})",
+                if closed { "closed" } else { "open" }
+            );
         }
         StatusCmd::List { json: as_json } => {
             let statuses = store.statuses().await?;

@@ -13,7 +13,11 @@ use crate::config::Config;
 use crate::store::Store;
 
 #[derive(Parser, Debug)]
-#[command(name = "mticket", version, about = "Mail gateway that turns shared mailboxes into a helpdesk")]
+#[command(
+    name = "mticket",
+    version,
+    about = "Mail gateway that turns shared mailboxes into a helpdesk"
+)]
 pub struct Cli {
     /// Configuration file (default: config/mticket.toml)
     #[arg(long, global = true, value_name = "FILE")]
@@ -237,12 +241,16 @@ pub enum DocumentCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum TagCmd {
-    Add { name: String },
+    Add {
+        name: String,
+    },
     List {
         #[arg(long)]
         json: bool,
     },
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -24,7 +24,9 @@ fn print_list(tickets: &[TicketSummary], as_json: bool) -> anyhow::Result<()> {
                 }
                 .into(),
                 if t.billable { "B" } else { "" }.into(),
-                t.customer_number.clone().unwrap_or_else(|| t.creator_address.clone()),
+                t.customer_number
+                    .clone()
+                    .unwrap_or_else(|| t.creator_address.clone()),
                 t.assignee.clone().unwrap_or_default(),
                 t.subject.chars().take(60).collect(),
                 t.creator_address.clone(),
@@ -36,7 +38,15 @@ fn print_list(tickets: &[TicketSummary], as_json: bool) -> anyhow::Result<()> {
         .collect();
     table(
         &[
-            "NUMBER", "P", "B", "CUSTOMER", "AGENT", "SUBJECT", "E-MAIL", "CREATED", "STATUS",
+            "NUMBER",
+            "P",
+            "B",
+            "CUSTOMER",
+            "AGENT",
+            "SUBJECT",
+            "E-MAIL",
+            "CREATED",
+            "STATUS",
             "LAST ACTION",
         ],
         &rows,
@@ -46,19 +56,28 @@ fn print_list(tickets: &[TicketSummary], as_json: bool) -> anyhow::Result<()> {
 
 pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
     match cmd {
-        TicketCmd::List { filter, json: as_json } => {
+        TicketCmd::List {
+            filter,
+            json: as_json,
+        } => {
             let text = filter.join(" ");
             let f = crate::core::filter::parse(&text).map_err(|e| anyhow!("{e}"))?;
             let q = TicketQuery::from_filter(&f, crate::store::now(), None);
             print_list(&store.ticket_list(&q).await?, as_json)
         }
-        TicketCmd::Show { number, json: as_json } => {
+        TicketCmd::Show {
+            number,
+            json: as_json,
+        } => {
             let t = store.ticket_show(number).await?;
             if as_json {
                 return json(&t);
             }
             println!("Ticket #{}  {}", t.number, t.subject);
-            println!("Queue: {}   Status: {}   Priority: {}", t.queue, t.status, t.priority);
+            println!(
+                "Queue: {}   Status: {}   Priority: {}",
+                t.queue, t.status, t.priority
+            );
             println!(
                 "Assignee: {}   Due: {}   Billable: {}",
                 t.assignee.as_deref().unwrap_or("-"),
@@ -71,7 +90,11 @@ pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
                     c.number,
                     c.company1,
                     c.last_name,
-                    if c.delivery_block { "  [DELIVERY BLOCK]" } else { "" }
+                    if c.delivery_block {
+                        "  [DELIVERY BLOCK]"
+                    } else {
+                        ""
+                    }
                 ),
                 None => println!("Customer: -"),
             }
@@ -89,15 +112,31 @@ pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
                 println!("Document: {} {} {}", d.number, d.kind, d.description);
             }
             for i in t.items.iter().rev() {
-                println!("\n--- {} {} from {} ({})", i.kind, time(i.date), i.from, i.subject);
+                println!(
+                    "\n--- {} {} from {} ({})",
+                    i.kind,
+                    time(i.date),
+                    i.from,
+                    i.subject
+                );
                 println!("{}", i.text.trim_end());
                 for a in &i.attachments {
-                    println!("[attachment] {} ({} bytes, {})", a.name, a.size, a.content_type);
+                    println!(
+                        "[attachment] {} ({} bytes, {})",
+                        a.name, a.size, a.content_type
+                    );
                 }
             }
             println!("\nHistory:");
             for h in &t.history {
-                println!("  {} {} {}: {} -> {}", time(h.at), h.actor, h.field, h.old, h.new);
+                println!(
+                    "  {} {} {}: {} -> {}",
+                    time(h.at),
+                    h.actor,
+                    h.field,
+                    h.old,
+                    h.new
+                );
             }
             if !t.other_tickets.is_empty() {
                 let others: Vec<String> = t.other_tickets.iter().map(|n| format!("#{n}")).collect();
@@ -106,7 +145,16 @@ pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
             Ok(())
         }
         TicketCmd::Merge { from, into } => {
-            store.ticket_merge(from, into, &Actor { agent_id: None, name: "admin".into() }).await?;
+            store
+                .ticket_merge(
+                    from,
+                    into,
+                    &Actor {
+                        agent_id: None,
+                        name: "admin".into(),
+                    },
+                )
+                .await?;
             println!("ticket #{from} merged into #{into}");
             Ok(())
         }
@@ -127,11 +175,13 @@ pub async fn search(store: &Store, a: SearchArgs) -> anyhow::Result<()> {
             .map(str::to_string)
             .collect();
         if q.customers.is_empty() {
-            return Err(anyhow!("--customer wants customer numbers separated by comma or semicolon"));
+            return Err(anyhow!(
+                "--customer wants customer numbers separated by comma or semicolon"
+            ));
         }
     }
-    q.subject = f.subject;
-    q.text = f.content;
+    q.subjects.extend(f.subject);
+    q.text.extend(f.content);
     if let Some(e) = f.email {
         q.emails.push(e);
     }
@@ -145,7 +195,9 @@ pub async fn stats(store: &Store, as_json: bool) -> anyhow::Result<()> {
     }
     println!("Tickets: {}\n", s.total);
     let rows = |v: &[(String, i64)]| -> Vec<Vec<String>> {
-        v.iter().map(|(k, n)| vec![k.clone(), n.to_string()]).collect()
+        v.iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect()
     };
     table(&["QUEUE", "TICKETS"], &rows(&s.per_queue));
     println!();

@@ -58,11 +58,9 @@ pub fn message_id(ticket_number: i64, kind: &str, hostname: &str) -> String {
 
 pub fn auto_reply(r: &AutoReply<'_>) -> Result<Vec<u8>, ComposeError> {
     let mailbox = |name: Option<&str>, addr: &str| -> Result<Mailbox, ComposeError> {
-        let email = addr
-            .parse()
-            .map_err(|e: lettre::address::AddressError| {
-                ComposeError::Address(addr.to_string(), e.to_string())
-            })?;
+        let email = addr.parse().map_err(|e: lettre::address::AddressError| {
+            ComposeError::Address(addr.to_string(), e.to_string())
+        })?;
         Ok(Mailbox::new(
             name.filter(|n| !n.is_empty()).map(str::to_string),
             email,
@@ -116,7 +114,10 @@ mod tests {
             parsed.header_raw("Auto-Submitted").map(str::trim),
             Some("auto-replied")
         );
-        assert_eq!(parsed.header_raw("X-Loop").map(str::trim), Some("mticket@localhost"));
+        assert_eq!(
+            parsed.header_raw("X-Loop").map(str::trim),
+            Some("mticket@localhost")
+        );
         assert_eq!(
             parsed.body_text(0).as_deref().map(str::trim),
             Some("Danke für Ihre Nachricht.")

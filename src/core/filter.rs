@@ -13,6 +13,8 @@
 //! `billable` (`yes|no`), `due` (`overdue|any|none`).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+pub use crate::core::model::Priority;
 use std::fmt;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,33 +56,6 @@ pub enum AssigneeFilter {
     /// Unassigned tickets.
     Nobody,
     Login(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Priority {
-    Low,
-    Medium,
-    High,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Medium => "medium",
-            Priority::High => "high",
-        }
-    }
-
-    /// Accepts the English keys and the German names of the seed.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_lowercase().as_str() {
-            "low" | "niedrig" => Some(Priority::Low),
-            "medium" | "mittel" => Some(Priority::Medium),
-            "high" | "hoch" => Some(Priority::High),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +253,7 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
             "tag" => f.tags.push(v.to_string()),
             "priority" => f
                 .priorities
-                .push(Priority::parse(v).ok_or_else(|| bad("low, medium or high"))?),
+                .push(Priority::parse_any(v).ok_or_else(|| bad("low, medium or high"))?),
             "customer" => f.customers.extend(
                 v.split([',', ';'])
                     .map(str::trim)

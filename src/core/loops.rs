@@ -10,7 +10,7 @@ pub struct LoopContext<'a> {
     /// The gateway's own `X-Loop` marker (e.g. `mticket@host`).
     pub x_loop_marker: &'a str,
     /// Is this address (lower-cased) one of our queue addresses?
-    pub is_queue_address: &'a dyn Fn(&str) -> bool,
+    pub is_queue_address: &'a (dyn Fn(&str) -> bool + Sync),
     /// The address the answer would go to (usually `mail.sender()`); `None` when there is none.
     pub recipient: Option<&'a str>,
 }

@@ -52,6 +52,17 @@ word_enum!(
     /// low = no flag, medium = yellow flag, high = red flag (seed).
     Priority { Low = "low", Medium = "medium", High = "high" }
 );
+impl Priority {
+    /// The English keys and the German names of the seed (niedrig, mittel, hoch).
+    pub fn parse_any(s: &str) -> Option<Priority> {
+        match s.trim().to_lowercase().as_str() {
+            "niedrig" => Some(Priority::Low),
+            "mittel" => Some(Priority::Medium),
+            "hoch" => Some(Priority::High),
+            other => other.parse().ok(),
+        }
+    }
+}
 word_enum!(
     /// "Ticket Antwortverhalten": which earlier mails a reply quotes.
     ReplyQuote { None = "none", Last = "last", Last3 = "last3", All = "all" }

@@ -1,7 +1,7 @@
 //! Agent passwords: argon2id hashes in PHC format, each with its own salt.
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
@@ -17,7 +17,9 @@ pub fn hash(password: &str) -> Result<String, HashError> {
 /// False for a wrong password and for a stored hash that cannot be read.
 pub fn verify(password: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
-        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }

@@ -1,1 +1,988 @@
-//! TODO
+//! Inbound SMTP (RFC 5321) and LMTP (RFC 2033) server for customer mail from MTAs.
+//!
+//! Owns the session rules only: command sequence, limits, STARTTLS, and the mapping of
+//! delivery results to replies. What a queue address is and how a mail is committed belong
+//! to the pipeline, reached through [`InboundSink`]. No AUTH here: this port is for MTAs.
+//! The DATA reply is sent only after [`InboundSink::deliver`] returned ("250 only after
+//! commit"); the only change to the message is a prepended `Return-Path:` line.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use smtp_proto::{
+    EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8,
+    EXT_START_TLS, EhloResponse, Error as ProtoError, MAIL_BODY_BINARYMIME, Request,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use crate::net::listener::{Listener, ListenerError, SessionStream, Shutdown};
+
+/// Longest command line accepted, CRLF included (RFC 5321 asks for at least 512).
+pub const MAX_LINE: usize = 4096;
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+}
+
+/// Why the pipeline could not commit a mail for a recipient.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliverError {
+    /// Try again later (database down, disk full): the client gets 451 4.3.0.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    /// Will never work: the client gets 554 5.6.0 and bounces.
+    #[error("rejected: {0}")]
+    Permanent(String),
+}
+
+impl DeliverError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DeliverError::Transient(_))
+    }
+}
+
+/// The pipeline as the inbound server sees it.
+pub trait InboundSink: Send + Sync + 'static {
+    /// RCPT check: is this address a queue that takes mail (an enabled queue address)?
+    fn accepts(&self, rcpt: &str) -> impl Future<Output = bool> + Send;
+    /// Commits one mail for the accepted recipients; one result per recipient, in order,
+    /// `Ok` only once durably committed. `raw` starts with the `Return-Path:` line.
+    fn deliver(
+        &self,
+        mail_from: &str,
+        rcpts: &[String],
+        raw: &[u8],
+    ) -> impl Future<Output = Vec<Result<(), DeliverError>>> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Smtp,
+    Lmtp,
+}
+
+#[derive(Clone)]
+pub struct InboundConfig {
+    pub mode: Mode,
+    /// Our name in the greeting and EHLO reply.
+    pub hostname: String,
+    /// Largest message accepted (bytes, as received after dot-unstuffing).
+    pub max_size: usize,
+    pub max_recipients: usize,
+    /// Bad commands tolerated per session before 421 and close.
+    pub max_errors: usize,
+    /// Waiting for the client (any read or write) longer than this ends the session with 421.
+    pub idle_timeout: Duration,
+    /// STARTTLS is offered only when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl InboundConfig {
+    pub fn new(mode: Mode, hostname: impl Into<String>) -> Self {
+        Self {
+            mode,
+            hostname: hostname.into(),
+            max_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 20,
+            idle_timeout: Duration::from_secs(300),
+            tls: None,
+        }
+    }
+}
+
+/// Runs the inbound server on a bound listener until `shutdown`.
+pub async fn serve<K: InboundSink>(
+    listener: Listener,
+    cfg: InboundConfig,
+    sink: Arc<K>,
+    shutdown: Shutdown,
+) {
+    let cfg = Arc::new(cfg);
+    listener
+        .run(shutdown, move |tcp, peer, shutdown| {
+            let cfg = cfg.clone();
+            let sink = sink.clone();
+            async move {
+                let _ = tcp.set_nodelay(true);
+                if let Err(e) =
+                    run_session(SessionStream::Plain(tcp), Some(peer), cfg, sink, shutdown).await
+                {
+                    tracing::debug!(%peer, error = %e, "inbound session ended with error");
+                }
+            }
+        })
+        .await;
+}
+
+/// One SMTP/LMTP session over any stream (tests use `tokio::io::duplex`).
+pub async fn run_session<S, K>(
+    stream: SessionStream<S>,
+    peer: Option<SocketAddr>,
+    cfg: Arc<InboundConfig>,
+    sink: Arc<K>,
+    shutdown: Shutdown,
+) -> Result<(), InboundError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    K: InboundSink,
+{
+    let mut session = Session {
+        stream: Some(stream),
+        cfg,
+        sink,
+        shutdown,
+        peer,
+        inbuf: Vec::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(512),
+        helo: None,
+        tx: None,
+        errors: 0,
+        skip_bytes: 0,
+    };
+    session.run().await
+}
+
+/// One mail transaction (MAIL .. DATA).
+struct Transaction {
+    mail_from: String,
+    /// Distinct accepted recipients, in first-seen order.
+    rcpts: Vec<String>,
+    /// Index into `rcpts` for every successful RCPT command: LMTP answers DATA once per
+    /// successful RCPT, while a duplicate address must not be committed twice.
+    slots: Vec<usize>,
+}
+
+enum Step {
+    Continue,
+    Close,
+}
+
+/// What reading more input produced.
+enum Input {
+    Data,
+    Eof,
+    Timeout,
+    Shutdown,
+}
+
+struct Session<S, K> {
+    /// `None` only transiently during a STARTTLS upgrade.
+    stream: Option<SessionStream<S>>,
+    cfg: Arc<InboundConfig>,
+    sink: Arc<K>,
+    shutdown: Shutdown,
+    peer: Option<SocketAddr>,
+    /// Unprocessed input; never more than one command line plus one read chunk.
+    inbuf: Vec<u8>,
+    /// Replies not yet written; flushed before blocking on input (PIPELINING batches them).
+    out: Vec<u8>,
+    helo: Option<String>,
+    tx: Option<Transaction>,
+    errors: usize,
+    /// Bytes of a refused BDAT chunk still to throw away.
+    skip_bytes: usize,
+}
+
+impl<S, K> Session<S, K>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    K: InboundSink,
+{
+    async fn run(&mut self) -> Result<(), InboundError> {
+        let greeting = match self.cfg.mode {
+            Mode::Smtp => "ESMTP mticket",
+            Mode::Lmtp => "LMTP mticket",
+        };
+        let line = format!("220 {} {greeting}\r\n", self.cfg.hostname);
+        self.out.extend_from_slice(line.as_bytes());
+        let mut discarding_long_line = false;
+        loop {
+            if self.skip_bytes > 0 {
+                let n = self.skip_bytes.min(self.inbuf.len());
+                self.inbuf.drain(..n);
+                self.skip_bytes -= n;
+            }
+            if let Some(lf) = memchr(&self.inbuf) {
+                let line: Vec<u8> = self.inbuf.drain(..=lf).collect();
+                if std::mem::take(&mut discarding_long_line) {
+                    continue;
+                }
+                if line.len() > MAX_LINE {
+                    self.error(500, "5.5.2", "line too long");
+                } else {
+                    match self.command(&line).await? {
+                        Step::Continue => {}
+                        Step::Close => break,
+                    }
+                }
+                if self.errors > self.cfg.max_errors {
+                    self.reply(421, "4.7.0", "too many errors, closing connection");
+                    break;
+                }
+                continue;
+            }
+            if self.inbuf.len() >= MAX_LINE || (discarding_long_line && !self.inbuf.is_empty()) {
+                if !discarding_long_line {
+                    self.error(500, "5.5.2", "line too long");
+                    discarding_long_line = true;
+                }
+                self.inbuf.clear();
+                if self.errors > self.cfg.max_errors {
+                    self.reply(421, "4.7.0", "too many errors, closing connection");
+                    break;
+                }
+            }
+            match self.read_more().await? {
+                Input::Data => {}
+                Input::Eof => return Ok(()),
+                Input::Timeout => {
+                    self.reply(421, "4.4.2", "idle timeout, closing connection");
+                    break;
+                }
+                Input::Shutdown => {
+                    self.reply(421, "4.3.2", "shutting down, try again later");
+                    break;
+                }
+            }
+        }
+        self.flush().await?;
+        if let Some(stream) = self.stream.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+        }
+        Ok(())
+    }
+
+    /// Flushes pending replies, then reads one chunk into `inbuf`.
+    async fn read_more(&mut self) -> Result<Input, InboundError> {
+        if !self.flush().await? {
+            return Ok(Input::Timeout);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Input::Eof);
+        };
+        let mut chunk = [0u8; READ_CHUNK];
+        let read = tokio::select! {
+            _ = self.shutdown.wait() => return Ok(Input::Shutdown),
+            r = tokio::time::timeout(self.cfg.idle_timeout, stream.read(&mut chunk)) => r,
+        };
+        match read {
+            Err(_) => Ok(Input::Timeout),
+            Ok(Ok(0)) => Ok(Input::Eof),
+            Ok(Ok(n)) => {
+                self.inbuf.extend_from_slice(&chunk[..n]);
+                Ok(Input::Data)
+            }
+            // A reset peer is an ordinary end of session for us.
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?self.peer, error = %e, "read failed");
+                Ok(Input::Eof)
+            }
+        }
+    }
+
+    /// Writes pending replies; `false` when the client did not take them in time.
+    async fn flush(&mut self) -> Result<bool, InboundError> {
+        if self.out.is_empty() {
+            return Ok(true);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(true);
+        };
+        let out = std::mem::take(&mut self.out);
+        match tokio::time::timeout(self.cfg.idle_timeout, async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        })
+        .await
+        {
+            Ok(r) => {
+                r?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn reply(&mut self, code: u16, esc: &str, text: &str) {
+        let line = format!("{code} {esc} {text}\r\n");
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    /// A reply that counts towards `max_errors`.
+    fn error(&mut self, code: u16, esc: &str, text: &str) {
+        self.errors += 1;
+        self.reply(code, esc, text);
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<Step, InboundError> {
+        // Each complete line is parsed on its own, so a malformed command can never leave
+        // the parser out of step with the input.
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(r) => r.into_owned(),
+            Err(e) => {
+                self.parse_error(e);
+                return Ok(Step::Continue);
+            }
+        };
+        let lmtp = self.cfg.mode == Mode::Lmtp;
+        match request {
+            Request::Ehlo { host } | Request::Helo { host } if lmtp => {
+                let _ = host;
+                self.error(500, "5.5.1", "this is LMTP, use LHLO");
+            }
+            Request::Lhlo { .. } if !lmtp => self.error(500, "5.5.1", "this is SMTP, use EHLO"),
+            Request::Ehlo { host } | Request::Lhlo { host } => self.ehlo(host),
+            Request::Helo { host } => {
+                self.helo = Some(host);
+                self.tx = None;
+                let line = format!("250 {}\r\n", self.cfg.hostname);
+                self.out.extend_from_slice(line.as_bytes());
+            }
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to.address).await,
+            Request::Data => return self.data().await,
+            Request::Rset => {
+                self.tx = None;
+                self.reply(250, "2.0.0", "OK");
+            }
+            Request::Noop { .. } => self.reply(250, "2.0.0", "OK"),
+            Request::Quit => {
+                self.reply(221, "2.0.0", "bye");
+                return Ok(Step::Close);
+            }
+            Request::Vrfy { .. } => {
+                self.reply(252, "2.5.0", "cannot verify, but will accept the message")
+            }
+            Request::Help { .. } => self.reply(214, "2.0.0", "see RFC 5321"),
+            Request::StartTls => return self.starttls().await,
+            Request::Auth { .. } => self.error(502, "5.5.1", "no AUTH on this port"),
+            Request::Bdat { chunk_size, .. } => {
+                // CHUNKING is not offered; the chunk's bytes follow the command and must not
+                // be read as commands.
+                self.skip_bytes = chunk_size;
+                self.error(502, "5.5.1", "CHUNKING not offered");
+            }
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error(502, "5.5.1", "command not implemented"),
+        }
+        Ok(Step::Continue)
+    }
+
+    fn parse_error(&mut self, e: ProtoError) {
+        match e {
+            ProtoError::UnknownCommand => self.error(500, "5.5.2", "unknown command"),
+            ProtoError::SyntaxError { syntax } => {
+                self.error(501, "5.5.4", &format!("syntax: {syntax}"))
+            }
+            ProtoError::InvalidSenderAddress => self.error(501, "5.1.7", "invalid sender address"),
+            ProtoError::InvalidRecipientAddress => {
+                self.error(501, "5.1.3", "invalid recipient address")
+            }
+            ProtoError::InvalidParameter { param } => {
+                self.error(501, "5.5.4", &format!("invalid parameter {param}"))
+            }
+            ProtoError::UnsupportedParameter { .. } => {
+                self.error(555, "5.5.4", "unsupported parameter")
+            }
+            // A complete line the parser still wants more of is garbage too.
+            _ => self.error(500, "5.5.2", "syntax error"),
+        }
+    }
+
+    fn ehlo(&mut self, host: String) {
+        self.helo = Some(host);
+        self.tx = None;
+        let mut ehlo = EhloResponse::new(self.cfg.hostname.as_str());
+        ehlo.capabilities =
+            EXT_8BIT_MIME | EXT_PIPELINING | EXT_ENHANCED_STATUS_CODES | EXT_SMTP_UTF8 | EXT_SIZE;
+        ehlo.size = self.cfg.max_size;
+        if self.cfg.tls.is_some() && !self.is_tls() {
+            ehlo.capabilities |= EXT_START_TLS;
+        }
+        // Writing into a Vec cannot fail.
+        let _ = ehlo.write(&mut self.out);
+    }
+
+    fn is_tls(&self) -> bool {
+        self.stream.as_ref().is_some_and(SessionStream::is_tls)
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>) {
+        if self.helo.is_none() {
+            let hello = if self.cfg.mode == Mode::Lmtp {
+                "LHLO"
+            } else {
+                "EHLO/HELO"
+            };
+            return self.error(503, "5.5.1", &format!("send {hello} first"));
+        }
+        if self.tx.is_some() {
+            return self.error(503, "5.5.1", "nested MAIL command");
+        }
+        // It becomes a header line: a control character would let a sender forge headers.
+        if from.address.chars().any(char::is_control) {
+            return self.error(501, "5.1.7", "invalid sender address");
+        }
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return self.error(555, "5.5.4", "BINARYMIME not offered");
+        }
+        if from.size > self.cfg.max_size {
+            return self.reply(552, "5.3.4", "message size exceeds fixed maximum");
+        }
+        self.tx = Some(Transaction {
+            mail_from: from.address,
+            rcpts: Vec::new(),
+            slots: Vec::new(),
+        });
+        self.reply(250, "2.1.0", "sender OK");
+    }
+
+    async fn rcpt(&mut self, address: String) {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.error(503, "5.5.1", "need MAIL before RCPT");
+        };
+        if tx.slots.len() >= self.cfg.max_recipients {
+            return self.reply(452, "4.5.3", "too many recipients");
+        }
+        if address.is_empty() || address.chars().any(char::is_control) {
+            return self.error(501, "5.1.3", "invalid recipient address");
+        }
+        if !self.sink.accepts(&address).await {
+            // Counted: repeated misses are how address harvesting looks.
+            return self.error(550, "5.1.1", "no such queue address");
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        let idx = match tx
+            .rcpts
+            .iter()
+            .position(|r| r.eq_ignore_ascii_case(&address))
+        {
+            Some(i) => i,
+            None => {
+                tx.rcpts.push(address);
+                tx.rcpts.len() - 1
+            }
+        };
+        tx.slots.push(idx);
+        self.reply(250, "2.1.5", "recipient OK");
+    }
+
+    async fn starttls(&mut self) -> Result<Step, InboundError> {
+        let Some(tls) = self.cfg.tls.clone() else {
+            self.error(502, "5.5.1", "STARTTLS not offered");
+            return Ok(Step::Continue);
+        };
+        if self.is_tls() {
+            self.error(503, "5.5.1", "TLS already active");
+            return Ok(Step::Continue);
+        }
+        self.reply(220, "2.0.0", "ready to start TLS");
+        if !self.flush().await? {
+            return Ok(Step::Close);
+        }
+        // Anything pipelined after STARTTLS arrived in plaintext: drop it (RFC 3207 §4.2).
+        self.inbuf.clear();
+        let Some(plain) = self.stream.take() else {
+            return Ok(Step::Close);
+        };
+        let acceptor = TlsAcceptor::from(tls);
+        match tokio::time::timeout(self.cfg.idle_timeout, plain.upgrade(&acceptor)).await {
+            Ok(Ok(stream)) => {
+                self.stream = Some(stream);
+                // The session starts over (RFC 3207 §4.2).
+                self.helo = None;
+                self.tx = None;
+                Ok(Step::Continue)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = ?self.peer, error = %e, "STARTTLS failed");
+                Ok(Step::Close)
+            }
+            Err(_) => Ok(Step::Close),
+        }
+    }
+
+    async fn data(&mut self) -> Result<Step, InboundError> {
+        let Some(tx) = self.tx.take() else {
+            self.error(503, "5.5.1", "need MAIL before DATA");
+            return Ok(Step::Continue);
+        };
+        if tx.slots.is_empty() {
+            self.error(503, "5.5.1", "no valid recipients");
+            return Ok(Step::Continue);
+        }
+        self.out
+            .extend_from_slice(b"354 end data with <CR><LF>.<CR><LF>\r\n");
+        let header = format!("Return-Path: <{}>\r\n", tx.mail_from);
+        let Some(body) = self.read_data(header.as_bytes()).await? else {
+            // Dropped or timed out mid-DATA: nothing is delivered.
+            return Ok(Step::Close);
+        };
+        let Some(raw) = body else {
+            self.reply(552, "5.3.4", "message size exceeds fixed maximum");
+            return Ok(Step::Continue);
+        };
+        if !self.flush().await? {
+            return Ok(Step::Close);
+        }
+        let results = self.sink.deliver(&tx.mail_from, &tx.rcpts, &raw).await;
+        let result = |i: usize| -> Result<(), DeliverError> {
+            results
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Err(DeliverError::Transient("no result from pipeline".into())))
+        };
+        match self.cfg.mode {
+            Mode::Lmtp => {
+                for &slot in &tx.slots {
+                    let r = result(slot);
+                    self.delivery_reply(&r, &tx.rcpts[slot]);
+                }
+            }
+            Mode::Smtp => {
+                // One reply covers every recipient, so a partial failure fails the whole mail:
+                // the client's retry may duplicate, but nothing is lost silently.
+                let all: Vec<_> = (0..tx.rcpts.len()).map(result).collect();
+                let worst = all
+                    .iter()
+                    .find(|r| r.as_ref().is_err_and(DeliverError::is_transient))
+                    .or_else(|| all.iter().find(|r| r.is_err()))
+                    .cloned()
+                    .unwrap_or(Ok(()));
+                self.delivery_reply(&worst, "");
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    fn delivery_reply(&mut self, r: &Result<(), DeliverError>, rcpt: &str) {
+        let who = if rcpt.is_empty() {
+            String::new()
+        } else {
+            format!(" <{rcpt}>")
+        };
+        match r {
+            Ok(()) => self.reply(250, "2.0.0", &format!("message accepted{who}")),
+            Err(DeliverError::Transient(why)) => self.reply(
+                451,
+                "4.3.0",
+                &format!("temporary failure{who}: {}", one_line(why)),
+            ),
+            Err(DeliverError::Permanent(why)) => {
+                self.reply(554, "5.6.0", &format!("rejected{who}: {}", one_line(why)))
+            }
+        }
+    }
+
+    /// Reads the DATA body after 354. `None`: connection gone or timed out (close).
+    /// `Some(None)`: over `max_size`, read to the end and discarded. `Some(Some(raw))`:
+    /// `prefix` followed by the dot-unstuffed message.
+    async fn read_data(&mut self, prefix: &[u8]) -> Result<Option<Option<Vec<u8>>>, InboundError> {
+        let mut data = DataReceiver::new();
+        let mut body = Vec::with_capacity(prefix.len() + 4096);
+        // The receiver only sees "\r\n." as a terminator; the CRLF ending the DATA command
+        // counts, so prime it with one (and drop it) to catch an empty message.
+        data.ingest(&mut b"\r\n".iter(), &mut body);
+        body.clear();
+        body.extend_from_slice(prefix);
+        let limit = prefix.len() + self.cfg.max_size;
+        let mut discard: Option<DummyDataReceiver> = None;
+        loop {
+            if !self.inbuf.is_empty() {
+                let mut it = self.inbuf.iter();
+                let done = match discard.as_mut() {
+                    Some(d) => d.ingest(&mut it),
+                    None => data.ingest(&mut it, &mut body),
+                };
+                let used = self.inbuf.len() - it.len();
+                self.inbuf.drain(..used);
+                if discard.is_none() && body.len() > limit {
+                    // Keep reading to the terminating dot, but keep nothing.
+                    discard = Some(DummyDataReceiver::new_data(&data));
+                    body = Vec::new();
+                }
+                if done {
+                    return Ok(Some(discard.is_none().then_some(body)));
+                }
+            }
+            match self.read_more().await? {
+                Input::Data => {}
+                Input::Eof => return Ok(None),
+                Input::Timeout => {
+                    self.reply(421, "4.4.2", "timeout during DATA, closing connection");
+                    let _ = self.flush().await;
+                    return Ok(None);
+                }
+                Input::Shutdown => {
+                    self.reply(421, "4.3.2", "shutting down, try again later");
+                    let _ = self.flush().await;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+fn memchr(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n')
+}
+
+/// Pipeline error texts go into a reply line: no CR/LF, bounded length.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+
+    type Mail = (String, Vec<String>, Vec<u8>);
+
+    #[derive(Default)]
+    struct MemSink {
+        queues: HashSet<String>,
+        mails: Mutex<Vec<Mail>>,
+        fail: Mutex<Option<DeliverError>>,
+    }
+
+    impl InboundSink for MemSink {
+        async fn accepts(&self, rcpt: &str) -> bool {
+            self.queues.contains(&rcpt.to_ascii_lowercase())
+        }
+        async fn deliver(
+            &self,
+            mail_from: &str,
+            rcpts: &[String],
+            raw: &[u8],
+        ) -> Vec<Result<(), DeliverError>> {
+            if let Some(e) = self.fail.lock().expect("lock").clone() {
+                return rcpts.iter().map(|_| Err(e.clone())).collect();
+            }
+            self.mails.lock().expect("lock").push((
+                mail_from.to_string(),
+                rcpts.to_vec(),
+                raw.to_vec(),
+            ));
+            rcpts.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    struct Client {
+        rd: BufReader<ReadHalf<DuplexStream>>,
+        wr: WriteHalf<DuplexStream>,
+        sink: Arc<MemSink>,
+        task: tokio::task::JoinHandle<Result<(), InboundError>>,
+    }
+
+    fn config(mode: Mode) -> InboundConfig {
+        let mut cfg = InboundConfig::new(mode, "mx.test");
+        cfg.max_size = 1000;
+        cfg.max_recipients = 3;
+        cfg.max_errors = 5;
+        cfg
+    }
+
+    async fn start(cfg: InboundConfig) -> Client {
+        let sink = Arc::new(MemSink {
+            queues: ["support@example.com", "sales@example.com"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ..MemSink::default()
+        });
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (_h, shutdown) = Shutdown::channel();
+        std::mem::forget(_h);
+        let task = tokio::spawn(run_session(
+            SessionStream::Plain(server),
+            None,
+            Arc::new(cfg),
+            sink.clone(),
+            shutdown,
+        ));
+        let (rd, wr) = tokio::io::split(client);
+        let mut c = Client {
+            rd: BufReader::new(rd),
+            wr,
+            sink,
+            task,
+        };
+        c.expect("220").await;
+        c
+    }
+
+    impl Client {
+        /// Reads one (possibly multi-line) reply and checks its code.
+        async fn expect(&mut self, code: &str) -> String {
+            let mut all = String::new();
+            loop {
+                let mut line = String::new();
+                let n = self.rd.read_line(&mut line).await.expect("read");
+                assert!(
+                    n > 0,
+                    "connection closed, wanted {code}; got so far {all:?}"
+                );
+                all.push_str(&line);
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    break;
+                }
+            }
+            assert!(all.starts_with(code), "wanted {code}, got {all:?}");
+            all
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.wr.write_all(bytes).await.expect("write");
+        }
+
+        async fn cmd(&mut self, line: &str, code: &str) -> String {
+            self.send(format!("{line}\r\n").as_bytes()).await;
+            self.expect(code).await
+        }
+
+        async fn closed(&mut self) -> bool {
+            let mut rest = String::new();
+            matches!(self.rd.read_line(&mut rest).await, Ok(0))
+        }
+
+        fn mails(&self) -> Vec<Mail> {
+            self.sink.mails.lock().expect("lock").clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn smtp_happy_path_keeps_bytes() {
+        let mut c = start(config(Mode::Smtp)).await;
+        let ehlo = c.cmd("EHLO client.test", "250").await;
+        for cap in [
+            "PIPELINING",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+            "SIZE 1000",
+        ] {
+            assert!(ehlo.contains(cap), "{cap} missing in {ehlo}");
+        }
+        assert!(!ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"));
+        c.cmd("MAIL FROM:<a@b.test> SIZE=100", "250 2.1.0").await;
+        c.cmd("RCPT TO:<Support@Example.com>", "250 2.1.5").await;
+        c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"Subject: hi\r\n\r\n..leading dot\r\nline\xff\r\n.\r\n")
+            .await;
+        c.expect("250 2.0.0").await;
+        c.cmd("QUIT", "221").await;
+        let mails = c.mails();
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].0, "a@b.test");
+        assert_eq!(mails[0].1, vec!["Support@Example.com".to_string()]);
+        assert_eq!(
+            mails[0].2,
+            b"Return-Path: <a@b.test>\r\nSubject: hi\r\n\r\n.leading dot\r\nline\xff\r\n"
+        );
+        assert!(c.task.await.expect("join").is_ok());
+    }
+
+    #[tokio::test]
+    async fn pipelined_transaction_and_null_sender() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("EHLO client.test", "250").await;
+        c.send(b"MAIL FROM:<>\r\nRCPT TO:<support@example.com>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n")
+            .await;
+        c.expect("250").await;
+        c.expect("250").await;
+        c.expect("550").await;
+        c.expect("354").await;
+        c.send(b"X: y\r\n\r\nbody\r\n.\r\nRSET\r\nNOOP\r\n").await;
+        c.expect("250 2.0.0").await;
+        c.expect("250").await;
+        c.expect("250").await;
+        assert!(c.mails()[0].2.starts_with(b"Return-Path: <>\r\nX: y\r\n"));
+    }
+
+    #[tokio::test]
+    async fn empty_message() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("HELO client.test", "250 mx.test").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b".\r\n").await;
+        c.expect("250").await;
+        assert_eq!(c.mails()[0].2, b"Return-Path: <a@b.test>\r\n");
+    }
+
+    #[tokio::test]
+    async fn sequence_errors_and_unknowns() {
+        let mut cfg = config(Mode::Smtp);
+        cfg.max_errors = 9;
+        let mut c = start(cfg).await;
+        c.cmd("MAIL FROM:<a@b.test>", "503").await;
+        c.cmd("LHLO x", "500").await;
+        c.cmd("EHLO x", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "503").await;
+        c.cmd("DATA", "503").await;
+        c.cmd("VRFY someone", "252").await;
+        c.cmd("NOOP", "250").await;
+        c.cmd("AUTH PLAIN AGZvbwBiYXI=", "502").await;
+        c.cmd("STARTTLS", "502").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("MAIL FROM:<a@b.test>", "503").await;
+        c.cmd("RCPT TO:<nobody@example.com>", "550").await;
+        c.cmd("DATA", "503").await;
+        // Error budget (9) is now spent: the next error closes.
+        c.cmd("FOO", "500").await;
+        c.expect("421 4.7.0").await;
+        assert!(c.closed().await);
+    }
+
+    #[tokio::test]
+    async fn garbage_and_invalid_utf8() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("\u{1}\u{2}garbage", "500").await;
+        c.send(b"EHLO \xff\xfe\r\n").await;
+        let r = c.expect("").await;
+        assert!(r.starts_with("250") || r.starts_with("50"), "{r}");
+        c.cmd("EHLO ok", "250").await;
+        c.send(b"MAIL FROM:<\xff@b.test>\r\n").await;
+        let r = c.expect("").await;
+        assert!(r.starts_with("250") || r.starts_with("501"), "{r}");
+        c.cmd("RSET", "250").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.send(b"RCPT TO:<sup\xffport@example.com>\r\n").await;
+        let r = c.expect("").await;
+        assert!(r.starts_with("550") || r.starts_with("501"), "{r}");
+        c.cmd("NOOP", "250").await;
+    }
+
+    #[tokio::test]
+    async fn long_line_is_refused_and_session_continues() {
+        let mut c = start(config(Mode::Smtp)).await;
+        let long = format!("NOOP {}", "x".repeat(MAX_LINE * 3));
+        c.cmd(&long, "500 5.5.2").await;
+        c.cmd("NOOP", "250").await;
+    }
+
+    #[tokio::test]
+    async fn size_limits() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("EHLO x", "250").await;
+        c.cmd("MAIL FROM:<a@b.test> SIZE=5000", "552 5.3.4").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "250").await;
+        c.cmd("DATA", "354").await;
+        let line = "y".repeat(98) + "\r\n";
+        for _ in 0..200 {
+            c.send(line.as_bytes()).await;
+        }
+        c.send(b".\r\n").await;
+        c.expect("552 5.3.4").await;
+        c.cmd("NOOP", "250").await;
+        assert!(c.mails().is_empty());
+    }
+
+    #[tokio::test]
+    async fn too_many_recipients() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("EHLO x", "250").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        for _ in 0..3 {
+            c.cmd("RCPT TO:<support@example.com>", "250").await;
+        }
+        c.cmd("RCPT TO:<sales@example.com>", "452 4.5.3").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"x\r\n.\r\n").await;
+        c.expect("250").await;
+        // Duplicates are committed once.
+        assert_eq!(c.mails()[0].1, vec!["support@example.com".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn dropped_mid_data_delivers_nothing() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("EHLO x", "250").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"Subject: half\r\n\r\nsome body\r\n").await;
+        let Client { rd, wr, task, sink } = c;
+        drop((rd, wr));
+        assert!(task.await.expect("join").is_ok());
+        assert!(sink.mails.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn deliver_failures_map_to_replies() {
+        let mut c = start(config(Mode::Smtp)).await;
+        *c.sink.fail.lock().expect("lock") = Some(DeliverError::Transient("db\r\ndown".into()));
+        c.cmd("EHLO x", "250").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"x\r\n.\r\n").await;
+        let r = c.expect("451 4.3.0").await;
+        assert!(r.contains("db  down"));
+        *c.sink.fail.lock().expect("lock") = Some(DeliverError::Permanent("bad".into()));
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"x\r\n.\r\n").await;
+        c.expect("554 5.6.0").await;
+    }
+
+    #[tokio::test]
+    async fn lmtp_one_reply_per_recipient() {
+        let mut c = start(config(Mode::Lmtp)).await;
+        c.cmd("EHLO x", "500").await;
+        c.cmd("HELO x", "500").await;
+        c.cmd("MAIL FROM:<a@b.test>", "503").await;
+        c.cmd("LHLO x", "250").await;
+        c.cmd("MAIL FROM:<a@b.test>", "250").await;
+        c.cmd("RCPT TO:<support@example.com>", "250").await;
+        c.cmd("RCPT TO:<nobody@example.com>", "550").await;
+        c.cmd("RCPT TO:<sales@example.com>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"x\r\n.\r\n").await;
+        assert!(c.expect("250").await.contains("support@example.com"));
+        assert!(c.expect("250").await.contains("sales@example.com"));
+        c.cmd("QUIT", "221").await;
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_says_421() {
+        let mut cfg = config(Mode::Smtp);
+        cfg.idle_timeout = Duration::from_millis(100);
+        let mut c = start(cfg).await;
+        c.expect("421 4.4.2").await;
+        assert!(c.closed().await);
+    }
+
+    #[tokio::test]
+    async fn bdat_chunk_is_skipped() {
+        let mut c = start(config(Mode::Smtp)).await;
+        c.cmd("EHLO x", "250").await;
+        c.send(b"BDAT 12 LAST\r\nQUIT\r\nQUIT\r\n").await;
+        c.expect("502").await;
+        c.cmd("NOOP", "250").await;
+    }
+}

@@ -15,9 +15,7 @@ use crate::core::model::{ItemKind, OnClosed, Queue, status_key};
 use crate::core::subject;
 use crate::core::texts::{self, Placeholders};
 use crate::intake::authcheck::AuthChecker;
-use crate::store::{
-    Actor, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
-};
+use crate::store::{Actor, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx};
 
 /// One mail as it arrived.
 pub struct Arrival {
@@ -66,7 +64,12 @@ struct Prepared {
 }
 
 impl Pipeline {
-    pub fn new(store: Store, config: Arc<Config>, auth: AuthChecker, outbox_wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        auth: AuthChecker,
+        outbox_wake: Arc<Notify>,
+    ) -> Self {
         Pipeline {
             store,
             config,
@@ -80,7 +83,11 @@ impl Pipeline {
     }
 
     /// Takes in a batch of mails for one queue in one transaction.
-    pub async fn take_in(&self, queue: &Queue, arrivals: &[Arrival]) -> Result<Vec<Outcome>, IntakeError> {
+    pub async fn take_in(
+        &self,
+        queue: &Queue,
+        arrivals: &[Arrival],
+    ) -> Result<Vec<Outcome>, IntakeError> {
         let mut prepared = Vec::with_capacity(arrivals.len());
         for a in arrivals {
             prepared.push(self.prepare(&a.raw).await?);
@@ -104,9 +111,15 @@ impl Pipeline {
         for (o, p) in outcomes.iter().zip(&prepared) {
             let id = p.mail.message_id.as_deref().unwrap_or("-");
             match o {
-                Outcome::NewTicket(n) => tracing::info!(queue = %queue.name, ticket = n, message_id = id, "new ticket"),
-                Outcome::FollowUp(n) => tracing::info!(queue = %queue.name, ticket = n, message_id = id, "follow-up"),
-                Outcome::Duplicate => tracing::info!(queue = %queue.name, message_id = id, "duplicate delivery ignored"),
+                Outcome::NewTicket(n) => {
+                    tracing::info!(queue = %queue.name, ticket = n, message_id = id, "new ticket")
+                }
+                Outcome::FollowUp(n) => {
+                    tracing::info!(queue = %queue.name, ticket = n, message_id = id, "follow-up")
+                }
+                Outcome::Duplicate => {
+                    tracing::info!(queue = %queue.name, message_id = id, "duplicate delivery ignored")
+                }
             }
         }
         Ok(outcomes)
@@ -119,7 +132,12 @@ impl Pipeline {
         // DNS is asked only when the sender would get a customer: that is all it decides.
         let mut spoof = None;
         if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref()) {
-            if !self.store.customers_by_email(&sender.address).await?.is_empty() {
+            if !self
+                .store
+                .customers_by_email(&sender.address)
+                .await?
+                .is_empty()
+            {
                 let verdict = self.auth.check(raw, None).await;
                 if verdict.suspect {
                     spoof = Some(verdict.summary);
@@ -155,12 +173,20 @@ impl Pipeline {
             .or(m.reply_to.as_ref())
             .map(|a| a.address.clone())
             .unwrap_or_default();
-        let actor = Actor::customer(if author.is_empty() { "unknown sender" } else { &author });
+        let actor = Actor::customer(if author.is_empty() {
+            "unknown sender"
+        } else {
+            &author
+        });
 
         let (existing, referenced) = self.find_ticket(tx, m, &author).await?;
-        let mut note_for_new = referenced.map(|n| format!("referenced #{n} but the sender is no participant"));
+        let mut note_for_new =
+            referenced.map(|n| format!("referenced #{n} but the sender is no participant"));
         let target = match existing {
-            Some(t) if t.status_closed && closed_policy(queue, &t, tx).await? == OnClosed::NewTicket => {
+            Some(t)
+                if t.status_closed
+                    && closed_policy(queue, &t, tx).await? == OnClosed::NewTicket =>
+            {
                 note_for_new = Some(format!("follow-up of closed ticket #{}", t.number));
                 None
             }
@@ -194,7 +220,11 @@ impl Pipeline {
                         cc.push(addr.clone());
                     }
                 }
-                let subject_text = if m.subject.trim().is_empty() { "(no subject)" } else { m.subject.trim() };
+                let subject_text = if m.subject.trim().is_empty() {
+                    "(no subject)"
+                } else {
+                    m.subject.trim()
+                };
                 let t = tx
                     .create_ticket(
                         &NewTicket {
@@ -215,13 +245,18 @@ impl Pipeline {
                     tx.history(t.id, &Actor::system(), "note", "", note).await?;
                 }
                 if let Some(summary) = &p.spoof {
-                    tx.history(t.id, &Actor::system(), "spoof_suspect", "", summary).await?;
+                    tx.history(t.id, &Actor::system(), "spoof_suspect", "", summary)
+                        .await?;
                 }
                 (t.clone(), Outcome::NewTicket(t.number), true)
             }
         };
 
-        let from_name = m.from.as_ref().and_then(|a| a.name.clone()).unwrap_or_default();
+        let from_name = m
+            .from
+            .as_ref()
+            .and_then(|a| a.name.clone())
+            .unwrap_or_default();
         let to: Vec<String> = m.to.iter().map(|a| a.address.clone()).collect();
         let cc: Vec<String> = m.cc.iter().map(|a| a.address.clone()).collect();
         tx.add_item(
@@ -247,13 +282,22 @@ impl Pipeline {
         )
         .await?;
         if !is_new {
-            tx.history(ticket.id, &actor, "item", "", "customer mail").await?;
+            tx.history(ticket.id, &actor, "item", "", "customer mail")
+                .await?;
         }
         if !m.problems.is_empty() {
-            tx.history(ticket.id, &Actor::system(), "parse_problem", "", &m.problems.join("; ")).await?;
+            tx.history(
+                ticket.id,
+                &Actor::system(),
+                "parse_problem",
+                "",
+                &m.problems.join("; "),
+            )
+            .await?;
         }
         let sent = if is_new {
-            self.autorespond(tx, queue, queue_addresses, &ticket, m, &creator).await?
+            self.autorespond(tx, queue, queue_addresses, &ticket, m, &creator)
+                .await?
         } else {
             false
         };
@@ -274,7 +318,9 @@ impl Pipeline {
         }
         let mut referenced = None;
         for tag in subject::find_tags(&m.subject) {
-            let Some(t) = tx.ticket_by_number(tag.number).await? else { continue };
+            let Some(t) = tx.ticket_by_number(tag.number).await? else {
+                continue;
+            };
             // Ticket numbers are guessable: a tag alone counts only from a participant.
             let t = tx.resolve_merged(t).await?;
             if !author.is_empty() && tx.is_participant(&t, author).await? {
@@ -300,20 +346,30 @@ impl Pipeline {
             return Ok(false);
         }
         let marker = self.config.loop_marker();
+        let is_queue_address = |a: &str| queue_addresses.iter().any(|q| q == a);
         let ctx = LoopContext {
-            loop_marker: &marker,
-            queue_addresses,
-            sender: recipient,
+            x_loop_marker: &marker,
+            is_queue_address: &is_queue_address,
+            recipient: (!recipient.is_empty()).then_some(recipient),
         };
         if let Some(reason) = loops::autoresponse_block(m, &ctx) {
-            tx.history(ticket.id, &Actor::system(), "autoresponse", "", &format!("not sent: {reason}")).await?;
+            tx.history(
+                ticket.id,
+                &Actor::system(),
+                "autoresponse",
+                "",
+                &format!("not sent: {reason}"),
+            )
+            .await?;
             return Ok(false);
         }
         let day_ago = chrono::Utc::now().timestamp() - 86_400;
         let cap = i64::from(self.config.autoresponder.max_per_sender_per_day);
         if tx.autoresponses_since(recipient, day_ago).await? >= cap {
-            let note = format!("not sent: {recipient} got {cap} automatic answers in the last 24 hours");
-            tx.history(ticket.id, &Actor::system(), "autoresponse", "", &note).await?;
+            let note =
+                format!("not sent: {recipient} got {cap} automatic answers in the last 24 hours");
+            tx.history(ticket.id, &Actor::system(), "autoresponse", "", &note)
+                .await?;
             return Ok(false);
         }
         let text = if queue.autoresponder_text.trim().is_empty() {
@@ -351,7 +407,14 @@ impl Pipeline {
         }) {
             Ok(raw) => raw,
             Err(e) => {
-                tx.history(ticket.id, &Actor::system(), "autoresponse", "", &format!("not sent: {e}")).await?;
+                tx.history(
+                    ticket.id,
+                    &Actor::system(),
+                    "autoresponse",
+                    "",
+                    &format!("not sent: {e}"),
+                )
+                .await?;
                 return Ok(false);
             }
         };
@@ -366,17 +429,76 @@ impl Pipeline {
             raw: &raw,
         })
         .await?;
-        tx.record_autoresponse(recipient, queue.id, ticket.id, "autoresponse", None).await?;
-        tx.history(ticket.id, &Actor::system(), "autoresponse", "", &format!("sent to {recipient}")).await?;
+        tx.record_autoresponse(recipient, queue.id, ticket.id, "autoresponse", None)
+            .await?;
+        tx.history(
+            ticket.id,
+            &Actor::system(),
+            "autoresponse",
+            "",
+            &format!("sent to {recipient}"),
+        )
+        .await?;
         Ok(true)
     }
-
 }
 
 /// The closed-ticket policy of the queue the ticket is in now.
-async fn closed_policy(arrived_in: &Queue, t: &TicketRef, tx: &mut Tx) -> Result<OnClosed, IntakeError> {
+async fn closed_policy(
+    arrived_in: &Queue,
+    t: &TicketRef,
+    tx: &mut Tx,
+) -> Result<OnClosed, IntakeError> {
     if t.queue_id == arrived_in.id {
         return Ok(arrived_in.on_closed);
     }
     Ok(tx.queue_on_closed(t.queue_id).await?)
+}
+
+/// The inbound SMTP/LMTP listener delivers through the same pipeline, one commit per
+/// recipient queue; every failure is temporary for the sender (451), so an MTA retries
+/// instead of bouncing while the database is away.
+impl crate::intake::inbound::InboundSink for Pipeline {
+    async fn accepts(&self, rcpt: &str) -> bool {
+        match self.store.enabled_queue_by_address(rcpt).await {
+            Ok(q) => q.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "inbound: cannot look up the recipient");
+                false
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        _mail_from: &str,
+        rcpts: &[String],
+        raw: &[u8],
+    ) -> Vec<Result<(), crate::intake::inbound::DeliverError>> {
+        use crate::intake::inbound::DeliverError;
+        let mut results = Vec::with_capacity(rcpts.len());
+        for rcpt in rcpts {
+            let result = match self.store.enabled_queue_by_address(rcpt).await {
+                Ok(Some(queue)) => {
+                    let arrival = Arrival {
+                        raw: raw.to_vec(),
+                        uidl: None,
+                    };
+                    self.take_in(&queue, std::slice::from_ref(&arrival))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            tracing::error!(queue = %queue.name, error = %e, "inbound: cannot commit mail");
+                            DeliverError::Transient(e.to_string())
+                        })
+                }
+                Ok(None) => Err(DeliverError::Permanent(format!(
+                    "{rcpt} is no longer a queue address"
+                ))),
+                Err(e) => Err(DeliverError::Transient(e.to_string())),
+            };
+            results.push(result);
+        }
+        results
+    }
 }

@@ -5,11 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::core::model::{Queue, TlsMode};
 use crate::intake::pipeline::{Arrival, Pipeline};
 use crate::intake::pop3::{self, Pop3Tls};
+use crate::net::listener::Shutdown;
 use crate::net::tls;
 
 /// Mails committed per transaction: large enough to amortise the commit, small enough
@@ -26,12 +25,13 @@ pub struct PollSettings {
 
 /// Runs until `shutdown` turns true: starts a task per pollable queue, and notices queues
 /// that were added, changed or removed while running.
-pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutdown: Shutdown) {
     let mut tasks: HashMap<i64, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         match pipeline.store().queues().await {
             Ok(queues) => {
-                let wanted: HashSet<i64> = queues.iter().filter(|q| q.polls()).map(|q| q.id).collect();
+                let wanted: HashSet<i64> =
+                    queues.iter().filter(|q| q.polls()).map(|q| q.id).collect();
                 tasks.retain(|id, task| {
                     let keep = wanted.contains(id) && !task.is_finished();
                     if !keep {
@@ -41,7 +41,12 @@ pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutd
                 });
                 for q in queues.into_iter().filter(|q| q.polls()) {
                     tasks.entry(q.id).or_insert_with(|| {
-                        tokio::spawn(poll_queue(q.id, pipeline.clone(), settings.clone(), shutdown.clone()))
+                        tokio::spawn(poll_queue(
+                            q.id,
+                            pipeline.clone(),
+                            settings.clone(),
+                            shutdown.clone(),
+                        ))
                     });
                 }
             }
@@ -49,7 +54,7 @@ pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutd
         }
         tokio::select! {
             _ = tokio::time::sleep(settings.interval.min(Duration::from_secs(10))) => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait() => break,
         }
     }
     for (_, t) in tasks {
@@ -58,10 +63,15 @@ pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutd
 }
 
 /// Polls one queue forever, backing off exponentially while it fails.
-async fn poll_queue(queue_id: i64, pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutdown: watch::Receiver<bool>) {
+async fn poll_queue(
+    queue_id: i64,
+    pipeline: Arc<Pipeline>,
+    settings: Arc<PollSettings>,
+    mut shutdown: Shutdown,
+) {
     let mut failures: u32 = 0;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_triggered() {
             return;
         }
         let queue = match pipeline.store().queue(queue_id).await {
@@ -76,7 +86,7 @@ async fn poll_queue(queue_id: i64, pipeline: Arc<Pipeline>, settings: Arc<PollSe
         };
         let result = tokio::select! {
             r = poll_once(&queue, &pipeline, &settings) => r,
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
         };
         let wait = match result {
             Ok(report) => {
@@ -85,7 +95,11 @@ async fn poll_queue(queue_id: i64, pipeline: Arc<Pipeline>, settings: Arc<PollSe
                     tracing::info!(queue = %queue.name, taken = report.taken, "polled");
                 }
                 let message = report.message();
-                if let Err(e) = pipeline.store().queue_record_poll(queue.id, true, &message).await {
+                if let Err(e) = pipeline
+                    .store()
+                    .queue_record_poll(queue.id, true, &message)
+                    .await
+                {
                     tracing::warn!(queue = %queue.name, error = %e, "cannot record poll result");
                 }
                 settings.interval
@@ -94,7 +108,11 @@ async fn poll_queue(queue_id: i64, pipeline: Arc<Pipeline>, settings: Arc<PollSe
                 failures += 1;
                 let wait = backoff(settings.interval, failures);
                 tracing::error!(queue = %queue.name, error = %e, retry_in = ?wait, "polling failed");
-                if let Err(e) = pipeline.store().queue_record_poll(queue.id, false, &e.to_string()).await {
+                if let Err(e) = pipeline
+                    .store()
+                    .queue_record_poll(queue.id, false, &e.to_string())
+                    .await
+                {
                     tracing::warn!(queue = %queue.name, error = %e, "cannot record poll result");
                 }
                 wait
@@ -104,10 +122,10 @@ async fn poll_queue(queue_id: i64, pipeline: Arc<Pipeline>, settings: Arc<PollSe
     }
 }
 
-async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+async fn sleep_or_stop(d: Duration, shutdown: &mut Shutdown) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
-        _ = shutdown.changed() => {}
+        _ = shutdown.wait() => {}
     }
 }
 
@@ -153,10 +171,21 @@ fn pop3_tls(mode: TlsMode) -> Pop3Tls {
     }
 }
 
-async fn poll_once(queue: &Queue, pipeline: &Pipeline, settings: &PollSettings) -> Result<PollReport, PollError> {
+async fn poll_once(
+    queue: &Queue,
+    pipeline: &Pipeline,
+    settings: &PollSettings,
+) -> Result<PollReport, PollError> {
     let ca = (!queue.tls_ca.is_empty()).then_some(queue.tls_ca.as_str());
     let tls_config = tls::client_config(ca)?;
-    let mut client = pop3::connect(&queue.pop3_host, queue.pop3_port, pop3_tls(queue.pop3_tls), tls_config, TIMEOUT).await?;
+    let mut client = pop3::connect(
+        &queue.pop3_host,
+        queue.pop3_port,
+        pop3_tls(queue.pop3_tls),
+        tls_config,
+        TIMEOUT,
+    )
+    .await?;
     client.login(&queue.login, &queue.password).await?;
     let uidls = client.uidl_all().await?;
     let sizes: HashMap<_, _> = client.list_all().await?.into_iter().collect();
@@ -181,7 +210,10 @@ async fn poll_once(queue: &Queue, pipeline: &Pipeline, settings: &PollSettings) 
         }
         let size = sizes.get(msgno).copied().unwrap_or(0);
         if size > settings.max_message_size {
-            let note = format!("message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox", settings.max_message_size);
+            let note = format!(
+                "message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox",
+                settings.max_message_size
+            );
             tracing::warn!(queue = %queue.name, "{note}");
             let mut tx = store.begin().await?;
             tx.pop3_mark(queue.id, uidl, "too_large").await?;
@@ -189,10 +221,16 @@ async fn poll_once(queue: &Queue, pipeline: &Pipeline, settings: &PollSettings) 
             report.notes.push(note);
             continue;
         }
-        let raw = match client.retr(*msgno, settings.max_message_size).await {
+        let raw = match client
+            .retr(*msgno, settings.max_message_size as usize)
+            .await
+        {
             Ok(raw) => raw,
             Err(e) if e.is_too_large() => {
-                let note = format!("message {uidl} is over the limit of {} bytes: left in the mailbox", settings.max_message_size);
+                let note = format!(
+                    "message {uidl} is over the limit of {} bytes: left in the mailbox",
+                    settings.max_message_size
+                );
                 let mut tx = store.begin().await?;
                 tx.pop3_mark(queue.id, uidl, "too_large").await?;
                 tx.commit().await?;
@@ -202,7 +240,13 @@ async fn poll_once(queue: &Queue, pipeline: &Pipeline, settings: &PollSettings) 
             Err(e) => return Err(e.into()),
         };
         batch_bytes += raw.len();
-        batch.push((*msgno, Arrival { raw, uidl: Some(uidl.clone()) }));
+        batch.push((
+            *msgno,
+            Arrival {
+                raw,
+                uidl: Some(uidl.clone()),
+            },
+        ));
         if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
             commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
             batch_bytes = 0;
@@ -228,10 +272,13 @@ async fn commit_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    let arrivals: Vec<Arrival> = batch.drain(..).map(|(n, a)| {
-        to_delete.push(n);
-        a
-    }).collect();
+    let arrivals: Vec<Arrival> = batch
+        .drain(..)
+        .map(|(n, a)| {
+            to_delete.push(n);
+            a
+        })
+        .collect();
     let first_new = to_delete.len() - arrivals.len();
     match pipeline.take_in(queue, &arrivals).await {
         Ok(_) => {
@@ -254,7 +301,9 @@ async fn commit_batch(
                     Err(e) => {
                         let uidl = a.uidl.as_deref().unwrap_or("?");
                         tracing::error!(queue = %queue.name, uidl, error = %e, "mail cannot be taken in: left in the mailbox");
-                        report.notes.push(format!("message {uidl} cannot be taken in ({e}): left in the mailbox"));
+                        report.notes.push(format!(
+                            "message {uidl} cannot be taken in ({e}): left in the mailbox"
+                        ));
                     }
                 }
             }

@@ -1,1 +1,307 @@
-//! TODO
+//! The one accept loop every protocol edge uses (inbound SMTP/LMTP now; submission, IMAP and
+//! the POP3 server later), the graceful-shutdown signal they share, and [`SessionStream`], the
+//! plain-or-TLS stream a session reads and writes (with STARTTLS upgrade).
+//!
+//! Protocol code never touches `TcpListener`: it gets one accepted stream per task, a
+//! connection-limit permit held for the task's lifetime, and a [`Shutdown`] to watch.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("stream is already TLS")]
+    AlreadyTls,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] io::Error),
+}
+
+/// What a listener needs to know; the protocol-specific parts are `name` (for logs) and
+/// `busy_reply` (its own "too many connections" line).
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    /// Protocol label used in log lines, e.g. "smtp-inbound".
+    pub name: &'static str,
+    pub max_connections: usize,
+    /// Written (best effort) to a connection refused for being over `max_connections`, e.g.
+    /// `421 4.7.0 too many connections\r\n`. `None` just closes: right for implicit-TLS
+    /// ports, where a plaintext line would be garbage to the client.
+    pub busy_reply: Option<Vec<u8>>,
+    /// How long shutdown waits for running sessions before aborting them.
+    pub drain_timeout: Duration,
+}
+
+impl ListenerConfig {
+    pub fn new(addr: SocketAddr, name: &'static str) -> Self {
+        Self {
+            addr,
+            name,
+            max_connections: 256,
+            busy_reply: None,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Cloneable shutdown signal handed to listeners and sessions. Triggered by
+/// [`ShutdownHandle::trigger`] or by dropping every handle (the owner is gone).
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// The caller's side of [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn channel() -> (ShutdownHandle, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownHandle(tx), Shutdown(rx))
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
+    /// Resolves once shutdown is requested. Cancel-safe, so usable in `select!`.
+    pub async fn wait(&mut self) {
+        // An Err means every sender is gone: nobody can ask later, so treat it as shutdown.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A bound listening socket; bind first so callers (and tests on port 0) learn the address.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    cfg: ListenerConfig,
+}
+
+impl Listener {
+    pub async fn bind(cfg: ListenerConfig) -> Result<Self, ListenerError> {
+        let tcp = TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|source| ListenerError::Bind {
+                addr: cfg.addr,
+                source,
+            })?;
+        Ok(Self { tcp, cfg })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Accepts until `shutdown`, running `handler(stream, peer, shutdown)` in a task per
+    /// connection, then waits up to `drain_timeout` for running sessions and aborts the rest.
+    pub async fn run<H, F>(self, mut shutdown: Shutdown, handler: H)
+    where
+        H: Fn(TcpStream, SocketAddr, Shutdown) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let name = self.cfg.name;
+        let limit = Arc::new(Semaphore::new(self.cfg.max_connections.max(1)));
+        let mut sessions = JoinSet::new();
+        let mut backoff = Duration::ZERO;
+        let local = self.tcp.local_addr().ok();
+        tracing::info!(listener = name, addr = ?local, "listening");
+
+        loop {
+            // Reap finished tasks so the set does not grow with the connection count.
+            while sessions.try_join_next().is_some() {}
+            let accepted = tokio::select! {
+                _ = shutdown.wait() => break,
+                r = self.tcp.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = Duration::ZERO;
+                    pair
+                }
+                Err(e) if is_per_connection_error(&e) => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: retrying at once would spin; wait for fds to free up.
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tracing::warn!(listener = name, error = %e, ?backoff, "accept failed");
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(listener = name, %peer, "connection refused: too many connections");
+                if let Some(line) = self.cfg.busy_reply.clone() {
+                    // Own task with a short timeout so a slow peer cannot stall accepting.
+                    sessions.spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                            stream.write_all(&line).await?;
+                            stream.shutdown().await
+                        })
+                        .await;
+                    });
+                }
+                continue;
+            };
+            tracing::debug!(listener = name, %peer, "connection accepted");
+            let fut = handler(stream, peer, shutdown.clone());
+            sessions.spawn(async move {
+                fut.await;
+                tracing::debug!(listener = name, %peer, "connection closed");
+                drop(permit);
+            });
+        }
+
+        tracing::info!(listener = name, running = sessions.len(), "shutting down");
+        let drained = tokio::time::timeout(self.cfg.drain_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                listener = name,
+                aborted = sessions.len(),
+                "sessions aborted"
+            );
+            sessions.shutdown().await;
+        }
+    }
+}
+
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// A session's byte stream, plain or TLS. Generic so sessions can be tested over
+/// `tokio::io::duplex`; production uses the `TcpStream` default.
+pub enum SessionStream<S = TcpStream> {
+    Plain(S),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SessionStream<S> {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, SessionStream::Tls(_))
+    }
+
+    /// STARTTLS: performs the server handshake on the plain stream. The caller must throw
+    /// away any input it buffered before the upgrade (RFC 3207 §4.2: no plaintext injection).
+    pub async fn upgrade(self, acceptor: &TlsAcceptor) -> Result<Self, ListenerError> {
+        match self {
+            SessionStream::Plain(s) => acceptor
+                .accept(s)
+                .await
+                .map(|tls| SessionStream::Tls(Box::new(tls)))
+                .map_err(ListenerError::Handshake),
+            SessionStream::Tls(_) => Err(ListenerError::AlreadyTls),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SessionStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SessionStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn busy_reply_and_shutdown() {
+        let mut cfg = ListenerConfig::new("127.0.0.1:0".parse().expect("addr"), "test");
+        cfg.max_connections = 1;
+        cfg.busy_reply = Some(b"BUSY\r\n".to_vec());
+        cfg.drain_timeout = Duration::from_millis(200);
+        let listener = Listener::bind(cfg).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (handle, shutdown) = Shutdown::channel();
+        let task = tokio::spawn(listener.run(shutdown, |mut s, _peer, mut sd| async move {
+            let _ = s.write_all(b"HELLO\r\n").await;
+            sd.wait().await;
+            let _ = s.write_all(b"BYE\r\n").await;
+        }));
+
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 7];
+        first.read_exact(&mut buf).await.expect("hello");
+        assert_eq!(&buf, b"HELLO\r\n");
+
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        let mut got = Vec::new();
+        second.read_to_end(&mut got).await.expect("busy");
+        assert_eq!(got, b"BUSY\r\n");
+
+        handle.trigger();
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).await.expect("bye");
+        assert_eq!(rest, b"BYE\r\n");
+        task.await.expect("listener ends");
+    }
+}

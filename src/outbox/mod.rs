@@ -7,9 +7,10 @@ pub mod relay;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::core::model::{Queue, TlsMode};
+use crate::net::listener::Shutdown;
 use crate::store::{Outbound, Store};
 use relay::{Upstream, UpstreamTls};
 
@@ -48,9 +49,9 @@ pub struct Worker {
 
 impl Worker {
     /// Relays due mail until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: Shutdown) {
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 return;
             }
             let idle = match self.relay_due().await {
@@ -67,7 +68,7 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(idle) => {}
                 _ = self.wake.notified() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait() => return,
             }
         }
     }
@@ -97,11 +98,19 @@ impl Worker {
 
     async fn relay_one(&self, queue: &Queue, o: &Outbound) -> Result<(), crate::store::StoreError> {
         let result = if queue.smtp_host.is_empty() {
-            Err((true, format!("queue {} has no SMTP server configured", queue.name)))
+            Err((
+                true,
+                format!("queue {} has no SMTP server configured", queue.name),
+            ))
         } else {
-            relay::relay(&upstream(queue, &self.hostname), &o.mail_from, &o.rcpt_to, &o.raw)
-                .await
-                .map_err(|e| (e.is_transient(), e.to_string()))
+            relay::relay(
+                &upstream(queue, &self.hostname),
+                &o.mail_from,
+                &o.rcpt_to,
+                &o.raw,
+            )
+            .await
+            .map_err(|e| (e.is_transient(), e.to_string()))
         };
         match result {
             Ok(()) => {
@@ -111,7 +120,9 @@ impl Worker {
             Err((true, error)) if !self.expired(o) => {
                 let wait = self.retry.delay(o.attempts);
                 tracing::warn!(queue = %queue.name, message_id = %o.message_id, %error, retry_in = ?wait, "relay failed for now");
-                self.store.outbox_retry(o.id, crate::store::now() + wait.as_secs() as i64, &error).await
+                self.store
+                    .outbox_retry(o.id, crate::store::now() + wait.as_secs() as i64, &error)
+                    .await
             }
             Err((_, error)) => {
                 tracing::error!(queue = %queue.name, message_id = %o.message_id, %error, "relay failed for good");

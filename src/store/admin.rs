@@ -245,7 +245,8 @@ impl Store {
                     .bind(queue.clone())
                     .fetch_optional(&mut *tx.inner)
                     .await?;
-            let qid = qid.ok_or_else(|| StoreError::NotFound(format!("no queue named {queue:?}")))?;
+            let qid =
+                qid.ok_or_else(|| StoreError::NotFound(format!("no queue named {queue:?}")))?;
             sqlx::query("INSERT INTO agent_queues (agent_id, queue_id) VALUES ($1, $2)")
                 .bind(id)
                 .bind(qid)
@@ -438,7 +439,9 @@ impl Store {
                 || s.name_en.eq_ignore_ascii_case(name)
                 || s.name_de.eq_ignore_ascii_case(name)
         }) {
-            return Err(StoreError::Conflict(format!("status {name:?} exists already")));
+            return Err(StoreError::Conflict(format!(
+                "status {name:?} exists already"
+            )));
         }
         sqlx::query(
             "INSERT INTO statuses (key, name_en, name_de, is_closed, is_system, position) \
@@ -574,10 +577,7 @@ impl Tx {
                 .execute(&mut *self.inner)
                 .await?;
         }
-        let flags = [
-            ("autoresponder", s.autoresponder),
-            ("enabled", s.enabled),
-        ];
+        let flags = [("autoresponder", s.autoresponder), ("enabled", s.enabled)];
         for (col, value) in flags {
             if let Some(v) = value {
                 let sql = format!("UPDATE queues SET {col} = $1 WHERE id = $2");
@@ -590,7 +590,9 @@ impl Tx {
         }
         for (prefix, server) in [("smtp", &s.smtp), ("pop3", &s.pop3)] {
             if let Some((host, port)) = server {
-                let sql = format!("UPDATE queues SET {prefix}_host = $1, {prefix}_port = $2 WHERE id = $3");
+                let sql = format!(
+                    "UPDATE queues SET {prefix}_host = $1, {prefix}_port = $2 WHERE id = $3"
+                );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(host.clone())
                     .bind(i64::from(*port))
@@ -603,10 +605,11 @@ impl Tx {
     }
 
     pub async fn customer_upsert(&mut self, c: &Customer) -> Result<bool> {
-        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM customers WHERE number = $1")
-            .bind(c.number.clone())
-            .fetch_optional(&mut *self.inner)
-            .await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM customers WHERE number = $1")
+                .bind(c.number.clone())
+                .fetch_optional(&mut *self.inner)
+                .await?;
         let fields = [
             c.company1.clone(),
             c.company2.clone(),

@@ -159,7 +159,10 @@ fn sqlite_url(path: &str) -> Result<String> {
     let path = path.trim_start_matches("//");
     let (file, params) = path.split_once('?').unwrap_or((path, ""));
     if file != ":memory:" {
-        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Folder(dir.display().to_string(), e))?;
         }

@@ -101,11 +101,11 @@ impl Store {
 
     /// The earliest time a pending entry is due, if any.
     pub async fn outbox_next_due(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?,
         )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     pub async fn outbox_sent(&self, id: i64) -> Result<()> {
@@ -172,7 +172,10 @@ impl Store {
     }
 
     /// Outgoing mail of one kind (e.g. autoresponses), for `ticket show` and tests.
-    pub async fn outbox_of_ticket(&self, ticket_number: i64) -> Result<Vec<(String, String, String)>> {
+    pub async fn outbox_of_ticket(
+        &self,
+        ticket_number: i64,
+    ) -> Result<Vec<(String, String, String)>> {
         let rows = sqlx::query(
             "SELECT o.kind, o.rcpt_to, o.state FROM outbox o JOIN tickets t ON t.id = o.ticket_id \
              WHERE t.number = $1 ORDER BY o.id",
@@ -181,7 +184,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("kind")?, r.try_get("rcpt_to")?, r.try_get("state")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("kind")?,
+                    r.try_get("rcpt_to")?,
+                    r.try_get("state")?,
+                ))
+            })
             .collect()
     }
 }

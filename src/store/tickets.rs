@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 
 use super::admin::{customer_from_row, document_from_row};
 use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now};
+use crate::core::filter::{AssigneeFilter, DueFilter, Filter, StatusFilter};
 use crate::core::mail::Attachment;
 use crate::core::model::{
     AttachmentInfo, HistoryEntry, ItemDetail, ItemKind, Priority, TicketDetail, TicketSummary,
@@ -82,25 +83,50 @@ impl Actor {
 pub struct TicketQuery {
     pub numbers: Vec<i64>,
     pub queues: Vec<String>,
-    /// Status keys or localized names.
-    pub statuses: Vec<String>,
-    /// `Some(true)`: only open-like statuses; `Some(false)`: only closed-like.
-    pub open: Option<bool>,
-    /// Agent logins; `None` in the list means unassigned.
-    pub assignees: Vec<Option<String>>,
+    pub statuses: Vec<StatusFilter>,
+    pub assignees: Vec<AssigneeFilter>,
+    /// The login `assignee:me` stands for; without one, `me` matches nothing.
+    pub me: Option<String>,
+    /// Every tag must be on the ticket.
     pub tags: Vec<String>,
     pub priorities: Vec<Priority>,
     pub customers: Vec<String>,
-    /// Tickets of which any item, the creator or the CC list has one of these addresses.
+    /// Tickets of which any item, the creator, a CC or the customer has one of these addresses.
     pub emails: Vec<String>,
-    /// Substring of the ticket subject, case-insensitive.
-    pub subject: Option<String>,
-    /// Full-text search over every item's subject and text.
-    pub text: Option<String>,
+    /// Substrings that must all be in the subject, case-insensitive.
+    pub subjects: Vec<String>,
+    /// Full-text words over every item's subject and text, all must match.
+    pub text: Vec<String>,
     pub billable: Option<bool>,
+    pub due: Option<DueFilter>,
     pub created_since: Option<i64>,
     pub created_until: Option<i64>,
     pub limit: Option<i64>,
+}
+
+impl TicketQuery {
+    /// The query a filter expression stands for, relative times resolved against `now`.
+    pub fn from_filter(f: &Filter, now: i64, me: Option<&str>) -> TicketQuery {
+        let now_dt = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+        TicketQuery {
+            numbers: f.numbers.clone(),
+            queues: f.queues.clone(),
+            statuses: f.statuses.clone(),
+            assignees: f.assignees.clone(),
+            me: me.map(str::to_string),
+            tags: f.tags.clone(),
+            priorities: f.priorities.clone(),
+            customers: f.customers.clone(),
+            emails: f.emails.clone(),
+            subjects: f.subjects.clone(),
+            text: f.text.clone(),
+            billable: f.billable,
+            due: f.due,
+            created_since: f.since.map(|b| b.start(now_dt).timestamp()),
+            created_until: f.until.map(|b| b.end(now_dt).timestamp()),
+            limit: None,
+        }
+    }
 }
 
 /// The seed's statistics.
@@ -231,7 +257,10 @@ impl Tx {
         )
     }
 
-    pub async fn customer_by_id(&mut self, id: i64) -> Result<Option<crate::core::model::Customer>> {
+    pub async fn customer_by_id(
+        &mut self,
+        id: i64,
+    ) -> Result<Option<crate::core::model::Customer>> {
         let row = sqlx::query(
             "SELECT number, company1, company2, salutation, first_name, last_name, street, \
              house_no, zip, city, letter_salutation, delivery_block FROM customers WHERE id = $1",
@@ -322,11 +351,13 @@ impl Tx {
         .fetch_one(&mut *self.inner)
         .await?;
         for cc in t.cc {
-            sqlx::query("INSERT INTO ticket_cc (ticket_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(id)
-                .bind(cc.to_ascii_lowercase())
-                .execute(&mut *self.inner)
-                .await?;
+            sqlx::query(
+                "INSERT INTO ticket_cc (ticket_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(cc.to_ascii_lowercase())
+            .execute(&mut *self.inner)
+            .await?;
         }
         self.history(id, actor, "created", "", &format!("#{number}"))
             .await?;
@@ -411,7 +442,8 @@ impl Tx {
             .bind(t.id)
             .execute(&mut *self.inner)
             .await?;
-        self.history(t.id, actor, "status", &t.status_key, key).await
+        self.history(t.id, actor, "status", &t.status_key, key)
+            .await
     }
 
     pub async fn history(
@@ -440,13 +472,13 @@ impl Tx {
 
     /// Autoresponses and out-of-office notes sent to `sender` since `since`.
     pub async fn autoresponses_since(&mut self, sender: &str, since: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM autoresponses WHERE sender = $1 AND at >= $2",
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM autoresponses WHERE sender = $1 AND at >= $2")
+                .bind(sender.to_ascii_lowercase())
+                .bind(since)
+                .fetch_one(&mut *self.inner)
+                .await?,
         )
-        .bind(sender.to_ascii_lowercase())
-        .bind(since)
-        .fetch_one(&mut *self.inner)
-        .await?)
     }
 
     pub async fn record_autoresponse(
@@ -491,7 +523,9 @@ impl Tx {
     /// `from` becomes `merged` and forwards later mail to `into`.
     pub async fn merge(&mut self, from: &TicketRef, into: &TicketRef, actor: &Actor) -> Result<()> {
         if from.id == into.id {
-            return Err(StoreError::Invalid("a ticket cannot be merged into itself".into()));
+            return Err(StoreError::Invalid(
+                "a ticket cannot be merged into itself".into(),
+            ));
         }
         if from.merged_into_id.is_some() {
             return Err(StoreError::Invalid(format!(
@@ -522,7 +556,9 @@ impl Tx {
                 .execute(&mut *self.inner)
                 .await?;
         }
-        let merged = self.status_id(crate::core::model::status_key::MERGED).await?;
+        let merged = self
+            .status_id(crate::core::model::status_key::MERGED)
+            .await?;
         sqlx::query(
             "UPDATE tickets SET merged_into_id = $1, status_id = $2, updated_at = $3, \
              version = version + 1 WHERE id = $4",
@@ -541,10 +577,22 @@ impl Tx {
         .bind(now())
         .execute(&mut *self.inner)
         .await?;
-        self.history(from.id, actor, "merged_into", "", &format!("#{}", into.number))
-            .await?;
-        self.history(into.id, actor, "merged_from", "", &format!("#{}", from.number))
-            .await
+        self.history(
+            from.id,
+            actor,
+            "merged_into",
+            "",
+            &format!("#{}", into.number),
+        )
+        .await?;
+        self.history(
+            into.id,
+            actor,
+            "merged_from",
+            "",
+            &format!("#{}", from.number),
+        )
+        .await
     }
 }
 
@@ -601,23 +649,37 @@ impl Store {
             any_of(sql, "t.number", q.numbers.iter().map(|n| Arg::Int(*n)));
         }
         if !q.queues.is_empty() {
-            any_of(sql, "LOWER(qu.name)", q.queues.iter().map(|n| Arg::Text(n.to_lowercase())));
+            any_of(
+                sql,
+                "LOWER(qu.name)",
+                q.queues.iter().map(|n| Arg::Text(n.to_lowercase())),
+            );
         }
         if !q.statuses.is_empty() {
             sql.push(" AND (");
-            for (i, s) in q.statuses.iter().enumerate() {
+            for (i, st) in q.statuses.iter().enumerate() {
                 if i > 0 {
                     sql.push(" OR ");
                 }
-                let s = s.to_lowercase();
-                sql.push("LOWER(s.key) = ").bind(Arg::Text(s.clone()));
-                sql.push(" OR LOWER(s.name_en) = ").bind(Arg::Text(s.clone()));
-                sql.push(" OR LOWER(s.name_de) = ").bind(Arg::Text(s));
+                match st {
+                    StatusFilter::OpenLike => {
+                        sql.push("s.is_closed = 0");
+                    }
+                    StatusFilter::ClosedLike => {
+                        sql.push("s.is_closed = 1");
+                    }
+                    StatusFilter::Named(name) => {
+                        let n = name.to_lowercase();
+                        sql.push("(LOWER(s.key) = ").bind(Arg::Text(n.clone()));
+                        sql.push(" OR LOWER(s.name_en) = ")
+                            .bind(Arg::Text(n.clone()));
+                        sql.push(" OR LOWER(s.name_de) = ")
+                            .bind(Arg::Text(n))
+                            .push(")");
+                    }
+                }
             }
             sql.push(")");
-        }
-        if let Some(open) = q.open {
-            sql.push(" AND s.is_closed = ").bind(Arg::Int(flag(!open)));
         }
         if !q.assignees.is_empty() {
             sql.push(" AND (");
@@ -626,10 +688,14 @@ impl Store {
                     sql.push(" OR ");
                 }
                 match a {
-                    Some(login) => {
+                    AssigneeFilter::Login(login) => {
                         sql.push("a.login = ").bind(Arg::Text(login.clone()));
                     }
-                    None => {
+                    AssigneeFilter::Me => {
+                        let me = q.me.clone().unwrap_or_default();
+                        sql.push("a.login = ").bind(Arg::Text(me));
+                    }
+                    AssigneeFilter::Nobody => {
                         sql.push("t.assignee_id IS NULL");
                     }
                 }
@@ -642,10 +708,18 @@ impl Store {
                 .push(")");
         }
         if !q.priorities.is_empty() {
-            any_of(sql, "t.priority", q.priorities.iter().map(|p| Arg::Text(p.to_string())));
+            any_of(
+                sql,
+                "t.priority",
+                q.priorities.iter().map(|p| Arg::Text(p.to_string())),
+            );
         }
         if !q.customers.is_empty() {
-            any_of(sql, "c.number", q.customers.iter().map(|n| Arg::Text(n.clone())));
+            any_of(
+                sql,
+                "c.number",
+                q.customers.iter().map(|n| Arg::Text(n.clone())),
+            );
         }
         if !q.emails.is_empty() {
             sql.push(" AND (");
@@ -667,25 +741,40 @@ impl Store {
             }
             sql.push(")");
         }
-        if let Some(s) = &q.subject {
+        for s in &q.subjects {
             let pattern = format!("%{}%", like_escape(&s.to_lowercase()));
             sql.push(" AND LOWER(t.subject) LIKE ")
                 .bind(Arg::Text(pattern))
                 .push(" ESCAPE '\\'");
         }
-        if let Some(text) = &q.text {
+        if !q.text.is_empty() {
+            let text = q.text.join(" ");
             match self.backend {
                 Backend::Sqlite => {
                     sql.push(" AND t.id IN (SELECT i.ticket_id FROM items_fts f JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ")
-                        .bind(Arg::Text(fts5_query(text)))
+                        .bind(Arg::Text(fts5_query(&text)))
                         .push(")");
                 }
                 Backend::Postgres => {
                     sql.push(" AND t.id IN (SELECT ticket_id FROM items WHERE search @@ plainto_tsquery('simple', ")
-                        .bind(Arg::Text(text.clone()))
+                        .bind(Arg::Text(text))
                         .push("))");
                 }
             }
+        }
+        match q.due {
+            Some(DueFilter::Any) => {
+                sql.push(" AND t.due_date IS NOT NULL");
+            }
+            Some(DueFilter::Unset) => {
+                sql.push(" AND t.due_date IS NULL");
+            }
+            Some(DueFilter::Overdue) => {
+                let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+                sql.push(" AND s.is_closed = 0 AND t.due_date < ")
+                    .bind(Arg::Text(today));
+            }
+            None => {}
         }
         if let Some(b) = q.billable {
             sql.push(" AND t.billable = ").bind(Arg::Int(flag(b)));
@@ -746,7 +835,8 @@ impl Store {
                 Ok::<_, StoreError>(v)
             }
         };
-        let cc = strings("SELECT address FROM ticket_cc WHERE ticket_id = $1 ORDER BY address").await?;
+        let cc =
+            strings("SELECT address FROM ticket_cc WHERE ticket_id = $1 ORDER BY address").await?;
         let tags = strings(
             "SELECT g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id WHERE tt.ticket_id = $1 ORDER BY g.name",
         )
@@ -783,14 +873,16 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
             let split = |s: String| -> Vec<String> {
-                s.split(", ").filter(|x| !x.is_empty()).map(str::to_string).collect()
+                s.split(", ")
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
             };
             items.push(ItemDetail {
                 id: item_id,
-                kind: r
-                    .try_get::<String, _>("kind")?
-                    .parse()
-                    .map_err(|e: crate::core::model::UnknownWord| StoreError::Invalid(e.to_string()))?,
+                kind: r.try_get::<String, _>("kind")?.parse().map_err(
+                    |e: crate::core::model::UnknownWord| StoreError::Invalid(e.to_string()),
+                )?,
                 agent: r.try_get("agent")?,
                 from: r.try_get("from_address")?,
                 to: split(r.try_get("to_addrs")?),
@@ -959,16 +1051,20 @@ impl Store {
 
     /// Counts of items by kind, for tests and `stats`.
     pub async fn item_count(&self, kind: ItemKind) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE kind = $1")
-            .bind(kind.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE kind = $1")
+                .bind(kind.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 
 /// `LIKE` pattern escaping with `\`.
 fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// Every word quoted, so user input can never be FTS5 syntax.
@@ -986,6 +1082,9 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(like_escape("50%_a\\"), "50\\%\\_a\\\\");
-        assert_eq!(fts5_query("foo \"bar\" OR"), "\"foo\" \"\"\"bar\"\"\" \"OR\"");
+        assert_eq!(
+            fts5_query("foo \"bar\" OR"),
+            "\"foo\" \"\"\"bar\"\"\" \"OR\""
+        );
     }
 }

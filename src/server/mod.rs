@@ -1,0 +1,146 @@
+//! `serve`: wires store, intake (POP3 polling, inbound SMTP/LMTP), the outbox worker and
+//! the listeners together, and stops them cleanly on SIGTERM or Ctrl-C.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::config::{Config, Resolver};
+use crate::intake::authcheck::{self, AuthChecker};
+use crate::intake::inbound::{self, InboundConfig, Mode};
+use crate::intake::pipeline::Pipeline;
+use crate::intake::poller::{self, PollSettings};
+use crate::net::listener::{Listener, ListenerConfig, Shutdown};
+use crate::net::tls;
+use crate::outbox::{RetryPolicy, Worker};
+use crate::store::{Store, redact_url};
+
+pub mod demo;
+
+pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    tls::install_crypto_provider();
+    if tls::ensure_certificate(&config.tls.cert, &config.tls.key, &config.hostname)? {
+        tracing::info!(
+            cert = %config.tls.cert.display(),
+            key = %config.tls.key.display(),
+            "generated a self-signed certificate for localhost (replace it with your own)"
+        );
+    }
+    let tls_server = tls::server_config(&config.tls.cert, &config.tls.key)?;
+    let store = Store::connect(&config.database.url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database.url)
+            )
+        })?;
+    store.migrate().await?;
+    tracing::info!(database = %redact_url(&config.database.url), "database ready");
+    if demo {
+        demo::setup(&store, &config).await?;
+    }
+    let auth = match config.auth.resolver {
+        Resolver::System => AuthChecker::system(),
+        Resolver::Static => {
+            let records = if config.auth.records.is_empty() {
+                HashMap::new()
+            } else {
+                authcheck::load_static_records(std::path::Path::new(&config.auth.records))?
+            };
+            AuthChecker::with_static_records(records)
+        }
+    };
+    let config = Arc::new(config);
+    let wake = Arc::new(Notify::new());
+    let pipeline = Arc::new(Pipeline::new(
+        store.clone(),
+        config.clone(),
+        auth,
+        wake.clone(),
+    ));
+    let (stop, shutdown) = Shutdown::channel();
+    let mut tasks = Vec::new();
+
+    let settings = Arc::new(PollSettings {
+        interval: config.intake.poll_interval,
+        max_message_size: config.intake.max_message_size.as_u64(),
+    });
+    tasks.push(tokio::spawn(poller::run(
+        pipeline.clone(),
+        settings,
+        shutdown.clone(),
+    )));
+    let worker = Worker {
+        store: store.clone(),
+        hostname: config.hostname.clone(),
+        retry: RetryPolicy {
+            initial: config.outbox.retry_initial,
+            max: config.outbox.retry_max,
+            give_up_after: config.outbox.give_up_after,
+        },
+        wake,
+    };
+    tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+
+    for (name, mode) in [("inbound", Mode::Smtp), ("lmtp", Mode::Lmtp)] {
+        let Some(addr) = config.listen.addr(name)? else {
+            continue;
+        };
+        let mut lc = ListenerConfig::new(addr, name);
+        lc.busy_reply = Some(b"421 4.7.0 too many connections, try again later\r\n".to_vec());
+        let listener = Listener::bind(lc)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+        let mut ic = InboundConfig::new(mode, config.hostname.clone());
+        ic.max_size = config.intake.max_message_size.as_u64() as usize;
+        ic.tls = Some(tls_server.clone());
+        tracing::info!(%addr, "{name} listener ready");
+        tasks.push(tokio::spawn(inbound::serve(
+            listener,
+            ic,
+            pipeline.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for name in [
+        "submission",
+        "submissions",
+        "imap",
+        "imaps",
+        "pop3",
+        "pop3s",
+    ] {
+        if let Some(addr) = config.listen.addr(name)? {
+            tracing::debug!(%addr, "{name}: not served by this version");
+        }
+    }
+    tracing::info!(hostname = %config.hostname, "mticket is running");
+
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    stop.trigger();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
