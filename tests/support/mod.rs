@@ -2,5 +2,7 @@
 //! fails with a clear message naming the install step when the peer is missing.
 #![allow(dead_code)]
 pub mod corpus;
+pub mod db;
 pub mod dovecot;
+pub mod gateway;
 pub mod sink;
