@@ -38,10 +38,12 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
         salutation: a.salutation.clone(),
         ..Default::default()
     };
-    if let Some(addr) = &a.address {
-        if !addr.contains('@') || addr.contains(char::is_whitespace) {
-            bail!("--address {addr:?} is not an e-mail address");
-        }
+    if let Some(addr) = a
+        .address
+        .as_ref()
+        .filter(|a| !a.contains('@') || a.contains(char::is_whitespace))
+    {
+        bail!("--address {addr:?} is not an e-mail address");
     }
     if let Some(p) = &a.pop3 {
         let (host, port) = host_port(p, "pop3")?;

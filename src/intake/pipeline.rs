@@ -131,17 +131,16 @@ impl Pipeline {
         let sha256 = hex::encode(Sha256::digest(&stored_raw));
         // DNS is asked only when the sender would get a customer: that is all it decides.
         let mut spoof = None;
-        if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref()) {
-            if !self
+        if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref())
+            && !self
                 .store
                 .customers_by_email(&sender.address)
                 .await?
                 .is_empty()
-            {
-                let verdict = self.auth.check(raw, None).await;
-                if verdict.suspect {
-                    spoof = Some(verdict.summary);
-                }
+        {
+            let verdict = self.auth.check(raw, None).await;
+            if verdict.suspect {
+                spoof = Some(verdict.summary);
             }
         }
         Ok(Prepared {

@@ -87,8 +87,8 @@ impl Worker {
         let due = self.store.outbox_due(crate::store::now(), 32).await?;
         let mut queues: std::collections::HashMap<i64, Queue> = Default::default();
         for o in &due {
-            if !queues.contains_key(&o.queue_id) {
-                queues.insert(o.queue_id, self.store.queue(o.queue_id).await?);
+            if let std::collections::hash_map::Entry::Vacant(e) = queues.entry(o.queue_id) {
+                e.insert(self.store.queue(o.queue_id).await?);
             }
             let queue = &queues[&o.queue_id];
             self.relay_one(queue, o).await?;

@@ -710,10 +710,10 @@ pub(crate) fn document_from_row(row: &AnyRow) -> Result<Document> {
 
 /// Turns a unique-constraint violation into a readable conflict.
 pub(crate) fn unique_to_conflict(e: sqlx::Error, what: &str) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Conflict(format!("this {what} exists already"));
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(format!("this {what} exists already"));
     }
     StoreError::Db(e)
 }

@@ -158,14 +158,13 @@ impl Tx {
 fn sqlite_url(path: &str) -> Result<String> {
     let path = path.trim_start_matches("//");
     let (file, params) = path.split_once('?').unwrap_or((path, ""));
-    if file != ":memory:" {
-        if let Some(dir) = Path::new(file)
+    if file != ":memory:"
+        && let Some(dir) = Path::new(file)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Folder(dir.display().to_string(), e))?;
-        }
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Folder(dir.display().to_string(), e))?;
     }
     let params = if params.contains("mode=") {
         params.to_string()

@@ -22,7 +22,9 @@ pub fn url(dir: &Path) -> String {
         )
     });
     let name = format!("mticket_test_{:016x}", rand::random::<u64>());
-    let (base, _) = admin.rsplit_once('/').expect("MTICKET_TEST_POSTGRES has no database part");
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("MTICKET_TEST_POSTGRES has no database part");
     let status = std::process::Command::new("psql")
         .arg(&admin)
         .arg("-q")

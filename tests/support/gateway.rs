@@ -109,7 +109,9 @@ records = "{records}"
 
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mticket"));
-        c.arg("--config").arg(&self.config).current_dir(self.dir.path());
+        c.arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path());
         c.env_remove("RUST_LOG");
         c
     }
@@ -137,7 +139,11 @@ records = "{records}"
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mticket serve exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "mticket serve did not listen:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "mticket serve did not listen:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -183,12 +189,20 @@ records = "{records}"
     /// Runs an admin command with stdin `input`.
     pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
         let mut c = self.command();
-        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             c.env(k, v);
         }
         let mut child = c.spawn().expect("cannot run mticket");
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -226,14 +240,22 @@ records = "{records}"
     }
 
     /// Polls `check` until it returns Some, or panics after `timeout` with the log.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = check() {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}\n--- gateway log ---\n{}", self.log());
+                panic!(
+                    "timed out waiting for {what}\n--- gateway log ---\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -247,5 +269,8 @@ impl Drop for Gateway {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
