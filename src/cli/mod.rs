@@ -211,6 +211,7 @@ pub struct CustomerArgs {
     pub delivery_block: bool,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum CustomerCmd {
     /// Import customers from CSV (header: number,company1,company2,salutation,first_name,last_name,street,house_no,zip,city,letter_salutation,emails,delivery_block)
