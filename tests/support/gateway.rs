@@ -7,6 +7,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::db;
+use super::dovecot::Dovecot;
+use super::sink::Sink;
+
+/// Writes PEM certificates into one file, for a queue's `--tls-ca`.
+pub fn ca_file(dir: &Path, pems: &[String]) -> String {
+    let path = dir.join(format!("ca-{}.pem", rand::random::<u32>()));
+    std::fs::write(&path, pems.concat()).unwrap();
+    path.display().to_string()
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -55,7 +64,7 @@ impl Gateway {
         std::fs::write(&records, &opts.dns_records).unwrap();
         let config = dir.path().join("mticket.toml");
         let text = format!(
-            r#"hostname = "gateway.test"
+            r#"hostname = "gateway.example.test"
 locale = "{locale}"
 [database]
 url = "{url}"
@@ -118,6 +127,11 @@ records = "{records}"
 
     /// Starts `serve` and waits until the inbound listener answers.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts `serve` with extra arguments (e.g. `--demo`).
+    pub fn start_with(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "gateway already running");
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
@@ -128,6 +142,7 @@ records = "{records}"
         let child = self
             .command()
             .arg("serve")
+            .args(extra)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -237,6 +252,74 @@ records = "{records}"
 
     pub fn ticket(&self, number: i64) -> serde_json::Value {
         self.json(&["ticket", "show", &number.to_string()])
+    }
+
+    /// Adds a queue: polled from `pop3` (Dovecot, user, password) over POP3S when given,
+    /// relaying through `sink` over STARTTLS when given, plus `extra` flags.
+    pub fn add_queue(
+        &self,
+        name: &str,
+        address: &str,
+        pop3: Option<(&Dovecot, &str, &str)>,
+        sink: Option<&Sink>,
+        extra: &[&str],
+    ) {
+        let mut args: Vec<String> = ["queue", "add", "--name", name, "--address", address]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut pems = Vec::new();
+        let mut password = String::new();
+        if let Some((dovecot, user, pass)) = pop3 {
+            args.extend([
+                "--pop3".into(),
+                format!("127.0.0.1:{}", dovecot.pop3s_port()),
+                "--pop3-tls".into(),
+                "implicit".into(),
+                "--login".into(),
+                user.to_string(),
+                "--password-env".into(),
+                "QUEUE_PASSWORD".into(),
+            ]);
+            password = pass.to_string();
+            pems.push(dovecot.ca_pem());
+        }
+        if let Some(sink) = sink {
+            args.extend([
+                "--smtp".into(),
+                format!("127.0.0.1:{}", sink.port()),
+                "--smtp-tls".into(),
+                "starttls".into(),
+            ]);
+            pems.push(sink.ca_pem().to_string());
+        }
+        if !pems.is_empty() {
+            args.extend(["--tls-ca".into(), ca_file(self.path(), &pems)]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.cli_with(&args, &[("QUEUE_PASSWORD", &password)], "");
+        assert!(
+            out.status.success(),
+            "queue add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Customer items over all tickets.
+    pub fn customer_items(&self) -> usize {
+        self.tickets(&[])
+            .iter()
+            .map(|t| {
+                let n = t["number"].as_i64().unwrap();
+                self.ticket(n)["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|i| i["kind"] == "customer")
+                    .count()
+            })
+            .sum()
     }
 
     /// Polls `check` until it returns Some, or panics after `timeout` with the log.
