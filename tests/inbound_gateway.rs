@@ -11,40 +11,83 @@ use support::gateway::{Gateway, Options};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn swaks(args: &[&str]) -> (bool, String) {
-    let out = Command::new("swaks")
-        .args(args)
-        .output()
-        .expect("swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("swaks").args(args).output().expect(
+        "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 #[test]
 fn swaks_to_a_queue_makes_a_ticket_and_to_a_stranger_gets_550() {
     let mut gateway = Gateway::new(Options::default());
-    gateway.add_queue("Support", "support@example.test", None, None, &["--no-autoresponder"]);
+    gateway.add_queue(
+        "Support",
+        "support@example.test",
+        None,
+        None,
+        &["--no-autoresponder"],
+    );
     gateway.start();
     let server = format!("127.0.0.1:{}", gateway.inbound_port);
     let (ok, out) = swaks(&[
-        "--server", &server, "--from", "kunde@kunde.example", "--to", "support@example.test",
-        "--header", "Subject: Paket fehlt", "--body", "Wo ist mein Paket?",
+        "--server",
+        &server,
+        "--from",
+        "kunde@kunde.example",
+        "--to",
+        "support@example.test",
+        "--header",
+        "Subject: Paket fehlt",
+        "--body",
+        "Wo ist mein Paket?",
     ]);
     assert!(ok, "{out}");
     let tickets = gateway.tickets(&[]);
     assert_eq!(tickets.len(), 1, "250 must mean committed");
     assert_eq!(tickets[0]["subject"], "Paket fehlt");
-    let (ok, out) = swaks(&["--server", &server, "--from", "kunde@kunde.example", "--to", "nobody@example.test"]);
+    let (ok, out) = swaks(&[
+        "--server",
+        &server,
+        "--from",
+        "kunde@kunde.example",
+        "--to",
+        "nobody@example.test",
+    ]);
     assert!(!ok);
     assert!(out.contains("550"), "{out}");
     // STARTTLS with the generated certificate, and LMTP.
     let (ok, out) = swaks(&[
-        "--server", &server, "--tls", "--tls-verify", "--tls-ca-path", &gateway.path().join("certs/cert.pem").display().to_string(),
-        "--from", "a@b.example", "--to", "support@example.test", "--header", "Subject: via TLS",
+        "--server",
+        &server,
+        "--tls",
+        "--tls-verify",
+        "--tls-ca-path",
+        &gateway.path().join("certs/cert.pem").display().to_string(),
+        "--from",
+        "a@b.example",
+        "--to",
+        "support@example.test",
+        "--header",
+        "Subject: via TLS",
     ]);
     assert!(ok, "{out}");
     let lmtp = format!("127.0.0.1:{}", gateway.lmtp_port);
     let (ok, out) = swaks(&[
-        "--server", &lmtp, "--protocol", "LMTP", "--from", "a@b.example", "--to", "support@example.test", "--header", "Subject: via LMTP",
+        "--server",
+        &lmtp,
+        "--protocol",
+        "LMTP",
+        "--from",
+        "a@b.example",
+        "--to",
+        "support@example.test",
+        "--header",
+        "Subject: via LMTP",
     ]);
     assert!(ok, "{out}");
     assert_eq!(gateway.tickets(&[]).len(), 3);
@@ -67,8 +110,16 @@ fn serve_demo_then_its_swaks_line_shows_a_ticket() {
         .map(|l| l.trim().trim_end_matches('\\').trim())
         .collect::<Vec<_>>()
         .join(" ");
-    let out = Command::new("sh").arg("-c").arg(&command).output().expect("sh");
-    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let list = gateway.cli_ok(&["ticket", "list"]);
     assert!(list.contains("My first ticket"), "{list}");
     // The known demo customer was assigned.
@@ -83,8 +134,21 @@ fn dmarc_reject_without_aligned_signature_gets_no_customer() {
         dns_records: corpus::dkim_record_lines("kunde.example", "sel1"),
         ..Options::default()
     });
-    gateway.cli_ok(&["customer", "add", "--number", "4711", "--emails", KNOWN_CUSTOMER]);
-    gateway.add_queue("Support", "support@example.test", None, None, &["--no-autoresponder"]);
+    gateway.cli_ok(&[
+        "customer",
+        "add",
+        "--number",
+        "4711",
+        "--emails",
+        KNOWN_CUSTOMER,
+    ]);
+    gateway.add_queue(
+        "Support",
+        "support@example.test",
+        None,
+        None,
+        &["--no-autoresponder"],
+    );
     gateway.start();
     let mail = |n: u32| {
         format!(
@@ -94,14 +158,23 @@ fn dmarc_reject_without_aligned_signature_gets_no_customer() {
         .into_bytes()
     };
     let send = |raw: &[u8]| {
-        let file = gateway.path().join(format!("mail-{}.eml", rand::random::<u32>()));
+        let file = gateway
+            .path()
+            .join(format!("mail-{}.eml", rand::random::<u32>()));
         // --no-data-fixup sends the file as it is: it must end with the terminating dot.
         let mut data = raw.to_vec();
         data.extend_from_slice(b".\r\n");
         std::fs::write(&file, data).unwrap();
         let (ok, out) = swaks(&[
-            "--server", &format!("127.0.0.1:{}", gateway.inbound_port), "--from", KNOWN_CUSTOMER,
-            "--to", "support@example.test", "--data", &format!("@{}", file.display()), "--no-data-fixup",
+            "--server",
+            &format!("127.0.0.1:{}", gateway.inbound_port),
+            "--from",
+            KNOWN_CUSTOMER,
+            "--to",
+            "support@example.test",
+            "--data",
+            &format!("@{}", file.display()),
+            "--no-data-fixup",
         ]);
         assert!(ok, "{out}");
     };

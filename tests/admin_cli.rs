@@ -1,0 +1,251 @@
+//! The admin command line against a running gateway: CSV imports with bad rows, every
+//! direct-search field of the seed, statistics, and secrets kept out of output.
+mod support;
+
+use std::process::Command;
+
+use support::gateway::{Gateway, Options};
+
+fn send(gateway: &Gateway, from: &str, to: &str, subject: &str, body: &str) {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", gateway.inbound_port)])
+        .args([
+            "--from",
+            from,
+            "--to",
+            to,
+            "--header",
+            &format!("Subject: {subject}"),
+            "--body",
+            body,
+        ])
+        .output()
+        .expect(
+            "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
+        );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<i64> {
+    let mut n: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["number"].as_i64().unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn imports_search_stats_and_secrets() {
+    let mut gateway = Gateway::new(Options::default());
+    let csv = gateway.path().join("customers.csv");
+    std::fs::write(
+        &csv,
+        "number,company1,company2,salutation,first_name,last_name,street,house_no,zip,city,letter_salutation,emails,delivery_block\n\
+         4711,Muster GmbH,,Herr,Max,Muster,Weg,1,10115,Berlin,Sehr geehrter Herr Muster,max@muster.example;einkauf@muster.example,0\n\
+         4712,,,Frau,Erika,Beispiel,Gasse,2,80331,München,Sehr geehrte Frau Beispiel,erika@beispiel.example,ja\n\
+         ,no number,,,,,,,,,,x@y.example,0\n\
+         4713,Kaputt,,,,,,,,,,not-an-address,0\n\
+         4714,Too,few\n",
+    )
+    .unwrap();
+    let out = gateway.cli(&["customer", "import", csv.to_str().unwrap()]);
+    assert!(!out.status.success(), "bad rows make the exit code fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 4") && err.contains("line 5") && err.contains("line 6"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 added"));
+    // A re-import updates by number.
+    std::fs::write(
+        &csv,
+        "number,company1,company2,salutation,first_name,last_name,street,house_no,zip,city,letter_salutation,emails,delivery_block\n\
+         4711,Muster AG,,Herr,Max,Muster,Weg,1,10115,Berlin,Sehr geehrter Herr Muster,max@muster.example,1\n",
+    )
+    .unwrap();
+    assert!(
+        gateway
+            .cli_ok(&["customer", "import", csv.to_str().unwrap()])
+            .contains("1 updated")
+    );
+    let c = gateway.json(&["customer", "show", "4711"]);
+    assert_eq!(c["company1"], "Muster AG");
+    assert_eq!(c["delivery_block"], true);
+    assert_eq!(c["emails"], serde_json::json!(["max@muster.example"]));
+
+    let docs = gateway.path().join("documents.csv");
+    std::fs::write(&docs, "number,kind,date,customer_number,description\nRE-1,invoice,2026-11-01,4711,Rechnung November\n,x,,,\n").unwrap();
+    let out = gateway.cli(&["document", "import", docs.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
+    assert_eq!(
+        gateway
+            .json(&["document", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let out = gateway.cli_with(
+        &[
+            "queue",
+            "add",
+            "--name",
+            "Support",
+            "--address",
+            "support@example.test",
+            "--smtp",
+            "127.0.0.1:1",
+            "--login",
+            "support",
+            "--password-env",
+            "Q_PW",
+            "--no-autoresponder",
+        ],
+        &[("Q_PW", "very-secret-queue-password")],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gateway.add_queue(
+        "Sales",
+        "sales@example.test",
+        None,
+        None,
+        &["--no-autoresponder"],
+    );
+    let out = gateway.cli_with(
+        &[
+            "agent",
+            "add",
+            "--login",
+            "anna",
+            "--name",
+            "Anna",
+            "--email",
+            "anna@example.test",
+            "--queues",
+            "Support,Sales",
+            "--password-stdin",
+        ],
+        &[],
+        "agent-password-123\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gateway.cli_ok(&["tag", "add", "Reklamation"]);
+    gateway.cli_ok(&["status", "add", "Rückfrage", "--open"]);
+    gateway.cli_ok(&["profile", "add", "Offen", "status:open queue:Support"]);
+    assert!(
+        !gateway
+            .cli(&["profile", "add", "Kaputt", "nonsense:key"])
+            .status
+            .success()
+    );
+    for listing in [
+        gateway.cli_ok(&["queue", "list", "--json"]),
+        gateway.cli_ok(&["queue", "list"]),
+        gateway.cli_ok(&["agent", "list", "--json"]),
+    ] {
+        assert!(
+            !listing.contains("very-secret-queue-password")
+                && !listing.contains("agent-password-123")
+        );
+        assert!(!listing.contains("argon2"), "{listing}");
+    }
+
+    gateway.start();
+    send(
+        &gateway,
+        "max@muster.example",
+        "support@example.test",
+        "Lieferung verspätet",
+        "Die Lieferung mit Tracking ZX81 fehlt.",
+    );
+    send(
+        &gateway,
+        "erika@beispiel.example",
+        "support@example.test",
+        "Rechnung falsch",
+        "Betrag stimmt nicht.",
+    );
+    send(
+        &gateway,
+        "fremd@other.example",
+        "sales@example.test",
+        "Angebot gewünscht",
+        "Bitte ein Angebot für ZX81.",
+    );
+    gateway.stop();
+    assert!(!gateway.log().contains("very-secret-queue-password"));
+
+    let search = |args: &[&str]| {
+        let mut a = vec!["search"];
+        a.extend_from_slice(args);
+        numbers(&gateway.json(&a))
+    };
+    assert_eq!(search(&["--ticket", "2"]), vec![2]);
+    assert_eq!(search(&["--customer", "4711"]), vec![1]);
+    assert_eq!(search(&["--customer", "4711,4712"]), vec![1, 2]);
+    assert_eq!(search(&["--customer", "4711; 4712"]), vec![1, 2]);
+    assert_eq!(search(&["--subject", "rechnung"]), vec![2]);
+    assert_eq!(search(&["--content", "ZX81"]), vec![1, 3]);
+    assert_eq!(search(&["--email", "erika@beispiel.example"]), vec![2]);
+    assert!(search(&["--email", "nobody@nowhere.example"]).is_empty());
+
+    assert_eq!(
+        numbers(&serde_json::Value::Array(gateway.tickets(&["queue:Sales"]))),
+        vec![3]
+    );
+    assert_eq!(
+        numbers(&serde_json::Value::Array(
+            gateway.tickets(&["status:open", "since:1d"])
+        )),
+        vec![1, 2, 3]
+    );
+    assert!(gateway.tickets(&["status:closed"]).is_empty());
+    assert_eq!(
+        numbers(&serde_json::Value::Array(
+            gateway.tickets(&["customer:4712"])
+        )),
+        vec![2]
+    );
+
+    let stats = gateway.json(&["stats"]);
+    assert_eq!(stats["total"], 3);
+    assert_eq!(
+        stats["per_queue"],
+        serde_json::json!([["Sales", 1], ["Support", 2]])
+    );
+    assert!(
+        stats["per_status"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["new", 3]))
+    );
+    let days = stats["opened_per_day"].as_array().unwrap();
+    assert_eq!(days.len(), 7);
+    assert_eq!(days[6][1], 3);
+
+    gateway.cli_ok(&["ticket", "merge", "2", "1"]);
+    let t = gateway.ticket(1);
+    assert_eq!(t["items"].as_array().unwrap().len(), 2);
+    assert!(
+        gateway
+            .cli_ok(&["ticket", "show", "1"])
+            .contains("Lieferung verspätet")
+    );
+}
