@@ -121,7 +121,10 @@ records = "{records}"
         c.arg("--config")
             .arg(&self.config)
             .current_dir(self.dir.path());
-        c.env_remove("RUST_LOG");
+        // The test's own settings share the MTICKET_ prefix the gateway reads its config from.
+        c.env_remove("RUST_LOG")
+            .env_remove("MTICKET_TEST_DB")
+            .env_remove("MTICKET_TEST_POSTGRES");
         c
     }
 
