@@ -12,7 +12,11 @@ pub fn backend() -> &'static str {
 
 /// A database URL for one test; PostgreSQL databases are created empty.
 pub fn url(dir: &Path) -> String {
-    if backend() == "sqlite" {
+    url_for(backend(), dir)
+}
+
+pub fn url_for(backend: &str, dir: &Path) -> String {
+    if backend == "sqlite" {
         return format!("sqlite://{}/data/mticket.db", dir.display());
     }
     let admin = std::env::var("MTICKET_TEST_POSTGRES").unwrap_or_else(|_| {

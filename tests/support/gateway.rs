@@ -40,6 +40,8 @@ pub struct Options {
     /// `name TXT` lines for the static resolver (SPF/DKIM/DMARC records).
     pub dns_records: String,
     pub locale: &'static str,
+    /// `sqlite` or `postgres`; `None` follows `MTICKET_TEST_DB`.
+    pub backend: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             max_per_sender_per_day: 5,
             dns_records: String::new(),
             locale: "en",
+            backend: None,
         }
     }
 }
@@ -93,7 +96,7 @@ resolver = "static"
 records = "{records}"
 "#,
             locale = opts.locale,
-            url = db::url(dir.path()),
+            url = db::url_for(opts.backend.unwrap_or(db::backend()), dir.path()),
             poll = opts.poll_interval,
             max = opts.max_message_size,
             cap = opts.max_per_sender_per_day,
@@ -191,6 +194,19 @@ records = "{records}"
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Peak resident memory of the running gateway in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -1,0 +1,285 @@
+//! Intake benchmark: realistic mails (2–60 KB, a fifth with attachments) taken from a
+//! private Dovecot over POP3S into tickets, on SQLite and on PostgreSQL. In the same run the
+//! raw retrieval rate of the same mailbox is measured twice as the ceiling: by mticket's own
+//! POP3 client alone (RETR only, nothing stored) and by Python's poplib. Results are
+//! printed and appended to BENCHMARKS.md.
+//!
+//! `cargo bench --bench intake` (MTICKET_BENCH_MAILS=N to change the 10,000 mails;
+//! PostgreSQL runs when MTICKET_TEST_POSTGRES names a server, as scripts/bench sets it up).
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use mticket::intake::pop3::{self, Pop3Tls};
+use mticket::net::tls;
+use rand::{Rng, SeedableRng};
+use support::dovecot::Dovecot;
+use support::gateway::{Gateway, Options};
+use support::sink::Sink;
+
+const WORDS: &[&str] = &[
+    "Bestellung",
+    "Lieferung",
+    "Rechnung",
+    "bitte",
+    "danke",
+    "Paket",
+    "Retoure",
+    "Kunde",
+    "Artikel",
+    "defekt",
+    "Umtausch",
+    "schnell",
+    "leider",
+    "noch",
+    "nicht",
+    "angekommen",
+    "Gutschrift",
+    "Zahlung",
+    "Termin",
+    "Frage",
+    "order",
+    "delivery",
+    "invoice",
+    "please",
+];
+
+fn mail(i: usize, rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+    let size = rng.random_range(2_000..60_000usize);
+    let with_attachment = i.is_multiple_of(5);
+    let text_size = if with_attachment { size / 4 } else { size };
+    let mut text = String::with_capacity(text_size + 100);
+    while text.len() < text_size {
+        for _ in 0..12 {
+            text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+            text.push(' ');
+        }
+        text.push_str("\r\n");
+    }
+    let head = format!(
+        "From: Kunde {i} <kunde{}@kunden.example>\r\nTo: support@example.test\r\n\
+         Subject: Anfrage {i} zu Bestellung {}\r\nDate: Thu, 26 Nov 2026 10:00:00 +0100\r\n\
+         Message-ID: <bench-{i}@kunden.example>\r\nMIME-Version: 1.0\r\n",
+        i % 3000,
+        100_000 + i
+    );
+    if !with_attachment {
+        return format!("{head}Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{text}").into_bytes();
+    }
+    let mut blob = vec![0u8; size - text_size];
+    rng.fill(&mut blob[..]);
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &blob);
+    let mut encoded = String::new();
+    for chunk in b64.as_bytes().chunks(76) {
+        encoded.push_str(std::str::from_utf8(chunk).unwrap());
+        encoded.push_str("\r\n");
+    }
+    format!(
+        "{head}Content-Type: multipart/mixed; boundary=\"B{i}\"\r\n\r\n--B{i}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n--B{i}\r\n\
+         Content-Type: application/pdf; name=\"beleg-{i}.pdf\"\r\nContent-Disposition: attachment; filename=\"beleg-{i}.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{encoded}--B{i}--\r\n"
+    )
+    .into_bytes()
+}
+
+/// mticket's POP3 client alone: log in, list, RETR every message, QUIT without DELE.
+fn ceiling_rust(dovecot: &Dovecot) -> (usize, Duration) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tls::install_crypto_provider();
+        let config = tls::client_config(Some(&dovecot.ca_pem())).unwrap();
+        let start = Instant::now();
+        let mut c = pop3::connect(
+            "127.0.0.1",
+            dovecot.pop3s_port(),
+            Pop3Tls::Implicit,
+            config,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        c.login("support", "bench-password").await.unwrap();
+        let list = c.uidl_all().await.unwrap();
+        let mut bytes = 0;
+        for (n, _) in &list {
+            bytes += c.retr(*n, 100 << 20).await.unwrap().len();
+        }
+        c.quit().await.unwrap();
+        assert!(bytes > 0);
+        (list.len(), start.elapsed())
+    })
+}
+
+/// Python's poplib over POP3S, same mailbox.
+fn ceiling_python(dovecot: &Dovecot, dir: &std::path::Path) -> Option<(usize, Duration)> {
+    let ca = dir.join("bench-ca.pem");
+    std::fs::write(&ca, dovecot.ca_pem()).ok()?;
+    let script = format!(
+        "import poplib,ssl,time\nctx=ssl.create_default_context(cafile='{}')\nt=time.time()\n\
+         p=poplib.POP3_SSL('127.0.0.1',{},context=ctx)\np.user('support');p.pass_('bench-password')\n\
+         n=len(p.uidl()[1])\nfor i in range(1,n+1): p.retr(i)\np.quit()\nprint(n, time.time()-t)\n",
+        ca.display(),
+        dovecot.pop3s_port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    let n: usize = it.next()?.parse().ok()?;
+    let secs: f64 = it.next()?.parse().ok()?;
+    Some((n, Duration::from_secs_f64(secs)))
+}
+
+struct Row {
+    what: String,
+    mails: usize,
+    secs: f64,
+    rss_mib: Option<f64>,
+}
+
+fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "bench-password");
+    dovecot.deliver_many("support", mails.iter().map(Vec::as_slice));
+    let bench_dir = tempfile::tempdir().unwrap();
+    let (n, d) = ceiling_rust(&dovecot);
+    rows.push(Row {
+        what: format!("ceiling: mticket POP3 client, RETR only ({backend} run)"),
+        mails: n,
+        secs: d.as_secs_f64(),
+        rss_mib: None,
+    });
+    if let Some((n, d)) = ceiling_python(&dovecot, bench_dir.path()) {
+        rows.push(Row {
+            what: format!("ceiling: Python poplib, RETR only ({backend} run)"),
+            mails: n,
+            secs: d.as_secs_f64(),
+            rss_mib: None,
+        });
+    }
+    let sink = Sink::start_with_auth("support", "bench-password");
+    let mut gateway = Gateway::new(Options {
+        poll_interval: "1s",
+        max_per_sender_per_day: 1000,
+        backend: Some(backend),
+        ..Options::default()
+    });
+    gateway.add_queue(
+        "Support",
+        "support@example.test",
+        Some((&dovecot, "support", "bench-password")),
+        Some(&sink),
+        &[],
+    );
+    let start = Instant::now();
+    gateway.start();
+    gateway.wait_for("the mailbox emptied", Duration::from_secs(1800), || {
+        (dovecot.count("support") == 0).then_some(())
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let rss = gateway.peak_rss_kib().map(|k| k as f64 / 1024.0);
+    let total = gateway.json(&["stats"])["total"].as_u64().unwrap() as usize;
+    assert_eq!(total, mails.len(), "every mail became a ticket");
+    gateway.stop();
+    rows.push(Row {
+        what: format!("mticket intake into {backend} (POP3S → tickets, autoresponder on)"),
+        mails: total,
+        secs,
+        rss_mib: rss,
+    });
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and must not start a ten-minute benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("intake benchmark: run it with `scripts/bench` or `cargo bench --bench intake`");
+        return;
+    }
+    let n: usize = std::env::var("MTICKET_BENCH_MAILS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mails: Vec<Vec<u8>> = (0..n).map(|i| mail(i, &mut rng)).collect();
+    let bytes: usize = mails.iter().map(Vec::len).sum();
+    println!("{n} mails, {:.1} MB", bytes as f64 / 1e6);
+    let mut rows = Vec::new();
+    run_backend("sqlite", &mails, &mut rows);
+    if std::env::var("MTICKET_TEST_POSTGRES").is_ok() {
+        run_backend("postgres", &mails, &mut rows);
+    } else {
+        println!("PostgreSQL skipped: MTICKET_TEST_POSTGRES is not set (scripts/bench sets it)");
+    }
+    let ceiling = |backend: &str| {
+        rows.iter()
+            .find(|r| r.what.starts_with("ceiling: mticket") && r.what.contains(backend))
+            .map(|r| r.mails as f64 / r.secs)
+    };
+    let mut report = format!(
+        "\n## Intake, {} ({} mails, {:.1} MB, 2–60 KB, a fifth with attachments)\n\n\
+         Machine: {} cores, {}. Ratio = mails/s ÷ the mticket POP3 client's RETR-only rate in the same run.\n\n\
+         | figure | mails | seconds | mails/s | ratio to ceiling | peak RSS |\n|---|---|---|---|---|---|\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        n,
+        bytes as f64 / 1e6,
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default()
+    );
+    for r in &rows {
+        let rate = r.mails as f64 / r.secs;
+        let backend = if r.what.contains("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let ratio = if r.what.starts_with("mticket") {
+            ceiling(backend)
+                .map(|c| format!("{:.2}", rate / c))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        report.push_str(&format!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} |\n",
+            r.what,
+            r.mails,
+            r.secs,
+            rate,
+            ratio,
+            r.rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_default()
+        ));
+    }
+    print!("{report}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    if f.metadata().map(|m| m.len() == 0).unwrap_or(true) {
+        let _ = f.write_all(b"# Benchmarks\n\nEach section is appended by a benchmark run (`scripts/bench`); newest last.\n");
+    }
+    f.write_all(report.as_bytes()).unwrap();
+}

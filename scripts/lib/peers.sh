@@ -1,0 +1,51 @@
+# Shared by scripts/test and scripts/bench: install the peers' packages when missing and
+# start a private PostgreSQL for this run (stopped on exit). Source it; it sets
+# MTICKET_TEST_POSTGRES.
+
+log() { printf '\n== %s\n' "$*"; }
+
+install_peers() {
+    local debs=(dovecot-core dovecot-pop3d dovecot-imapd postgresql swaks libnet-ssleay-perl)
+    local missing=() p
+    for p in "${debs[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+        log "installing aiosmtpd"
+        python3 -m pip install -q --disable-pip-version-check aiosmtpd
+    fi
+}
+
+start_postgres() {
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$pg_bin" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)"; exit 1; }
+    pg_dir=$(mktemp -d /tmp/mticket-pg.XXXXXX)
+    chmod 755 "$pg_dir"
+    pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    trap stop_postgres EXIT
+    log "starting PostgreSQL on port $pg_port"
+    as_postgres "$pg_bin/initdb -D $pg_dir/data -U mticket --auth=trust" >/dev/null
+    as_postgres "$pg_bin/pg_ctl -D $pg_dir/data -w -o '-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300 $*' -l $pg_dir/log start" >/dev/null
+    export MTICKET_TEST_POSTGRES="postgres://mticket@127.0.0.1:$pg_port/postgres"
+}
+
+# initdb refuses root: run the server as the package's postgres user.
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then
+        chown -R postgres "$pg_dir"
+        su postgres -s /bin/sh -c "$*"
+    else
+        sh -c "$*"
+    fi
+}
+
+stop_postgres() {
+    as_postgres "$pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+}
