@@ -4,7 +4,7 @@
 //! POP3 client alone (RETR only, nothing stored) and by Python's poplib. Results are
 //! printed and appended to BENCHMARKS.md.
 //!
-//! `cargo bench --bench intake` (MTICKET_BENCH_MAILS=N to change the 10,000 mails;
+//! `cargo bench --bench intake` (BENCH_INTAKE_MAILS=N to change the 10,000 mails;
 //! PostgreSQL runs when MTICKET_TEST_POSTGRES names a server, as scripts/bench sets it up).
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -205,7 +205,7 @@ fn main() {
         println!("intake benchmark: run it with `scripts/bench` or `cargo bench --bench intake`");
         return;
     }
-    let n: usize = std::env::var("MTICKET_BENCH_MAILS")
+    let n: usize = std::env::var("BENCH_INTAKE_MAILS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
