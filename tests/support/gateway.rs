@@ -111,6 +111,10 @@ records = "{records}"
         let mut c = Command::new(env!("CARGO_BIN_EXE_mticket"));
         c.arg("--config").arg(&self.config).current_dir(self.dir.path());
         c.env_remove("RUST_LOG");
+        // The gateway reads every `MTICKET_*` variable as configuration and refuses unknown
+        // keys: the test-only ones must not reach it.
+        c.env_remove("MTICKET_TEST_DB");
+        c.env_remove("MTICKET_TEST_POSTGRES");
         c
     }
 
