@@ -262,6 +262,7 @@ fn hostile_mails_over_pop3s_and_inbound_smtp_are_all_kept() {
         }
     }
     let exact = item_of.len();
+    let mut line_ends_only = Vec::new();
     let mut unmatched = Vec::new();
     for m in &hostile {
         if item_of.contains_key(m.name) {
@@ -272,6 +273,7 @@ fn hostile_mails_over_pop3s_and_inbound_smtp_are_all_kept() {
             Some(k) => {
                 used[k] = true;
                 item_of.insert(m.name, (stored[k].0, stored[k].1));
+                line_ends_only.push(m.name);
             }
             None => unmatched.push(m.name),
         }
@@ -366,8 +368,8 @@ fn hostile_mails_over_pop3s_and_inbound_smtp_are_all_kept() {
     assert!(!log.contains("panicked"), "a panic in the log:\n{log}");
     assert!(gw.is_running(), "gateway died:\n{log}");
     eprintln!(
-        "intake_hostile summary: pop3 mails={} (byte-identical {exact}, with problems {with_problems}), \
-smtp mails={} backend={}",
+        "intake_hostile summary: pop3 mails={} (byte-identical {exact}, line ends changed in transit {line_ends_only:?}, \
+with problems {with_problems}), smtp mails={} backend={}",
         hostile.len(),
         VIA_SMTP.len(),
         support::db::backend()
