@@ -119,7 +119,52 @@ pub fn parse(raw: &[u8]) -> IncomingMail {
     if mail.from.is_none() {
         mail.problems.push("no From header".into());
     }
+    scrub_nul(&mut mail);
     mail
+}
+
+/// NUL characters become U+FFFD in every decoded field: PostgreSQL text columns reject
+/// them ("invalid byte sequence for encoding UTF8: 0x00"), which would leave such a mail
+/// untakeable. The raw bytes keep the NULs.
+fn scrub_nul(mail: &mut IncomingMail) {
+    fn s(x: &mut String) {
+        if x.contains('\0') {
+            *x = x.replace('\0', "\u{FFFD}");
+        }
+    }
+    let m = mail;
+    for a in m
+        .from
+        .iter_mut()
+        .chain(m.reply_to.iter_mut())
+        .chain(m.to.iter_mut())
+        .chain(m.cc.iter_mut())
+    {
+        s(&mut a.address);
+        a.name.iter_mut().for_each(s);
+    }
+    s(&mut m.subject);
+    s(&mut m.text);
+    s(&mut m.content_type);
+    for a in &mut m.attachments {
+        s(&mut a.name);
+        s(&mut a.content_type);
+        a.content_id.iter_mut().for_each(s);
+    }
+    m.message_id
+        .iter_mut()
+        .chain(m.html.iter_mut())
+        .chain(m.auto_submitted.iter_mut())
+        .chain(m.precedence.iter_mut())
+        .chain(m.list_id.iter_mut())
+        .chain(m.list_unsubscribe.iter_mut())
+        .chain(m.list_post.iter_mut())
+        .chain(m.return_path.iter_mut())
+        .chain(m.in_reply_to.iter_mut())
+        .chain(m.references.iter_mut())
+        .chain(m.x_loop.iter_mut())
+        .chain(m.problems.iter_mut())
+        .for_each(s);
 }
 
 fn merge_parsed(mail: &mut IncomingMail, p: IncomingMail) {
@@ -781,6 +826,19 @@ Return-Path: <>\r\nX-Loop: mticket\r\nAuto-Submitted: Auto-Replied\r\n\r\nHallo\
                 m.problems
             );
         }
+    }
+
+    #[test]
+    fn nul_never_reaches_a_decoded_field() {
+        let m = parse(b"From: A\0B <a\0b@hostile.example>\r\nSubject: nul\0here\r\n\r\nbo\0dy\r\n");
+        assert!(!m.subject.contains('\0') && !m.text.contains('\0'), "{m:?}");
+        assert!(
+            m.from
+                .iter()
+                .all(|a| !a.address.contains('\0')
+                    && !a.name.as_deref().unwrap_or("").contains('\0'))
+        );
+        assert!(m.problems.iter().any(|p| p.contains("NUL")));
     }
 
     #[test]

@@ -199,25 +199,30 @@ async fn poll_once(
     let mut batch_bytes = 0;
     let mut to_delete = Vec::new();
     for (msgno, uidl) in &uidls {
-        match known.get(uidl).map(String::as_str) {
+        // A mail left upstream for its size is looked at again on every poll: it stays in
+        // the poll report for as long as it is there, and is taken once the limit allows.
+        let too_large_before = match known.get(uidl).map(String::as_str) {
             // Committed before but not deleted (crash, dropped connection): delete now.
             Some("taken") => {
                 to_delete.push(*msgno);
                 continue;
             }
+            Some("too_large") => true,
             Some(_) => continue,
-            None => {}
-        }
+            None => false,
+        };
         let size = sizes.get(msgno).copied().unwrap_or(0);
         if size > settings.max_message_size {
             let note = format!(
                 "message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox",
                 settings.max_message_size
             );
-            tracing::warn!(queue = %queue.name, "{note}");
-            let mut tx = store.begin().await?;
-            tx.pop3_mark(queue.id, uidl, "too_large").await?;
-            tx.commit().await?;
+            if !too_large_before {
+                tracing::warn!(queue = %queue.name, "{note}");
+                let mut tx = store.begin().await?;
+                tx.pop3_mark(queue.id, uidl, "too_large").await?;
+                tx.commit().await?;
+            }
             report.notes.push(note);
             continue;
         }
@@ -231,9 +236,12 @@ async fn poll_once(
                     "message {uidl} is over the limit of {} bytes: left in the mailbox",
                     settings.max_message_size
                 );
-                let mut tx = store.begin().await?;
-                tx.pop3_mark(queue.id, uidl, "too_large").await?;
-                tx.commit().await?;
+                if !too_large_before {
+                    tracing::warn!(queue = %queue.name, "{note}");
+                    let mut tx = store.begin().await?;
+                    tx.pop3_mark(queue.id, uidl, "too_large").await?;
+                    tx.commit().await?;
+                }
                 report.notes.push(note);
                 continue;
             }
