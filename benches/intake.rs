@@ -147,6 +147,7 @@ struct Row {
 }
 
 fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
+    let autoresponder = std::env::var("BENCH_INTAKE_AUTORESPONDER").as_deref() != Ok("off");
     let dovecot = Dovecot::start();
     dovecot.add_user("support", "bench-password");
     dovecot.deliver_many("support", mails.iter().map(Vec::as_slice));
@@ -178,7 +179,11 @@ fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
         "support@example.test",
         Some((&dovecot, "support", "bench-password")),
         Some(&sink),
-        &[],
+        if autoresponder {
+            &[]
+        } else {
+            &["--no-autoresponder"]
+        },
     );
     let start = Instant::now();
     gateway.start();
@@ -191,7 +196,10 @@ fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
     assert_eq!(total, mails.len(), "every mail became a ticket");
     gateway.stop();
     rows.push(Row {
-        what: format!("mticket intake into {backend} (POP3S → tickets, autoresponder on)"),
+        what: format!(
+            "mticket intake into {backend} (POP3S → tickets, autoresponder {})",
+            if autoresponder { "on" } else { "off" }
+        ),
         mails: total,
         secs,
         rss_mib: rss,

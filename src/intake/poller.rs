@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use crate::core::model::{Queue, TlsMode};
 use crate::intake::pipeline::{Arrival, Pipeline};
 use crate::intake::pop3::{self, Pop3Tls};
@@ -194,46 +196,53 @@ async fn poll_once(
     store.pop3_forget_except(queue.id, &present).await?;
     let known: HashMap<String, String> = store.pop3_uidls(queue.id).await?.into_iter().collect();
 
-    let mut report = PollReport::default();
-    let mut batch: Vec<(_, Arrival)> = Vec::new();
-    let mut batch_bytes = 0;
-    let mut to_delete = Vec::new();
-    for (msgno, uidl) in &uidls {
-        // A mail left upstream for its size is looked at again on every poll: it stays in
-        // the poll report for as long as it is there, and is taken once the limit allows.
-        let too_large_before = match known.get(uidl).map(String::as_str) {
-            // Committed before but not deleted (crash, dropped connection): delete now.
-            Some("taken") => {
-                to_delete.push(*msgno);
-                continue;
-            }
-            Some("too_large") => true,
-            Some(_) => continue,
-            None => false,
-        };
-        let size = sizes.get(msgno).copied().unwrap_or(0);
-        if size > settings.max_message_size {
-            let note = format!(
-                "message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox",
-                settings.max_message_size
-            );
-            if !too_large_before {
-                tracing::warn!(queue = %queue.name, "{note}");
-                let mut tx = store.begin().await?;
-                tx.pop3_mark(queue.id, uidl, "too_large").await?;
-                tx.commit().await?;
-            }
-            report.notes.push(note);
-            continue;
-        }
-        let raw = match client
-            .retr(*msgno, settings.max_message_size as usize)
-            .await
-        {
-            Ok(raw) => raw,
-            Err(e) if e.is_too_large() => {
+    // Retrieval and commits overlap: while one batch is committed the next is fetched.
+    let (batches, incoming) = mpsc::channel::<Vec<(u32, Arrival)>>(2);
+    let fetch = async {
+        let batches = batches;
+        let mut notes = Vec::new();
+        // Committed before but not deleted (crash, dropped connection): delete now.
+        let mut committed_before = Vec::new();
+        let mut batch: Vec<(u32, Arrival)> = Vec::new();
+        let mut batch_bytes = 0;
+        for (msgno, uidl) in &uidls {
+            // A mail left upstream for its size is looked at again on every poll: it stays
+            // in the poll report for as long as it is there, and is taken once the limit allows.
+            let too_large_before = match known.get(uidl).map(String::as_str) {
+                Some("taken") => {
+                    committed_before.push(*msgno);
+                    continue;
+                }
+                Some("too_large") => true,
+                Some(_) => continue,
+                None => false,
+            };
+            let size = sizes.get(msgno).copied().unwrap_or(0);
+            let over = if size > settings.max_message_size {
+                true
+            } else {
+                match client
+                    .retr(*msgno, settings.max_message_size as usize)
+                    .await
+                {
+                    Ok(raw) => {
+                        batch_bytes += raw.len();
+                        batch.push((
+                            *msgno,
+                            Arrival {
+                                raw,
+                                uidl: Some(uidl.clone()),
+                            },
+                        ));
+                        false
+                    }
+                    Err(e) if e.is_too_large() => true,
+                    Err(e) => return Err(PollError::from(e)),
+                }
+            };
+            if over {
                 let note = format!(
-                    "message {uidl} is over the limit of {} bytes: left in the mailbox",
+                    "message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox",
                     settings.max_message_size
                 );
                 if !too_large_before {
@@ -242,25 +251,36 @@ async fn poll_once(
                     tx.pop3_mark(queue.id, uidl, "too_large").await?;
                     tx.commit().await?;
                 }
-                report.notes.push(note);
-                continue;
+                notes.push(note);
             }
-            Err(e) => return Err(e.into()),
-        };
-        batch_bytes += raw.len();
-        batch.push((
-            *msgno,
-            Arrival {
-                raw,
-                uidl: Some(uidl.clone()),
-            },
-        ));
-        if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
-            commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
-            batch_bytes = 0;
+            if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
+                batch_bytes = 0;
+                if batches.send(std::mem::take(&mut batch)).await.is_err() {
+                    // The committer stopped on an error; it reports it.
+                    return Ok((notes, committed_before));
+                }
+            }
         }
-    }
-    commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
+        if !batch.is_empty() {
+            let _ = batches.send(batch).await;
+        }
+        Ok((notes, committed_before))
+    };
+    let commit = async {
+        let mut incoming = incoming;
+        let mut report = PollReport::default();
+        let mut to_delete = Vec::new();
+        while let Some(mut batch) = incoming.recv().await {
+            commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
+        }
+        Ok::<_, PollError>((report, to_delete))
+    };
+    let (fetched, committed) = tokio::join!(fetch, commit);
+    let (mut report, mut to_delete) = committed?;
+    let (notes, committed_before) = fetched?;
+    report.notes.splice(0..0, notes);
+    to_delete.extend(committed_before);
+    to_delete.sort_unstable();
     for msgno in to_delete {
         client.dele(msgno).await?;
     }
