@@ -61,6 +61,8 @@ struct Prepared {
     sha256: String,
     /// `Some(summary)` when the sender's domain fails DMARC: no customer is assigned.
     spoof: Option<String>,
+    /// The one customer with the From address, unless spoofed or ambiguous.
+    customer_id: Option<i64>,
 }
 
 impl Pipeline {
@@ -131,16 +133,16 @@ impl Pipeline {
         let sha256 = hex::encode(Sha256::digest(&stored_raw));
         // DNS is asked only when the sender would get a customer: that is all it decides.
         let mut spoof = None;
-        if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref())
-            && !self
-                .store
-                .customers_by_email(&sender.address)
-                .await?
-                .is_empty()
-        {
-            let verdict = self.auth.check(raw, None).await;
-            if verdict.suspect {
-                spoof = Some(verdict.summary);
+        let mut customer_id = None;
+        if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref()) {
+            let ids = self.store.customer_ids_by_email(&sender.address).await?;
+            if !ids.is_empty() {
+                let verdict = self.auth.check(raw, None).await;
+                if verdict.suspect {
+                    spoof = Some(verdict.summary);
+                } else if ids.len() == 1 {
+                    customer_id = Some(ids[0]);
+                }
             }
         }
         Ok(Prepared {
@@ -148,6 +150,7 @@ impl Pipeline {
             stored_raw,
             sha256,
             spoof,
+            customer_id,
         })
     }
 
@@ -200,13 +203,7 @@ impl Pipeline {
                 (t.clone(), Outcome::FollowUp(t.number), false)
             }
             None => {
-                let customer_id = match &p.spoof {
-                    Some(_) => None,
-                    None => {
-                        let ids = tx.customers_with_email(&author).await?;
-                        if ids.len() == 1 { Some(ids[0]) } else { None }
-                    }
-                };
+                let customer_id = p.customer_id;
                 let comment = self.config.comment_address();
                 let mut cc: Vec<String> = Vec::new();
                 for a in m.to.iter().chain(&m.cc) {
@@ -229,6 +226,7 @@ impl Pipeline {
                         &NewTicket {
                             subject: subject_text,
                             queue_id: queue.id,
+                            queue_name: &queue.name,
                             creator_address: &creator,
                             customer_id,
                             cc: &cc,

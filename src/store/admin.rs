@@ -353,11 +353,10 @@ impl Store {
         Ok(Some(customer_from_row(&row, emails)?))
     }
 
-    /// Customers that have this e-mail address.
-    pub async fn customers_by_email(&self, address: &str) -> Result<Vec<String>> {
+    /// Ids of the customers that have this e-mail address.
+    pub async fn customer_ids_by_email(&self, address: &str) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT c.number FROM customer_emails e JOIN customers c ON c.id = e.customer_id \
-             WHERE e.address = $1 ORDER BY c.number",
+            "SELECT customer_id FROM customer_emails WHERE address = $1 ORDER BY customer_id",
         )
         .bind(address.trim().to_ascii_lowercase())
         .fetch_all(&self.pool)

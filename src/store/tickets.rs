@@ -29,6 +29,7 @@ pub struct TicketRef {
 pub struct NewTicket<'a> {
     pub subject: &'a str,
     pub queue_id: i64,
+    pub queue_name: &'a str,
     pub creator_address: &'a str,
     pub customer_id: Option<i64>,
     pub cc: &'a [String],
@@ -287,16 +288,6 @@ impl Tx {
             .map_err(|e: crate::core::model::UnknownWord| StoreError::Invalid(e.to_string()))
     }
 
-    /// Customer ids having this address.
-    pub async fn customers_with_email(&mut self, address: &str) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT customer_id FROM customer_emails WHERE address = $1 ORDER BY customer_id",
-        )
-        .bind(address.to_ascii_lowercase())
-        .fetch_all(&mut *self.inner)
-        .await?)
-    }
-
     /// The next number of the gap-free ticket counter (rolled back with the transaction).
     async fn next_ticket_number(&mut self, first: i64) -> Result<i64> {
         let next: Option<i64> = sqlx::query_scalar(
@@ -333,17 +324,16 @@ impl Tx {
 
     pub async fn create_ticket(&mut self, t: &NewTicket<'_>, actor: &Actor) -> Result<TicketRef> {
         let number = self.next_ticket_number(t.first_number).await?;
-        let status = self.status_id(crate::core::model::status_key::NEW).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tickets (number, subject, queue_id, assignee_id, status_id, customer_id, \
              creator_address, spoof_suspect, created_at, last_action_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) RETURNING id",
+             VALUES ($1, $2, $3, $4, (SELECT id FROM statuses WHERE key = 'new'), $5, $6, $7, $8, $8, $8) \
+             RETURNING id",
         )
         .bind(number)
         .bind(t.subject.to_string())
         .bind(t.queue_id)
         .bind(t.assignee_id)
-        .bind(status)
         .bind(t.customer_id)
         .bind(t.creator_address.to_ascii_lowercase())
         .bind(flag(t.spoof_suspect))
@@ -361,7 +351,19 @@ impl Tx {
         }
         self.history(id, actor, "created", "", &format!("#{number}"))
             .await?;
-        self.ticket_by_id(id).await
+        Ok(TicketRef {
+            id,
+            number,
+            queue_id: t.queue_id,
+            queue_name: t.queue_name.to_string(),
+            subject: t.subject.to_string(),
+            status_key: crate::core::model::status_key::NEW.to_string(),
+            status_closed: false,
+            merged_into_id: None,
+            customer_id: t.customer_id,
+            assignee_id: t.assignee_id,
+            creator_address: t.creator_address.to_ascii_lowercase(),
+        })
     }
 
     /// Adds an item; records its Message-ID and attachments; bumps last action and version.
