@@ -65,7 +65,7 @@ impl Dovecot {
             (current_uid(), lookup_id("-g", ""))
         };
 
-        let (ca_pem, cert_pem, key_pem) = make_certificates();
+        let (ca_pem, cert_pem, key_pem) = super::sink::test_certificates();
         write(&root.join("ca.pem"), &ca_pem);
         write(&root.join("cert.pem"), &cert_pem);
         write(&root.join("key.pem"), &key_pem);
@@ -362,39 +362,6 @@ service pop3-login {{
 {login_chroot}}}
 "#
     )
-}
-
-/// A CA and a leaf for `localhost` + 127.0.0.1 signed by it: (ca, leaf cert, leaf key).
-fn make_certificates() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "mticket test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("leaf params");
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf_params.use_authority_key_identifier_extension = true;
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
 }
 
 /// Two distinct free loopback ports (both held until both are known).
