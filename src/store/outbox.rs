@@ -31,13 +31,6 @@ pub struct Outbound {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct OutboxCounts {
-    pub pending: i64,
-    pub sent: i64,
-    pub failed: i64,
-}
-
 impl Tx {
     pub async fn outbox_add(&mut self, o: &NewOutbound<'_>) -> Result<i64> {
         let at = now();
@@ -153,44 +146,5 @@ impl Store {
             .await?;
         }
         tx.commit().await
-    }
-
-    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut c = OutboxCounts::default();
-        for r in rows {
-            let n: i64 = r.try_get(1)?;
-            match r.try_get::<String, _>(0)?.as_str() {
-                "pending" => c.pending = n,
-                "sent" => c.sent = n,
-                _ => c.failed += n,
-            }
-        }
-        Ok(c)
-    }
-
-    /// Outgoing mail of one kind (e.g. autoresponses), for `ticket show` and tests.
-    pub async fn outbox_of_ticket(
-        &self,
-        ticket_number: i64,
-    ) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query(
-            "SELECT o.kind, o.rcpt_to, o.state FROM outbox o JOIN tickets t ON t.id = o.ticket_id \
-             WHERE t.number = $1 ORDER BY o.id",
-        )
-        .bind(ticket_number)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("kind")?,
-                    r.try_get("rcpt_to")?,
-                    r.try_get("state")?,
-                ))
-            })
-            .collect()
     }
 }

@@ -249,15 +249,6 @@ impl Tx {
             .await?)
     }
 
-    pub async fn customer_id(&mut self, number: &str) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM customers WHERE number = $1")
-                .bind(number.to_string())
-                .fetch_optional(&mut *self.inner)
-                .await?,
-        )
-    }
-
     pub async fn customer_by_id(
         &mut self,
         id: i64,
@@ -1049,16 +1040,6 @@ impl Store {
                 .rows_affected();
         }
         Ok(removed)
-    }
-
-    /// Counts of items by kind, for tests and `stats`.
-    pub async fn item_count(&self, kind: ItemKind) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE kind = $1")
-                .bind(kind.as_str())
-                .fetch_one(&self.pool)
-                .await?,
-        )
     }
 }
 
