@@ -261,3 +261,42 @@ async fn thousand_messages_over_pop3s() {
         N as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn pipelined_retr_and_dele_keep_answers_in_order() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw1");
+    // Different sizes, so an answer read for the wrong command would show.
+    let mails: Vec<Vec<u8>> = (0..20)
+        .map(|n| mail(n, &"line of text\r\n".repeat(1 + n * 300)))
+        .collect();
+    dovecot.deliver_many("support", mails.iter().map(|m| m.as_slice()));
+
+    let mut c = pop3s(&dovecot, "localhost").await;
+    c.login("support", "pw1").await.expect("login");
+    let caps = c.capa().await.expect("capa");
+    assert!(
+        caps.iter().any(|c| c == "PIPELINING"),
+        "Dovecot announces PIPELINING: {caps:?}"
+    );
+    let list = c.uidl_all().await.expect("uidl");
+    let numbers: Vec<u32> = list.iter().map(|(n, _)| *n).collect();
+    for n in &numbers {
+        c.send_retr(*n).await.expect("send RETR");
+    }
+    let mut got = Vec::new();
+    for n in &numbers {
+        got.push(c.read_retr(*n, LIMIT).await.expect("read RETR"));
+    }
+    assert_eq!(got, mails, "every answer belongs to its command, in order");
+    // A message over the limit in the middle of a pipeline is skipped, the rest still fit.
+    c.send_retr(20).await.expect("send");
+    c.send_retr(1).await.expect("send");
+    let e = c.read_retr(20, 1000).await.expect_err("over the limit");
+    assert!(e.is_too_large(), "{e}");
+    assert_eq!(c.read_retr(1, LIMIT).await.expect("next"), mails[0]);
+
+    c.dele_all(&numbers, 8).await.expect("pipelined DELE");
+    c.quit().await.expect("quit");
+    assert_eq!(dovecot.count("support"), 0);
+}

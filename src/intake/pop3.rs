@@ -363,9 +363,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     /// A message over `max_bytes` is read to its end, discarded, and reported as
     /// [`Pop3Error::TooLarge`]; the session stays usable and the message stays upstream.
     pub async fn retr(&mut self, msgno: u32, max_bytes: usize) -> Result<Vec<u8>, Pop3Error> {
-        let text = self
-            .command("RETR", format!("RETR {msgno}\r\n").as_bytes())
-            .await?;
+        self.send_retr(msgno).await?;
+        self.read_retr(msgno, max_bytes).await
+    }
+
+    /// Sends `RETR` without waiting for the answer, to have several in flight on a server
+    /// that announced `PIPELINING` (RFC 2449): the next message is on its way while this one
+    /// is read. Every `send_retr` must be followed by a [`Client::read_retr`] in order.
+    pub async fn send_retr(&mut self, msgno: u32) -> Result<(), Pop3Error> {
+        self.send("RETR", format!("RETR {msgno}\r\n").as_bytes())
+            .await
+    }
+
+    /// Reads the answer to the oldest `RETR` sent; see [`Client::retr`].
+    pub async fn read_retr(&mut self, msgno: u32, max_bytes: usize) -> Result<Vec<u8>, Pop3Error> {
+        let text = self.response("RETR").await?;
         // Many servers announce the size ("+OK 1234 octets"): allocate once. Only a hint;
         // the terminating dot decides where the message ends.
         let hint = text
@@ -392,6 +404,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             .map(|_| ())
     }
 
+    /// `DELE` for many messages, up to `window` in flight (1 without `PIPELINING`).
+    pub async fn dele_all(&mut self, msgnos: &[u32], window: usize) -> Result<(), Pop3Error> {
+        for chunk in msgnos.chunks(window.max(1)) {
+            for n in chunk {
+                self.send("DELE", format!("DELE {n}\r\n").as_bytes())
+                    .await?;
+            }
+            for _ in chunk {
+                self.response("DELE").await?;
+            }
+        }
+        Ok(())
+    }
+
     /// `RSET`: unmarks everything marked for deletion in this session.
     pub async fn rset(&mut self) -> Result<(), Pop3Error> {
         self.command("RSET", b"RSET\r\n").await.map(|_| ())
@@ -413,7 +439,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
 
     /// Sends one command and reads its status line; `-ERR` becomes [`Pop3Error::Server`].
     async fn command(&mut self, name: &'static str, line: &[u8]) -> Result<String, Pop3Error> {
-        tracing::trace!(command = name, "POP3 >");
         // A leftover byte here means the previous response was not fully read: the session
         // is out of sync and every later answer would be misattributed.
         if self.pos != self.end {
@@ -421,15 +446,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
                 "unexpected data before {name}"
             )));
         }
+        self.send(name, line).await?;
+        self.response(name).await
+    }
+
+    /// Writes one command line.
+    async fn send(&mut self, name: &'static str, line: &[u8]) -> Result<(), Pop3Error> {
+        tracing::trace!(command = name, "POP3 >");
         let write = async {
             self.stream.write_all(line).await?;
             self.stream.flush().await
         };
         match tokio::time::timeout(self.timeout, write).await {
-            Ok(result) => result?,
-            Err(_) => return Err(Pop3Error::Timeout(self.timeout, name)),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Pop3Error::Timeout(self.timeout, name)),
         }
-        self.response(name).await
     }
 
     /// Reads one status line: `+OK text` → `Ok(text)`, `-ERR text` → `Err(Server)`.
