@@ -83,35 +83,48 @@ impl Worker {
     }
 
     /// Relays what is due now; returns how many were attempted.
+    /// Relays what is due, one upstream session per queue and round.
     async fn relay_due(&self) -> Result<usize, crate::store::StoreError> {
         let due = self.store.outbox_due(crate::store::now(), 32).await?;
-        let mut queues: std::collections::HashMap<i64, Queue> = Default::default();
+        let mut by_queue: std::collections::BTreeMap<i64, Vec<&Outbound>> = Default::default();
         for o in &due {
-            if let std::collections::hash_map::Entry::Vacant(e) = queues.entry(o.queue_id) {
-                e.insert(self.store.queue(o.queue_id).await?);
+            by_queue.entry(o.queue_id).or_default().push(o);
+        }
+        for (queue_id, entries) in by_queue {
+            let queue = self.store.queue(queue_id).await?;
+            let session = if queue.smtp_host.is_empty() {
+                Err((
+                    true,
+                    format!("queue {} has no SMTP server configured", queue.name),
+                ))
+            } else {
+                relay::Session::new(&upstream(&queue, &self.hostname))
+                    .map_err(|e| (e.is_transient(), e.to_string()))
+            };
+            for o in entries {
+                let result = match &session {
+                    Ok(s) => s
+                        .send(&o.mail_from, &o.rcpt_to, &o.raw)
+                        .await
+                        .map_err(|e| (e.is_transient(), e.to_string())),
+                    Err(e) => Err(e.clone()),
+                };
+                self.settle(&queue, o, result).await?;
             }
-            let queue = &queues[&o.queue_id];
-            self.relay_one(queue, o).await?;
+            if let Ok(s) = session {
+                s.close().await;
+            }
         }
         Ok(due.len())
     }
 
-    async fn relay_one(&self, queue: &Queue, o: &Outbound) -> Result<(), crate::store::StoreError> {
-        let result = if queue.smtp_host.is_empty() {
-            Err((
-                true,
-                format!("queue {} has no SMTP server configured", queue.name),
-            ))
-        } else {
-            relay::relay(
-                &upstream(queue, &self.hostname),
-                &o.mail_from,
-                &o.rcpt_to,
-                &o.raw,
-            )
-            .await
-            .map_err(|e| (e.is_transient(), e.to_string()))
-        };
+    /// Records how relaying one entry went: sent, retry later, or failed for good.
+    async fn settle(
+        &self,
+        queue: &Queue,
+        o: &Outbound,
+        result: Result<(), (bool, String)>,
+    ) -> Result<(), crate::store::StoreError> {
         match result {
             Ok(()) => {
                 tracing::info!(queue = %queue.name, kind = %o.kind, message_id = %o.message_id, to = %o.rcpt_to.join(","), "relayed");

@@ -113,48 +113,84 @@ impl RelayError {
     }
 }
 
-/// Sends `raw` to `rcpts` with envelope sender `mail_from` (`""` = null sender) through `up`.
-/// `raw` is sent as is (dot-stuffing aside); a final CRLF is the line end before the
-/// terminating dot, so the upstream stores exactly `raw`.
+/// Sends `raw` to `rcpts` with envelope sender `mail_from` (`""` = null sender) through `up`,
+/// on a connection of its own.
 pub async fn relay(
     up: &Upstream,
     mail_from: &str,
     rcpts: &[String],
     raw: &[u8],
 ) -> Result<(), RelayError> {
-    let upstream = up.label();
-    let config = |detail: String| RelayError::Config {
-        upstream: upstream.clone(),
-        detail,
-    };
-    let from = if mail_from.is_empty() {
-        None
-    } else {
-        Some(
-            mail_from
-                .parse::<Address>()
-                .map_err(|e| config(format!("invalid sender <{mail_from}>: {e}")))?,
-        )
-    };
-    let to = rcpts
-        .iter()
-        .map(|r| {
-            r.parse::<Address>()
-                .map_err(|e| config(format!("invalid recipient <{r}>: {e}")))
+    let session = Session::new(up)?;
+    let sent = session.send(mail_from, rcpts, raw).await;
+    session.close().await;
+    sent
+}
+
+/// One upstream connection used for several mails in a row: the TLS handshake and login
+/// are paid once per round of the outbox, not once per mail. lettre reconnects by itself
+/// when the upstream closed the connection in between.
+pub struct Session {
+    upstream: String,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl Session {
+    pub fn new(up: &Upstream) -> Result<Session, RelayError> {
+        Ok(Session {
+            upstream: up.label(),
+            transport: transport(up)?,
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let envelope = Envelope::new(from, to).map_err(|e| config(e.to_string()))?;
-    let transport = transport(up)?;
-    // lettre always writes CRLF "." CRLF after the data; without this the upstream would
-    // store one extra empty line.
-    let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
-    let sent = tokio::time::timeout(TRANSACTION_TIMEOUT, transport.send_raw(&envelope, body)).await;
-    // Closes the pooled connection politely (QUIT); the transport is not kept.
-    transport.shutdown().await;
-    match sent {
-        Err(_) => Err(RelayError::Timeout { upstream }),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(classify(&upstream, &e)),
+    }
+
+    /// Sends `raw` as is (dot-stuffing aside); a final CRLF is the line end before the
+    /// terminating dot, so the upstream stores exactly `raw`.
+    pub async fn send(
+        &self,
+        mail_from: &str,
+        rcpts: &[String],
+        raw: &[u8],
+    ) -> Result<(), RelayError> {
+        let upstream = self.upstream.clone();
+        let config = |detail: String| RelayError::Config {
+            upstream: upstream.clone(),
+            detail,
+        };
+        let from = if mail_from.is_empty() {
+            None
+        } else {
+            Some(
+                mail_from
+                    .parse::<Address>()
+                    .map_err(|e| config(format!("invalid sender <{mail_from}>: {e}")))?,
+            )
+        };
+        let to = rcpts
+            .iter()
+            .map(|r| {
+                r.parse::<Address>()
+                    .map_err(|e| config(format!("invalid recipient <{r}>: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let envelope = Envelope::new(from, to).map_err(|e| config(e.to_string()))?;
+        // lettre always writes CRLF "." CRLF after the data; without this the upstream would
+        // store one extra empty line.
+        let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+        match tokio::time::timeout(
+            TRANSACTION_TIMEOUT,
+            self.transport.send_raw(&envelope, body),
+        )
+        .await
+        {
+            Err(_) => Err(RelayError::Timeout { upstream }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(classify(&upstream, &e)),
+        }
+    }
+
+    /// Closes the connection politely (QUIT).
+    pub async fn close(self) {
+        self.transport.shutdown().await;
     }
 }
 
