@@ -2,6 +2,7 @@
 //! and the inbound listener both feed it; it commits everything a mail causes (ticket,
 //! item, history, customer, autoresponse in the outbox, POP3 UIDL) in one transaction, so
 //! the caller may acknowledge upstream right after `take_in` returns.
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -11,7 +12,7 @@ use crate::config::Config;
 use crate::core::compose::{self, AutoReply};
 use crate::core::loops::{self, LoopContext};
 use crate::core::mail::{self, IncomingMail};
-use crate::core::model::{ItemKind, OnClosed, Queue, status_key};
+use crate::core::model::{Customer, ItemKind, OnClosed, Queue, status_key};
 use crate::core::subject;
 use crate::core::texts::{self, Placeholders};
 use crate::intake::authcheck::AuthChecker;
@@ -37,12 +38,15 @@ pub enum Outcome {
 pub enum IntakeError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("mail parser failed: {0}")]
+    Parser(String),
 }
 
 impl IntakeError {
     pub fn is_transient(&self) -> bool {
         match self {
             IntakeError::Store(e) => e.is_transient(),
+            IntakeError::Parser(_) => false,
         }
     }
 }
@@ -55,7 +59,7 @@ pub struct Pipeline {
 }
 
 /// What is worked out about a mail before the transaction opens (parsing, DNS).
-struct Prepared {
+pub struct Prepared {
     mail: IncomingMail,
     stored_raw: Vec<u8>,
     sha256: String,
@@ -63,6 +67,52 @@ struct Prepared {
     spoof: Option<String>,
     /// The one customer with the From address, unless spoofed or ambiguous.
     customer_id: Option<i64>,
+}
+
+/// What a batch's mails need to know from the store, asked for all of them at once before
+/// the first write and kept up to date as the batch goes on: per-mail questions would each
+/// cost a round trip and send the queued writes (see `store::pending`).
+struct Batch {
+    /// Lower-case addresses of every queue, enabled or not.
+    queue_addresses: Vec<String>,
+    /// Mails (sha256 of the stored bytes) already taken in for this queue.
+    seen: HashSet<String>,
+    /// Message-IDs of the batch's references that tickets know, and those added since.
+    message_ids: HashSet<String>,
+    /// Automatic answers per recipient in the last 24 hours.
+    autoresponses: HashMap<String, i64>,
+    /// The customers the new tickets may get, for the autoresponder's placeholders.
+    customers: HashMap<i64, Customer>,
+}
+
+impl Batch {
+    async fn look_up(tx: &mut Tx, queue: &Queue, mails: &[Prepared]) -> Result<Batch, IntakeError> {
+        let shas: Vec<String> = mails.iter().map(|p| p.sha256.clone()).collect();
+        let refs: Vec<String> = mails
+            .iter()
+            .flat_map(|p| p.mail.in_reply_to.iter().chain(&p.mail.references))
+            .cloned()
+            .collect();
+        let recipients: Vec<String> = mails
+            .iter()
+            .filter_map(|p| p.mail.sender())
+            .map(|a| a.address.clone())
+            .collect();
+        let customer_ids: Vec<i64> = mails.iter().filter_map(|p| p.customer_id).collect();
+        let day_ago = chrono::Utc::now().timestamp() - 86_400;
+        let queue_addresses = tx.queue_addresses().await?;
+        let seen = tx.seen_mails(queue.id, &shas).await?;
+        let message_ids = tx.known_message_ids(&refs).await?;
+        let autoresponses = tx.autoresponse_counts(&recipients, day_ago).await?;
+        let customers = tx.customers_by_ids(&customer_ids).await?;
+        Ok(Batch {
+            queue_addresses,
+            seen,
+            message_ids,
+            autoresponses,
+            customers,
+        })
+    }
 }
 
 impl Pipeline {
@@ -90,19 +140,26 @@ impl Pipeline {
         queue: &Queue,
         arrivals: &[Arrival],
     ) -> Result<Vec<Outcome>, IntakeError> {
-        let mut prepared = Vec::with_capacity(arrivals.len());
-        for a in arrivals {
-            prepared.push(self.prepare(&a.raw).await?);
-        }
+        let prepared = self.prepare(arrivals).await?;
+        self.commit(queue, arrivals, &prepared).await
+    }
+
+    /// Commits mails made ready by [`Pipeline::prepare`]: one transaction for all of them.
+    pub async fn commit(
+        &self,
+        queue: &Queue,
+        arrivals: &[Arrival],
+        prepared: &[Prepared],
+    ) -> Result<Vec<Outcome>, IntakeError> {
         let mut tx = self.store.begin().await?;
-        let queue_addresses = tx.queue_addresses().await?;
+        let mut batch = Batch::look_up(&mut tx, queue, prepared).await?;
         let mut outcomes = Vec::with_capacity(arrivals.len());
         let mut autoresponded = false;
-        for (a, p) in arrivals.iter().zip(&prepared) {
-            let (outcome, sent) = self.take_one(&mut tx, queue, &queue_addresses, p).await?;
+        for (a, p) in arrivals.iter().zip(prepared) {
+            let (outcome, sent) = self.take_one(&mut tx, &mut batch, queue, p).await?;
             autoresponded |= sent;
             if let Some(uidl) = &a.uidl {
-                tx.pop3_mark(queue.id, uidl, "taken").await?;
+                tx.pop3_mark(queue.id, uidl, "taken");
             }
             outcomes.push(outcome);
         }
@@ -110,7 +167,7 @@ impl Pipeline {
         if autoresponded {
             self.outbox_wake.notify_one();
         }
-        for (o, p) in outcomes.iter().zip(&prepared) {
+        for (o, p) in outcomes.iter().zip(prepared) {
             let id = p.mail.message_id.as_deref().unwrap_or("-");
             match o {
                 Outcome::NewTicket(n) => {
@@ -127,41 +184,66 @@ impl Pipeline {
         Ok(outcomes)
     }
 
-    async fn prepare(&self, raw: &[u8]) -> Result<Prepared, IntakeError> {
-        let mail = mail::parse(raw);
-        let stored_raw = mail::strip_gateway_headers(raw);
-        let sha256 = hex::encode(Sha256::digest(&stored_raw));
-        // DNS is asked only when the sender would get a customer: that is all it decides.
-        let mut spoof = None;
-        let mut customer_id = None;
-        if let Some(sender) = mail.from.as_ref().or(mail.reply_to.as_ref()) {
-            let ids = self.store.customer_ids_by_email(&sender.address).await?;
+    /// Parses the mails and decides who is a customer, before the transaction opens (DNS
+    /// for DMARC may take a while). Parsing runs on a blocking thread, so a poller can
+    /// prepare the next batch while the last one commits.
+    pub async fn prepare(&self, arrivals: &[Arrival]) -> Result<Vec<Prepared>, IntakeError> {
+        let raws: Vec<Vec<u8>> = arrivals.iter().map(|a| a.raw.clone()).collect();
+        let parsed = tokio::task::spawn_blocking(move || {
+            raws.iter()
+                .map(|raw| {
+                    let stored_raw = mail::strip_gateway_headers(raw);
+                    let sha256 = hex::encode(Sha256::digest(&stored_raw));
+                    (mail::parse(raw), stored_raw, sha256)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| IntakeError::Parser(e.to_string()))?;
+        let mails: Vec<&IncomingMail> = parsed.iter().map(|(m, _, _)| m).collect();
+        let senders: Vec<String> = mails
+            .iter()
+            .filter_map(|m| m.from.as_ref().or(m.reply_to.as_ref()))
+            .map(|a| a.address.clone())
+            .collect();
+        let customers = self.store.customer_ids_by_emails(&senders).await?;
+        let mut prepared = Vec::with_capacity(arrivals.len());
+        for (a, (mail, stored_raw, sha256)) in arrivals.iter().zip(parsed) {
+            // DNS is asked only when the sender would get a customer: that is all it decides.
+            let mut spoof = None;
+            let mut customer_id = None;
+            let sender = mail.from.as_ref().or(mail.reply_to.as_ref());
+            let ids = sender
+                .and_then(|s| customers.get(&s.address.trim().to_ascii_lowercase()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             if !ids.is_empty() {
-                let verdict = self.auth.check(raw, None).await;
+                let verdict = self.auth.check(&a.raw, None).await;
                 if verdict.suspect {
                     spoof = Some(verdict.summary);
                 } else if ids.len() == 1 {
                     customer_id = Some(ids[0]);
                 }
             }
+            prepared.push(Prepared {
+                mail,
+                stored_raw,
+                sha256,
+                spoof,
+                customer_id,
+            });
         }
-        Ok(Prepared {
-            mail,
-            stored_raw,
-            sha256,
-            spoof,
-            customer_id,
-        })
+        Ok(prepared)
     }
 
     async fn take_one(
         &self,
         tx: &mut Tx,
+        batch: &mut Batch,
         queue: &Queue,
-        queue_addresses: &[String],
         p: &Prepared,
     ) -> Result<(Outcome, bool), IntakeError> {
-        if tx.seen_mail(queue.id, &p.sha256).await? {
+        if !batch.seen.insert(p.sha256.clone()) {
             return Ok((Outcome::Duplicate, false));
         }
         let m = &p.mail;
@@ -181,7 +263,7 @@ impl Pipeline {
             &author
         });
 
-        let (existing, referenced) = self.find_ticket(tx, m, &author).await?;
+        let (existing, referenced) = self.find_ticket(tx, batch, m, &author).await?;
         let mut note_for_new =
             referenced.map(|n| format!("referenced #{n} but the sender is no participant"));
         let target = match existing {
@@ -210,7 +292,7 @@ impl Pipeline {
                     let addr = &a.address;
                     if addr != &creator
                         && addr != &comment
-                        && !queue_addresses.contains(addr)
+                        && !batch.queue_addresses.contains(addr)
                         && !cc.contains(addr)
                     {
                         cc.push(addr.clone());
@@ -278,6 +360,9 @@ impl Pipeline {
             now,
         )
         .await?;
+        if let Some(id) = &m.message_id {
+            batch.message_ids.insert(id.clone());
+        }
         if !is_new {
             tx.history(ticket.id, &actor, "item", "", "customer mail")
                 .await?;
@@ -293,7 +378,7 @@ impl Pipeline {
             .await?;
         }
         let sent = if is_new {
-            self.autorespond(tx, queue, queue_addresses, &ticket, m, &creator)
+            self.autorespond(tx, batch, queue, &ticket, m, &creator)
                 .await?
         } else {
             false
@@ -306,11 +391,15 @@ impl Pipeline {
     async fn find_ticket(
         &self,
         tx: &mut Tx,
+        batch: &Batch,
         m: &IncomingMail,
         author: &str,
     ) -> Result<(Option<TicketRef>, Option<i64>), IntakeError> {
         let refs: Vec<String> = m.in_reply_to.iter().chain(&m.references).cloned().collect();
-        if let Some(t) = tx.ticket_by_message_ids(&refs).await? {
+        // Asked only when a reference is known: most new mail has none or only foreign ones.
+        if refs.iter().any(|r| batch.message_ids.contains(r))
+            && let Some(t) = tx.ticket_by_message_ids(&refs).await?
+        {
             return Ok((Some(tx.resolve_merged(t).await?), None));
         }
         let mut referenced = None;
@@ -333,8 +422,8 @@ impl Pipeline {
     async fn autorespond(
         &self,
         tx: &mut Tx,
+        batch: &mut Batch,
         queue: &Queue,
-        queue_addresses: &[String],
         ticket: &TicketRef,
         m: &IncomingMail,
         recipient: &str,
@@ -343,7 +432,7 @@ impl Pipeline {
             return Ok(false);
         }
         let marker = self.config.loop_marker();
-        let is_queue_address = |a: &str| queue_addresses.iter().any(|q| q == a);
+        let is_queue_address = |a: &str| batch.queue_addresses.iter().any(|q| q == a);
         let ctx = LoopContext {
             x_loop_marker: &marker,
             is_queue_address: &is_queue_address,
@@ -360,9 +449,9 @@ impl Pipeline {
             .await?;
             return Ok(false);
         }
-        let day_ago = chrono::Utc::now().timestamp() - 86_400;
         let cap = i64::from(self.config.autoresponder.max_per_sender_per_day);
-        if tx.autoresponses_since(recipient, day_ago).await? >= cap {
+        let sent_before = batch.autoresponses.get(&recipient.to_ascii_lowercase());
+        if sent_before.copied().unwrap_or(0) >= cap {
             let note =
                 format!("not sent: {recipient} got {cap} automatic answers in the last 24 hours");
             tx.history(ticket.id, &Actor::system(), "autoresponse", "", &note)
@@ -379,12 +468,8 @@ impl Pipeline {
         } else {
             &queue.salutation
         };
-        let customer = match ticket.customer_id {
-            Some(id) => tx.customer_by_id(id).await?,
-            None => None,
-        };
         let placeholders = Placeholders {
-            customer: customer.as_ref(),
+            customer: ticket.customer_id.and_then(|id| batch.customers.get(&id)),
             ticket_number: ticket.number,
             queue: &queue.name,
             neutral_salutation: neutral,
@@ -424,10 +509,13 @@ impl Pipeline {
             rcpt_to: &[recipient.to_string()],
             message_id: &message_id,
             raw: &raw,
-        })
-        .await?;
-        tx.record_autoresponse(recipient, queue.id, ticket.id, "autoresponse", None)
-            .await?;
+        });
+        tx.record_autoresponse(recipient, queue.id, ticket.id, "autoresponse", None);
+        *batch
+            .autoresponses
+            .entry(recipient.to_ascii_lowercase())
+            .or_default() += 1;
+        batch.message_ids.insert(message_id.clone());
         tx.history(
             ticket.id,
             &Actor::system(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::core::model::{Queue, TlsMode};
-use crate::intake::pipeline::{Arrival, Pipeline};
+use crate::intake::pipeline::{Arrival, IntakeError, Pipeline, Prepared};
 use crate::intake::pop3::{self, Pop3Tls};
 use crate::net::listener::Shutdown;
 use crate::net::tls;
@@ -17,6 +17,8 @@ use crate::net::tls;
 /// that little is fetched again after a crash.
 const BATCH_MAILS: usize = 64;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// POP3 commands sent ahead of their answers when the server allows it.
+const PIPELINE_WINDOW: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 
@@ -189,6 +191,13 @@ async fn poll_once(
     )
     .await?;
     client.login(&queue.login, &queue.password).await?;
+    // Several commands in flight hide the round trip per message (RFC 2449 PIPELINING).
+    let window = match client.capa().await {
+        Ok(caps) if caps.iter().any(|c| c.eq_ignore_ascii_case("PIPELINING")) => PIPELINE_WINDOW,
+        Ok(_) => 1,
+        Err(e) if e.server_text().is_some() => 1,
+        Err(e) => return Err(e.into()),
+    };
     let uidls = client.uidl_all().await?;
     let sizes: HashMap<_, _> = client.list_all().await?.into_iter().collect();
     let store = pipeline.store();
@@ -203,8 +212,8 @@ async fn poll_once(
         let mut notes = Vec::new();
         // Committed before but not deleted (crash, dropped connection): delete now.
         let mut committed_before = Vec::new();
-        let mut batch: Vec<(u32, Arrival)> = Vec::new();
-        let mut batch_bytes = 0;
+        // What to retrieve, in mailbox order; the rest is decided without asking the server.
+        let mut wanted = Vec::new();
         for (msgno, uidl) in &uidls {
             // A mail left upstream for its size is looked at again on every poll: it stays
             // in the poll report for as long as it is there, and is taken once the limit allows.
@@ -218,45 +227,44 @@ async fn poll_once(
                 None => false,
             };
             let size = sizes.get(msgno).copied().unwrap_or(0);
-            let over = if size > settings.max_message_size {
-                true
+            if size > settings.max_message_size {
+                notes.push(too_large(store, queue, uidl, size, settings, too_large_before).await?);
             } else {
-                match client
-                    .retr(*msgno, settings.max_message_size as usize)
-                    .await
-                {
-                    Ok(raw) => {
-                        batch_bytes += raw.len();
-                        batch.push((
-                            *msgno,
-                            Arrival {
-                                raw,
-                                uidl: Some(uidl.clone()),
-                            },
-                        ));
-                        false
-                    }
-                    Err(e) if e.is_too_large() => true,
-                    Err(e) => return Err(PollError::from(e)),
+                wanted.push((*msgno, uidl, size, too_large_before));
+            }
+        }
+        let mut batch: Vec<(u32, Arrival)> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut sent = 0;
+        for (i, &(msgno, uidl, size, too_large_before)) in wanted.iter().enumerate() {
+            while sent < wanted.len() && sent < i + window {
+                client.send_retr(wanted[sent].0).await?;
+                sent += 1;
+            }
+            match client
+                .read_retr(msgno, settings.max_message_size as usize)
+                .await
+            {
+                Ok(raw) => {
+                    batch_bytes += raw.len();
+                    batch.push((
+                        msgno,
+                        Arrival {
+                            raw,
+                            uidl: Some(uidl.clone()),
+                        },
+                    ));
                 }
-            };
-            if over {
-                let note = format!(
-                    "message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox",
-                    settings.max_message_size
-                );
-                if !too_large_before {
-                    tracing::warn!(queue = %queue.name, "{note}");
-                    let mut tx = store.begin().await?;
-                    tx.pop3_mark(queue.id, uidl, "too_large").await?;
-                    tx.commit().await?;
-                }
-                notes.push(note);
+                // The size LIST announced was wrong.
+                Err(e) if e.is_too_large() => notes
+                    .push(too_large(store, queue, uidl, size, settings, too_large_before).await?),
+                Err(e) => return Err(PollError::from(e)),
             }
             if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
                 batch_bytes = 0;
                 if batches.send(std::mem::take(&mut batch)).await.is_err() {
-                    // The committer stopped on an error; it reports it.
+                    // The committer stopped on an error; it reports it (and the session,
+                    // with answers still in flight, is given up).
                     return Ok((notes, committed_before));
                 }
             }
@@ -266,49 +274,83 @@ async fn poll_once(
         }
         Ok((notes, committed_before))
     };
-    let commit = async {
+    // Parsing the next batch overlaps the commit of the last one too.
+    let (ready, mut ready_incoming) = mpsc::channel::<ReadyBatch>(1);
+    let prepare = async {
         let mut incoming = incoming;
+        let ready = ready;
+        while let Some(batch) = incoming.recv().await {
+            let (numbers, arrivals): (Vec<u32>, Vec<Arrival>) = batch.into_iter().unzip();
+            let prepared = pipeline.prepare(&arrivals).await;
+            if ready.send((numbers, arrivals, prepared)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let commit = async {
         let mut report = PollReport::default();
         let mut to_delete = Vec::new();
-        while let Some(mut batch) = incoming.recv().await {
-            commit_batch(queue, pipeline, &mut batch, &mut to_delete, &mut report).await?;
+        while let Some(batch) = ready_incoming.recv().await {
+            commit_batch(queue, pipeline, batch, &mut to_delete, &mut report).await?;
         }
         Ok::<_, PollError>((report, to_delete))
     };
-    let (fetched, committed) = tokio::join!(fetch, commit);
+    let (fetched, (), committed) = tokio::join!(fetch, prepare, commit);
     let (mut report, mut to_delete) = committed?;
     let (notes, committed_before) = fetched?;
     report.notes.splice(0..0, notes);
     to_delete.extend(committed_before);
     to_delete.sort_unstable();
-    for msgno in to_delete {
-        client.dele(msgno).await?;
-    }
+    client.dele_all(&to_delete, window).await?;
     client.quit().await?;
     Ok(report)
 }
+
+/// Records a mail left in the mailbox for its size (once, when first seen) and returns the
+/// note for the poll report.
+async fn too_large(
+    store: &crate::store::Store,
+    queue: &Queue,
+    uidl: &str,
+    size: u64,
+    settings: &PollSettings,
+    reported_before: bool,
+) -> Result<String, PollError> {
+    let note = format!(
+        "message {uidl} is {size} bytes, over the limit of {} bytes: left in the mailbox",
+        settings.max_message_size
+    );
+    if !reported_before {
+        tracing::warn!(queue = %queue.name, "{note}");
+        let mut tx = store.begin().await?;
+        tx.pop3_mark(queue.id, uidl, "too_large");
+        tx.commit().await?;
+    }
+    Ok(note)
+}
+
+/// Message numbers, the mails, and what [`Pipeline::prepare`] made of them.
+type ReadyBatch = (Vec<u32>, Vec<Arrival>, Result<Vec<Prepared>, IntakeError>);
 
 /// Commits a batch; when the batch as a whole fails for a reason other than a passing
 /// one, each mail is tried alone so one poisonous mail cannot hold up the others.
 async fn commit_batch(
     queue: &Queue,
     pipeline: &Pipeline,
-    batch: &mut Vec<(u32, Arrival)>,
+    (numbers, arrivals, prepared): ReadyBatch,
     to_delete: &mut Vec<u32>,
     report: &mut PollReport,
 ) -> Result<(), PollError> {
-    if batch.is_empty() {
+    if arrivals.is_empty() {
         return Ok(());
     }
-    let arrivals: Vec<Arrival> = batch
-        .drain(..)
-        .map(|(n, a)| {
-            to_delete.push(n);
-            a
-        })
-        .collect();
-    let first_new = to_delete.len() - arrivals.len();
-    match pipeline.take_in(queue, &arrivals).await {
+    let first_new = to_delete.len();
+    to_delete.extend(&numbers);
+    let committed = match prepared {
+        Ok(prepared) => pipeline.commit(queue, &arrivals, &prepared).await,
+        Err(e) => Err(e),
+    };
+    match committed {
         Ok(_) => {
             report.taken += arrivals.len();
             Ok(())

@@ -15,7 +15,7 @@ use crate::intake::poller::{self, PollSettings};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
 use crate::net::tls;
 use crate::outbox::{RetryPolicy, Worker};
-use crate::store::{Store, redact_url};
+use crate::store::{Backend, Store, redact_url};
 
 pub mod demo;
 
@@ -84,6 +84,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         wake,
     };
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+    tasks.push(tokio::spawn(checkpoints(store.clone(), shutdown.clone())));
 
     for (name, mode) in [("inbound", Mode::Smtp), ("lmtp", Mode::Lmtp)] {
         let Some(addr) = config.listen.addr(name)? else {
@@ -141,6 +142,23 @@ async fn wait_for_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// SQLite: copies the write-ahead log into the database file once a second, beside the
+/// writers instead of inside the commit that happens to cross the log's size limit.
+async fn checkpoints(store: Store, mut shutdown: Shutdown) {
+    if store.backend() != Backend::Sqlite {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait() => return,
+        }
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "database checkpoint failed");
         }
     }
 }

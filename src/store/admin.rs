@@ -1,8 +1,10 @@
 //! Admin data: queues, agents, customers, documents, statuses, tags, templates, profiles.
+use std::collections::HashMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, Tx, flag, now};
+use super::{Arg, Result, Sql, Store, StoreError, Tx, flag, now, push_list};
 use crate::core::model::{
     Agent, Away, Customer, Document, OnClosed, PollResult, Queue, ReplyQuote, Status, TlsMode,
 };
@@ -140,7 +142,7 @@ impl Store {
         )
         .bind(name.clone())
         .bind(address.to_ascii_lowercase())
-        .fetch_one(&mut *tx.inner)
+        .fetch_one(tx.conn().await?)
         .await?;
         if exists > 0 {
             return Err(StoreError::Conflict(format!(
@@ -153,7 +155,7 @@ impl Store {
         .bind(name.trim().to_string())
         .bind(address.trim().to_ascii_lowercase())
         .bind(now())
-        .fetch_one(&mut *tx.inner)
+        .fetch_one(tx.conn().await?)
         .await?;
         tx.queue_apply(id, s).await?;
         tx.commit().await?;
@@ -167,7 +169,7 @@ impl Store {
             sqlx::query("UPDATE queues SET name = $1 WHERE id = $2")
                 .bind(new_name.trim().to_string())
                 .bind(id)
-                .execute(&mut *tx.inner)
+                .execute(tx.conn().await?)
                 .await
                 .map_err(|e| unique_to_conflict(e, "queue name"))?;
         }
@@ -175,7 +177,7 @@ impl Store {
             sqlx::query("UPDATE queues SET address = $1 WHERE id = $2")
                 .bind(address.trim().to_ascii_lowercase())
                 .bind(id)
-                .execute(&mut *tx.inner)
+                .execute(tx.conn().await?)
                 .await
                 .map_err(|e| unique_to_conflict(e, "queue address"))?;
         }
@@ -204,7 +206,10 @@ impl Store {
             "DELETE FROM agent_queues WHERE queue_id = $1",
             "DELETE FROM queues WHERE id = $1",
         ] {
-            sqlx::query(sql).bind(q.id).execute(&mut *tx.inner).await?;
+            sqlx::query(sql)
+                .bind(q.id)
+                .execute(tx.conn().await?)
+                .await?;
         }
         tx.commit().await
     }
@@ -236,21 +241,21 @@ impl Store {
         .bind(a.password_hash.clone())
         .bind(flag(a.is_admin))
         .bind(now())
-        .fetch_one(&mut *tx.inner)
+        .fetch_one(tx.conn().await?)
         .await
         .map_err(|e| unique_to_conflict(e, "agent login"))?;
         for queue in &a.queues {
             let qid: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM queues WHERE LOWER(name) = LOWER($1)")
                     .bind(queue.clone())
-                    .fetch_optional(&mut *tx.inner)
+                    .fetch_optional(tx.conn().await?)
                     .await?;
             let qid =
                 qid.ok_or_else(|| StoreError::NotFound(format!("no queue named {queue:?}")))?;
             sqlx::query("INSERT INTO agent_queues (agent_id, queue_id) VALUES ($1, $2)")
                 .bind(id)
                 .bind(qid)
-                .execute(&mut *tx.inner)
+                .execute(tx.conn().await?)
                 .await?;
         }
         tx.commit().await?;
@@ -353,14 +358,30 @@ impl Store {
         Ok(Some(customer_from_row(&row, emails)?))
     }
 
-    /// Ids of the customers that have this e-mail address.
-    pub async fn customer_ids_by_email(&self, address: &str) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT customer_id FROM customer_emails WHERE address = $1 ORDER BY customer_id",
-        )
-        .bind(address.trim().to_ascii_lowercase())
-        .fetch_all(&self.pool)
-        .await?)
+    /// For each of these e-mail addresses that customers have, the ids of those customers.
+    pub async fn customer_ids_by_emails(
+        &self,
+        addresses: &[String],
+    ) -> Result<HashMap<String, Vec<i64>>> {
+        let mut found: HashMap<String, Vec<i64>> = HashMap::new();
+        for chunk in addresses.chunks(500) {
+            let mut sql =
+                Sql::new("SELECT address, customer_id FROM customer_emails WHERE address IN (");
+            push_list(
+                &mut sql,
+                chunk
+                    .iter()
+                    .map(|a| Arg::Text(a.trim().to_ascii_lowercase())),
+            );
+            sql.push(") ORDER BY customer_id");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                found
+                    .entry(row.try_get("address")?)
+                    .or_default()
+                    .push(row.try_get("customer_id")?);
+            }
+        }
+        Ok(found)
     }
 
     pub async fn document_upsert(&self, d: &Document) -> Result<bool> {
@@ -478,16 +499,16 @@ impl Store {
         let mut tx = self.begin().await?;
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM tags WHERE name = $1")
             .bind(name.to_string())
-            .fetch_optional(&mut *tx.inner)
+            .fetch_optional(tx.conn().await?)
             .await?;
         let id = id.ok_or_else(|| StoreError::NotFound(format!("no tag {name:?}")))?;
         sqlx::query("DELETE FROM ticket_tags WHERE tag_id = $1")
             .bind(id)
-            .execute(&mut *tx.inner)
+            .execute(tx.conn().await?)
             .await?;
         sqlx::query("DELETE FROM tags WHERE id = $1")
             .bind(id)
-            .execute(&mut *tx.inner)
+            .execute(tx.conn().await?)
             .await?;
         tx.commit().await
     }
@@ -565,7 +586,7 @@ impl Tx {
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(v)
                     .bind(id)
-                    .execute(&mut *self.inner)
+                    .execute(self.conn().await?)
                     .await?;
             }
         }
@@ -573,7 +594,7 @@ impl Tx {
             sqlx::query("UPDATE queues SET salutation = $1 WHERE id = $2")
                 .bind(v.clone())
                 .bind(id)
-                .execute(&mut *self.inner)
+                .execute(self.conn().await?)
                 .await?;
         }
         let flags = [("autoresponder", s.autoresponder), ("enabled", s.enabled)];
@@ -583,7 +604,7 @@ impl Tx {
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(flag(v))
                     .bind(id)
-                    .execute(&mut *self.inner)
+                    .execute(self.conn().await?)
                     .await?;
             }
         }
@@ -596,7 +617,7 @@ impl Tx {
                     .bind(host.clone())
                     .bind(i64::from(*port))
                     .bind(id)
-                    .execute(&mut *self.inner)
+                    .execute(self.conn().await?)
                     .await?;
             }
         }
@@ -607,7 +628,7 @@ impl Tx {
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM customers WHERE number = $1")
                 .bind(c.number.clone())
-                .fetch_optional(&mut *self.inner)
+                .fetch_optional(self.conn().await?)
                 .await?;
         let fields = [
             c.company1.clone(),
@@ -635,11 +656,11 @@ impl Tx {
                 q.bind(flag(c.delivery_block))
                     .bind(now())
                     .bind(id)
-                    .execute(&mut *self.inner)
+                    .execute(self.conn().await?)
                     .await?;
                 sqlx::query("DELETE FROM customer_emails WHERE customer_id = $1")
                     .bind(id)
-                    .execute(&mut *self.inner)
+                    .execute(self.conn().await?)
                     .await?;
                 id
             }
@@ -656,7 +677,7 @@ impl Tx {
                 }
                 q.bind(flag(c.delivery_block))
                     .bind(now())
-                    .fetch_one(&mut *self.inner)
+                    .fetch_one(self.conn().await?)
                     .await?
             }
         };
@@ -672,7 +693,7 @@ impl Tx {
             sqlx::query("INSERT INTO customer_emails (customer_id, address) VALUES ($1, $2)")
                 .bind(id)
                 .bind(e)
-                .execute(&mut *self.inner)
+                .execute(self.conn().await?)
                 .await?;
         }
         Ok(existing.is_none())

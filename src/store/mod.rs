@@ -5,6 +5,7 @@
 //! Times are Unix seconds and flags 0/1 integers, because `Any` decodes nothing richer.
 mod admin;
 mod outbox;
+mod pending;
 mod tickets;
 
 pub use admin::*;
@@ -16,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,12 +67,22 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// For writes whose loss in a power failure costs at most a repeat (see
+    /// [`Store::outbox_sent`]): SQLite gets one connection with `synchronous = NORMAL`,
+    /// PostgreSQL shares `pool`.
+    relaxed: AnyPool,
     backend: Backend,
 }
 
-/// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back.
+/// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back. Inserts are
+/// queued and sent together (see `pending`); every statement goes through [`Tx::conn`],
+/// which sends them first, so reads always see the transaction's own writes.
 pub struct Tx {
     inner: Transaction<'static, Any>,
+    backend: Backend,
+    pending: pending::Pending,
+    ids: pending::Ids,
+    status_ids: std::collections::HashMap<String, i64>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -95,28 +106,27 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(backend, "FULL")
             .max_connections(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets admin commands read while `serve` writes; FULL sync because
-                        // a committed mail is deleted upstream right after.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 15000").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Store { pool, backend })
+        let relaxed = match backend {
+            Backend::Sqlite => {
+                pool_options(backend, "NORMAL")
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Store {
+            pool,
+            relaxed,
+            backend,
+        })
     }
 
     /// Runs the backend's migrations (idempotent).
@@ -139,19 +149,80 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { inner })
+        Ok(Tx {
+            inner,
+            backend: self.backend,
+            pending: pending::Pending::new(),
+            ids: pending::Ids::default(),
+            status_ids: Default::default(),
+        })
+    }
+
+    /// SQLite: copies committed pages from the write-ahead log into the database without
+    /// waiting for readers or writers (`PASSIVE`); PostgreSQL checkpoints by itself.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.relaxed)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.relaxed.close().await;
     }
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        self.pending.flush(&mut self.inner).await?;
         self.inner.commit().await?;
         Ok(())
     }
+
+    /// The connection, after the queued writes went out.
+    async fn conn(&mut self) -> Result<&mut AnyConnection> {
+        self.pending.flush(&mut self.inner).await?;
+        Ok(&mut *self.inner)
+    }
+
+    /// A fresh id for a row of `table` queued in this transaction.
+    async fn next_id(&mut self, table: &'static str) -> Result<i64> {
+        self.ids.next(&mut self.inner, self.backend, table).await
+    }
+}
+
+/// Pool settings; for SQLite, the pragmas each connection gets, with `synchronous` as given.
+fn pool_options(backend: Backend, synchronous: &'static str) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // Large pages suit a database mostly made of mails; this only takes
+                    // effect when the file is created.
+                    conn.execute("PRAGMA page_size = 16384").await?;
+                    // WAL lets admin commands read while `serve` writes; FULL sync because
+                    // a committed mail is deleted upstream right after.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    // `serve` checkpoints in the background each second; a commit does it
+                    // only when the log outgrew 64 MB.
+                    conn.execute("PRAGMA wal_autocheckpoint = 4096").await?;
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA synchronous = {synchronous}"
+                    )))
+                    .await?;
+                    // Room for a whole intake batch (64 mails, up to 8 MB) before dirty pages
+                    // spill into the log mid-transaction (the default is 2 MB).
+                    conn.execute("PRAGMA cache_size = -32768").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 15000").await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Builds the SQLite URL: creates the folder and asks sqlx to create the file.
@@ -198,6 +269,16 @@ pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// Appends `$1, $2, …` bound to `values` (the inside of an `IN (…)` list).
+pub(crate) fn push_list(sql: &mut Sql, values: impl IntoIterator<Item = Arg>) {
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(v);
+    }
+}
+
 /// Numbered placeholders for SQL built at run time (`$1`, `$2`, … on both backends).
 pub(crate) struct Sql {
     text: String,
@@ -208,6 +289,10 @@ pub(crate) struct Sql {
 pub(crate) enum Arg {
     Int(i64),
     Text(String),
+    OptInt(Option<i64>),
+    OptText(Option<String>),
+    Blob(Vec<u8>),
+    Null,
 }
 
 impl Sql {
@@ -228,11 +313,22 @@ impl Sql {
         self
     }
     pub fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.clone()));
-        for a in &self.args {
+        Sql {
+            text: self.text.clone(),
+            args: self.args.clone(),
+        }
+        .into_query()
+    }
+    pub fn into_query(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text));
+        for a in self.args {
             q = match a {
-                Arg::Int(i) => q.bind(*i),
-                Arg::Text(t) => q.bind(t.clone()),
+                Arg::Int(i) => q.bind(i),
+                Arg::Text(t) => q.bind(t),
+                Arg::OptInt(i) => q.bind(i),
+                Arg::OptText(t) => q.bind(t),
+                Arg::Blob(b) => q.bind(b),
+                Arg::Null => q.bind(None::<i64>),
             };
         }
         q

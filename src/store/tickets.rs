@@ -1,9 +1,11 @@
 //! Tickets, items, history: what intake writes and what the admin commands read.
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::admin::{customer_from_row, document_from_row};
-use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now};
+use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now, push_list};
 use crate::core::filter::{AssigneeFilter, DueFilter, Filter, StatusFilter};
 use crate::core::mail::Attachment;
 use crate::core::model::{
@@ -162,18 +164,62 @@ fn ticket_ref(r: &AnyRow) -> Result<TicketRef> {
 }
 
 impl Tx {
-    /// True when this exact mail (same bytes) is already an item of a ticket of the queue:
-    /// a redelivery after a crash between commit and acknowledgement.
-    pub async fn seen_mail(&mut self, queue_id: i64, raw_sha256: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM items i JOIN tickets t ON t.id = i.ticket_id \
-             WHERE i.raw_sha256 = $1 AND t.queue_id = $2 AND i.kind = 'customer'",
-        )
-        .bind(raw_sha256.to_string())
-        .bind(queue_id)
-        .fetch_one(&mut *self.inner)
-        .await?;
-        Ok(n > 0)
+    /// Which of these mails (by the sha256 of their bytes) are already customer items of a
+    /// ticket of the queue: redeliveries after a crash between commit and acknowledgement.
+    pub async fn seen_mails(
+        &mut self,
+        queue_id: i64,
+        raw_sha256: &[String],
+    ) -> Result<HashSet<String>> {
+        // Two plain lookups instead of a join: the planner could otherwise walk every
+        // ticket of the queue. Matches are rare (redeliveries), so the second seldom runs.
+        let mut found: Vec<(String, i64)> = Vec::new();
+        for chunk in raw_sha256.chunks(500) {
+            let mut sql = Sql::new(
+                "SELECT raw_sha256, ticket_id FROM items WHERE kind = 'customer' AND raw_sha256 IN (",
+            );
+            push_list(&mut sql, chunk.iter().cloned().map(Arg::Text));
+            sql.push(")");
+            for row in sql.query().fetch_all(self.conn().await?).await? {
+                found.push((row.try_get("raw_sha256")?, row.try_get("ticket_id")?));
+            }
+        }
+        let mut seen = HashSet::new();
+        for chunk in found.chunks(500) {
+            let mut sql = Sql::new("SELECT id FROM tickets WHERE queue_id = ");
+            sql.bind(Arg::Int(queue_id)).push(" AND id IN (");
+            push_list(&mut sql, chunk.iter().map(|(_, t)| Arg::Int(*t)));
+            sql.push(")");
+            let in_queue: HashSet<i64> = sql
+                .query()
+                .fetch_all(self.conn().await?)
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            seen.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, t)| in_queue.contains(t))
+                    .map(|(sha, _)| sha.clone()),
+            );
+        }
+        Ok(seen)
+    }
+
+    /// Which of these Message-IDs belong to some ticket.
+    pub async fn known_message_ids(&mut self, ids: &[String]) -> Result<HashSet<String>> {
+        let mut known = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new("SELECT message_id FROM message_ids WHERE message_id IN (");
+            push_list(&mut sql, chunk.iter().cloned().map(Arg::Text));
+            sql.push(")");
+            let rows = sql.query().fetch_all(self.conn().await?).await?;
+            for row in rows {
+                known.insert(row.try_get("message_id")?);
+            }
+        }
+        Ok(known)
     }
 
     /// The most recently active ticket that sent or received one of these Message-IDs.
@@ -190,7 +236,7 @@ impl Tx {
             sql.bind(Arg::Text(id.clone()));
         }
         sql.push(")) ORDER BY t.last_action_at DESC, t.id DESC LIMIT 1");
-        let row = sql.query().fetch_optional(&mut *self.inner).await?;
+        let row = sql.query().fetch_optional(self.conn().await?).await?;
         row.as_ref().map(ticket_ref).transpose()
     }
 
@@ -198,7 +244,7 @@ impl Tx {
         let sql = format!("{TICKET_REF} WHERE t.number = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(number)
-            .fetch_optional(&mut *self.inner)
+            .fetch_optional(self.conn().await?)
             .await?;
         row.as_ref().map(ticket_ref).transpose()
     }
@@ -207,7 +253,7 @@ impl Tx {
         let sql = format!("{TICKET_REF} WHERE t.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_one(&mut *self.inner)
+            .fetch_one(self.conn().await?)
             .await?;
         ticket_ref(&row)
     }
@@ -237,7 +283,7 @@ impl Tx {
         .bind(t.id)
         .bind(address)
         .bind(t.customer_id.unwrap_or(-1))
-        .fetch_one(&mut *self.inner)
+        .fetch_one(self.conn().await?)
         .await?;
         Ok(n > 0)
     }
@@ -245,100 +291,121 @@ impl Tx {
     /// Lower-case addresses of every queue, enabled or not.
     pub async fn queue_addresses(&mut self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT address FROM queues")
-            .fetch_all(&mut *self.inner)
+            .fetch_all(self.conn().await?)
             .await?)
     }
 
-    pub async fn customer_by_id(
+    /// The customers with these ids (placeholders of answers), by id.
+    pub async fn customers_by_ids(
         &mut self,
-        id: i64,
-    ) -> Result<Option<crate::core::model::Customer>> {
-        let row = sqlx::query(
-            "SELECT number, company1, company2, salutation, first_name, last_name, street, \
-             house_no, zip, city, letter_salutation, delivery_block FROM customers WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *self.inner)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let emails: Vec<String> = sqlx::query_scalar(
-            "SELECT address FROM customer_emails WHERE customer_id = $1 ORDER BY address",
-        )
-        .bind(id)
-        .fetch_all(&mut *self.inner)
-        .await?;
-        Ok(Some(customer_from_row(&row, emails)?))
+        ids: &[i64],
+    ) -> Result<HashMap<i64, crate::core::model::Customer>> {
+        let mut customers = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(
+                "SELECT id, number, company1, company2, salutation, first_name, last_name, street, \
+                 house_no, zip, city, letter_salutation, delivery_block FROM customers WHERE id IN (",
+            );
+            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+            sql.push(")");
+            let rows = sql.query().fetch_all(self.conn().await?).await?;
+            let mut sql =
+                Sql::new("SELECT customer_id, address FROM customer_emails WHERE customer_id IN (");
+            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+            sql.push(") ORDER BY address");
+            let mut emails: HashMap<i64, Vec<String>> = HashMap::new();
+            for row in sql.query().fetch_all(self.conn().await?).await? {
+                emails
+                    .entry(row.try_get("customer_id")?)
+                    .or_default()
+                    .push(row.try_get("address")?);
+            }
+            for row in rows {
+                let id: i64 = row.try_get("id")?;
+                let c = customer_from_row(&row, emails.remove(&id).unwrap_or_default())?;
+                customers.insert(id, c);
+            }
+        }
+        Ok(customers)
     }
 
     pub async fn queue_on_closed(&mut self, queue_id: i64) -> Result<crate::core::model::OnClosed> {
         let word: String = sqlx::query_scalar("SELECT on_closed FROM queues WHERE id = $1")
             .bind(queue_id)
-            .fetch_one(&mut *self.inner)
+            .fetch_one(self.conn().await?)
             .await?;
         word.parse()
             .map_err(|e: crate::core::model::UnknownWord| StoreError::Invalid(e.to_string()))
     }
 
-    /// The next number of the gap-free ticket counter (rolled back with the transaction).
+    /// The next number of the gap-free ticket counter. The first call in a transaction
+    /// locks the counter row (PostgreSQL) until commit; the new value is written with the
+    /// queued rows, so a rollback gives the numbers back.
     async fn next_ticket_number(&mut self, first: i64) -> Result<i64> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "UPDATE counters SET value = value + 1 WHERE name = 'ticket' RETURNING value",
-        )
-        .fetch_optional(&mut *self.inner)
-        .await?;
-        match next {
-            Some(n) if n >= first => Ok(n),
-            Some(_) => {
-                sqlx::query("UPDATE counters SET value = $1 WHERE name = 'ticket'")
-                    .bind(first)
-                    .execute(&mut *self.inner)
-                    .await?;
-                Ok(first)
-            }
+        let current = match self.pending.ticket_counter {
+            Some(n) => n,
             None => {
-                sqlx::query("INSERT INTO counters (name, value) VALUES ('ticket', $1)")
-                    .bind(first)
-                    .execute(&mut *self.inner)
-                    .await?;
-                Ok(first)
+                // Touches only the counter, so the queued rows may wait.
+                let stored: Option<i64> = sqlx::query_scalar(
+                    "UPDATE counters SET value = value WHERE name = 'ticket' RETURNING value",
+                )
+                .fetch_optional(&mut *self.inner)
+                .await?;
+                match stored {
+                    Some(n) => n,
+                    None => {
+                        sqlx::query("INSERT INTO counters (name, value) VALUES ('ticket', $1)")
+                            .bind(first - 1)
+                            .execute(&mut *self.inner)
+                            .await?;
+                        first - 1
+                    }
+                }
             }
-        }
+        };
+        let next = (current + 1).max(first);
+        self.pending.ticket_counter = Some(next);
+        Ok(next)
     }
 
+    /// A status's id. Reads without sending the queued rows: none of them are statuses.
     async fn status_id(&mut self, key: &str) -> Result<i64> {
-        sqlx::query_scalar("SELECT id FROM statuses WHERE key = $1")
+        if let Some(id) = self.status_ids.get(key) {
+            return Ok(*id);
+        }
+        let id: i64 = sqlx::query_scalar("SELECT id FROM statuses WHERE key = $1")
             .bind(key.to_string())
             .fetch_optional(&mut *self.inner)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no status {key:?}")))
+            .ok_or_else(|| StoreError::NotFound(format!("no status {key:?}")))?;
+        self.status_ids.insert(key.to_string(), id);
+        Ok(id)
     }
 
+    /// Queues a new ticket with status `new`, its CC list and a `created` history entry.
     pub async fn create_ticket(&mut self, t: &NewTicket<'_>, actor: &Actor) -> Result<TicketRef> {
         let number = self.next_ticket_number(t.first_number).await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tickets (number, subject, queue_id, assignee_id, status_id, customer_id, \
-             creator_address, spoof_suspect, created_at, last_action_at, updated_at) \
-             VALUES ($1, $2, $3, $4, (SELECT id FROM statuses WHERE key = 'new'), $5, $6, $7, $8, $8, $8) \
-             RETURNING id",
-        )
-        .bind(number)
-        .bind(t.subject.to_string())
-        .bind(t.queue_id)
-        .bind(t.assignee_id)
-        .bind(t.customer_id)
-        .bind(t.creator_address.to_ascii_lowercase())
-        .bind(flag(t.spoof_suspect))
-        .bind(t.at)
-        .fetch_one(&mut *self.inner)
-        .await?;
+        let status_new = self.status_id(crate::core::model::status_key::NEW).await?;
+        let id = self.next_id("tickets").await?;
+        let creator = t.creator_address.to_ascii_lowercase();
+        self.pending.tickets.push([
+            Arg::Int(id),
+            Arg::Int(number),
+            Arg::Text(t.subject.to_string()),
+            Arg::Int(t.queue_id),
+            Arg::OptInt(t.assignee_id),
+            Arg::Int(status_new),
+            Arg::OptInt(t.customer_id),
+            Arg::Text(creator.clone()),
+            Arg::Int(flag(t.spoof_suspect)),
+            Arg::Int(t.at),
+            Arg::Int(t.at),
+            Arg::Int(t.at),
+        ]);
         for cc in t.cc {
-            sqlx::query(
-                "INSERT INTO ticket_cc (ticket_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(cc.to_ascii_lowercase())
-            .execute(&mut *self.inner)
-            .await?;
+            self.pending
+                .ticket_cc
+                .push([Arg::Int(id), Arg::Text(cc.to_ascii_lowercase())]);
         }
         self.history(id, actor, "created", "", &format!("#{number}"))
             .await?;
@@ -353,74 +420,58 @@ impl Tx {
             merged_into_id: None,
             customer_id: t.customer_id,
             assignee_id: t.assignee_id,
-            creator_address: t.creator_address.to_ascii_lowercase(),
+            creator_address: creator,
         })
     }
 
-    /// Adds an item; records its Message-ID and attachments; bumps last action and version.
+    /// Queues an item with its attachments and Message-ID; bumps the ticket's last action
+    /// and version.
     pub async fn add_item(&mut self, ticket_id: i64, it: &NewItem<'_>, at: i64) -> Result<i64> {
-        let problems = it.problems.join("\n");
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO items (ticket_id, kind, agent_id, from_address, from_name, to_addrs, \
-             cc_addrs, subject, date, received_at, message_id, text, html, raw, raw_sha256, problems) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
-        )
-        .bind(ticket_id)
-        .bind(it.kind.as_str())
-        .bind(it.agent_id)
-        .bind(it.from_address.to_string())
-        .bind(it.from_name.to_string())
-        .bind(it.to.join(", "))
-        .bind(it.cc.join(", "))
-        .bind(it.subject.to_string())
-        .bind(it.date)
-        .bind(at)
-        .bind(it.message_id.to_string())
-        .bind(it.text.to_string())
-        .bind(it.html.map(str::to_string))
-        .bind(it.raw.to_vec())
-        .bind(it.raw_sha256.to_string())
-        .bind(problems)
-        .fetch_one(&mut *self.inner)
-        .await?;
+        let id = self.next_id("items").await?;
+        self.pending.items.push([
+            Arg::Int(id),
+            Arg::Int(ticket_id),
+            Arg::Text(it.kind.as_str().to_string()),
+            Arg::OptInt(it.agent_id),
+            Arg::Text(it.from_address.to_string()),
+            Arg::Text(it.from_name.to_string()),
+            Arg::Text(it.to.join(", ")),
+            Arg::Text(it.cc.join(", ")),
+            Arg::Text(it.subject.to_string()),
+            Arg::Int(it.date),
+            Arg::Int(at),
+            Arg::Text(it.message_id.to_string()),
+            Arg::Text(it.text.to_string()),
+            Arg::OptText(it.html.map(str::to_string)),
+            Arg::Blob(it.raw.to_vec()),
+            Arg::Text(it.raw_sha256.to_string()),
+            Arg::Text(it.problems.join("\n")),
+        ]);
         for a in it.attachments {
-            sqlx::query(
-                "INSERT INTO attachments (item_id, name, content_type, size, sha256, part_id, \
-                 content_id, inline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(id)
-            .bind(a.name.clone())
-            .bind(a.content_type.clone())
-            .bind(a.size as i64)
-            .bind(a.sha256.clone())
-            .bind(i64::from(a.part_id))
-            .bind(a.content_id.clone().unwrap_or_default())
-            .bind(flag(a.inline))
-            .execute(&mut *self.inner)
-            .await?;
+            self.pending.attachments.push([
+                Arg::Int(id),
+                Arg::Text(a.name.clone()),
+                Arg::Text(a.content_type.clone()),
+                Arg::Int(a.size as i64),
+                Arg::Text(a.sha256.clone()),
+                Arg::Int(i64::from(a.part_id)),
+                Arg::Text(a.content_id.clone().unwrap_or_default()),
+                Arg::Int(flag(a.inline)),
+            ]);
         }
         if !it.message_id.is_empty() {
-            self.remember_message_id(ticket_id, it.message_id).await?;
+            self.remember_message_id(ticket_id, it.message_id);
         }
-        sqlx::query(
-            "UPDATE tickets SET last_action_at = $1, updated_at = $1, version = version + 1 WHERE id = $2",
-        )
-        .bind(at)
-        .bind(ticket_id)
-        .execute(&mut *self.inner)
-        .await?;
+        let newest = self.pending.touched.entry(ticket_id).or_insert(at);
+        *newest = (*newest).max(at);
         Ok(id)
     }
 
-    pub async fn remember_message_id(&mut self, ticket_id: i64, message_id: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO message_ids (message_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(message_id.to_string())
-        .bind(ticket_id)
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
+    /// Queues a Message-ID under which mail of the ticket was sent or received.
+    pub fn remember_message_id(&mut self, ticket_id: i64, message_id: &str) {
+        self.pending
+            .message_ids
+            .push([Arg::Text(message_id.to_string()), Arg::Int(ticket_id)]);
     }
 
     /// Sets a ticket's status by key and logs it; no-op when unchanged.
@@ -433,12 +484,13 @@ impl Tx {
             .bind(id)
             .bind(now())
             .bind(t.id)
-            .execute(&mut *self.inner)
+            .execute(self.conn().await?)
             .await?;
         self.history(t.id, actor, "status", &t.status_key, key)
             .await
     }
 
+    /// Queues a history entry.
     pub async fn history(
         &mut self,
         ticket_id: i64,
@@ -447,69 +499,66 @@ impl Tx {
         old: &str,
         new: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO history (ticket_id, at, agent_id, actor, field, old_value, new_value) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(ticket_id)
-        .bind(now())
-        .bind(actor.agent_id)
-        .bind(actor.name.clone())
-        .bind(field.to_string())
-        .bind(old.to_string())
-        .bind(new.to_string())
-        .execute(&mut *self.inner)
-        .await?;
+        self.pending.history.push([
+            Arg::Int(ticket_id),
+            Arg::Int(now()),
+            Arg::OptInt(actor.agent_id),
+            Arg::Text(actor.name.clone()),
+            Arg::Text(field.to_string()),
+            Arg::Text(old.to_string()),
+            Arg::Text(new.to_string()),
+        ]);
         Ok(())
     }
 
-    /// Autoresponses and out-of-office notes sent to `sender` since `since`.
-    pub async fn autoresponses_since(&mut self, sender: &str, since: i64) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM autoresponses WHERE sender = $1 AND at >= $2")
-                .bind(sender.to_ascii_lowercase())
-                .bind(since)
-                .fetch_one(&mut *self.inner)
-                .await?,
-        )
+    /// Autoresponses and out-of-office notes sent to each of these senders since `since`
+    /// (lower-case address → count; senders with none are missing).
+    pub async fn autoresponse_counts(
+        &mut self,
+        senders: &[String],
+        since: i64,
+    ) -> Result<HashMap<String, i64>> {
+        let mut counts = HashMap::new();
+        for chunk in senders.chunks(500) {
+            let mut sql = Sql::new("SELECT sender, COUNT(*) AS n FROM autoresponses WHERE at >= ");
+            sql.bind(Arg::Int(since)).push(" AND sender IN (");
+            push_list(
+                &mut sql,
+                chunk.iter().map(|a| Arg::Text(a.to_ascii_lowercase())),
+            );
+            sql.push(") GROUP BY sender");
+            let rows = sql.query().fetch_all(self.conn().await?).await?;
+            for row in rows {
+                counts.insert(row.try_get("sender")?, row.try_get("n")?);
+            }
+        }
+        Ok(counts)
     }
 
-    pub async fn record_autoresponse(
+    /// Queues an entry of the autoresponse log (the per-sender cap counts these).
+    pub fn record_autoresponse(
         &mut self,
         sender: &str,
         queue_id: i64,
         ticket_id: i64,
         kind: &str,
         agent_id: Option<i64>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO autoresponses (sender, queue_id, ticket_id, kind, agent_id, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(sender.to_ascii_lowercase())
-        .bind(queue_id)
-        .bind(ticket_id)
-        .bind(kind.to_string())
-        .bind(agent_id)
-        .bind(now())
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
+    ) {
+        self.pending.autoresponses.push([
+            Arg::Text(sender.to_ascii_lowercase()),
+            Arg::Int(queue_id),
+            Arg::Int(ticket_id),
+            Arg::Text(kind.to_string()),
+            Arg::OptInt(agent_id),
+            Arg::Int(now()),
+        ]);
     }
 
     /// Records what POP3 intake did with a mailbox message (`taken` or `too_large`).
-    pub async fn pop3_mark(&mut self, queue_id: i64, uidl: &str, state: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO pop3_uidls (queue_id, uidl, state, at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (queue_id, uidl) DO UPDATE SET state = excluded.state, at = excluded.at",
-        )
-        .bind(queue_id)
-        .bind(uidl.to_string())
-        .bind(state.to_string())
-        .bind(now())
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
+    pub fn pop3_mark(&mut self, queue_id: i64, uidl: &str, state: &str) {
+        self.pending
+            .pop3_marks
+            .insert((queue_id, uidl.to_string()), (state.to_string(), now()));
     }
 
     /// Merges ticket `from` into `into`: `from`'s items become older items of `into`,
@@ -546,7 +595,7 @@ impl Tx {
             sqlx::query(sql)
                 .bind(into.id)
                 .bind(from.id)
-                .execute(&mut *self.inner)
+                .execute(self.conn().await?)
                 .await?;
         }
         let merged = self
@@ -560,7 +609,7 @@ impl Tx {
         .bind(merged)
         .bind(now())
         .bind(from.id)
-        .execute(&mut *self.inner)
+        .execute(self.conn().await?)
         .await?;
         sqlx::query(
             "UPDATE tickets SET last_action_at = (SELECT MAX(received_at) FROM items WHERE ticket_id = $1), \
@@ -568,7 +617,7 @@ impl Tx {
         )
         .bind(into.id)
         .bind(now())
-        .execute(&mut *self.inner)
+        .execute(self.conn().await?)
         .await?;
         self.history(
             from.id,

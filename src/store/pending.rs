@@ -1,0 +1,378 @@
+//! Writes a transaction holds back until it next reads, runs another statement or
+//! commits; then they go out as multi-row INSERTs. Intake takes in a batch of mails with a
+//! dozen statements instead of a dozen per mail: each statement is a round trip to the
+//! database (a thread hop for SQLite, a network hop for PostgreSQL), and those round trips,
+//! not the writing, were what limited intake.
+//!
+//! Rows that others refer to (tickets, items) get their ids when they are queued (see
+//! [`Ids`]), so an item can name its ticket before either is written.
+use std::collections::{BTreeMap, VecDeque};
+
+use sqlx::AnyConnection;
+
+use super::{Arg, Backend, Result, Sql};
+
+/// The most placeholders one statement gets; below SQLite's limit (32,766) and
+/// PostgreSQL's (65,535).
+const MAX_PARAMS: usize = 16_000;
+
+/// Rows of one table waiting to be inserted, in column order.
+pub(super) struct Rows {
+    /// `INSERT INTO table (a, b, c)`
+    head: &'static str,
+    width: usize,
+    /// What follows the VALUES list (`ON CONFLICT …`).
+    tail: &'static str,
+    args: Vec<Arg>,
+}
+
+impl Rows {
+    const fn new(head: &'static str, width: usize, tail: &'static str) -> Rows {
+        Rows {
+            head,
+            width,
+            tail,
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: impl IntoIterator<Item = Arg>) {
+        let before = self.args.len();
+        self.args.extend(row);
+        debug_assert_eq!(self.args.len() - before, self.width, "{}", self.head);
+    }
+
+    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        let rows_per_statement = (MAX_PARAMS / self.width).max(1);
+        let mut args = std::mem::take(&mut self.args).into_iter().peekable();
+        while args.peek().is_some() {
+            let mut sql = Sql::new(self.head);
+            sql.push(" VALUES ");
+            for r in 0..rows_per_statement {
+                if args.peek().is_none() {
+                    break;
+                }
+                sql.push(if r == 0 { "(" } else { ", (" });
+                for c in 0..self.width {
+                    if c > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(args.next().unwrap_or(Arg::Null));
+                }
+                sql.push(")");
+            }
+            sql.push(self.tail);
+            sql.into_query()
+                .persistent(false)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a transaction has queued, flushed in foreign-key order.
+pub(super) struct Pending {
+    pub tickets: Rows,
+    pub ticket_cc: Rows,
+    pub items: Rows,
+    pub attachments: Rows,
+    pub message_ids: Rows,
+    pub history: Rows,
+    pub outbox: Rows,
+    pub autoresponses: Rows,
+    /// (queue, UIDL) → (state, time); the last mark of a message wins.
+    pub pop3_marks: BTreeMap<(i64, String), (String, i64)>,
+    /// Tickets that got an item: id → time of the newest.
+    pub touched: BTreeMap<i64, i64>,
+    /// The ticket counter's new value, when tickets were numbered.
+    pub ticket_counter: Option<i64>,
+}
+
+impl Pending {
+    pub fn new() -> Pending {
+        Pending {
+            tickets: Rows::new(
+                "INSERT INTO tickets (id, number, subject, queue_id, assignee_id, status_id, \
+                 customer_id, creator_address, spoof_suspect, created_at, last_action_at, updated_at)",
+                12,
+                "",
+            ),
+            ticket_cc: Rows::new(
+                "INSERT INTO ticket_cc (ticket_id, address)",
+                2,
+                " ON CONFLICT DO NOTHING",
+            ),
+            items: Rows::new(
+                "INSERT INTO items (id, ticket_id, kind, agent_id, from_address, from_name, to_addrs, \
+                 cc_addrs, subject, date, received_at, message_id, text, html, raw, raw_sha256, problems)",
+                17,
+                "",
+            ),
+            attachments: Rows::new(
+                "INSERT INTO attachments (item_id, name, content_type, size, sha256, part_id, \
+                 content_id, inline)",
+                8,
+                "",
+            ),
+            message_ids: Rows::new(
+                "INSERT INTO message_ids (message_id, ticket_id)",
+                2,
+                " ON CONFLICT DO NOTHING",
+            ),
+            history: Rows::new(
+                "INSERT INTO history (ticket_id, at, agent_id, actor, field, old_value, new_value)",
+                7,
+                "",
+            ),
+            outbox: Rows::new(
+                "INSERT INTO outbox (queue_id, ticket_id, agent_id, kind, mail_from, rcpt_to, \
+                 message_id, raw, next_attempt_at, created_at)",
+                10,
+                "",
+            ),
+            autoresponses: Rows::new(
+                "INSERT INTO autoresponses (sender, queue_id, ticket_id, kind, agent_id, at)",
+                6,
+                "",
+            ),
+            pop3_marks: BTreeMap::new(),
+            touched: BTreeMap::new(),
+            ticket_counter: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.tickets,
+            &self.ticket_cc,
+            &self.items,
+            &self.attachments,
+            &self.message_ids,
+            &self.history,
+            &self.outbox,
+            &self.autoresponses,
+        ]
+        .iter()
+        .all(|r| r.args.is_empty())
+            && self.pop3_marks.is_empty()
+            && self.touched.is_empty()
+            && self.ticket_counter.is_none()
+    }
+
+    pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        for rows in [
+            &mut self.tickets,
+            &mut self.ticket_cc,
+            &mut self.items,
+            &mut self.attachments,
+            &mut self.message_ids,
+            &mut self.history,
+            &mut self.outbox,
+            &mut self.autoresponses,
+        ] {
+            rows.flush(conn).await?;
+        }
+        if !self.pop3_marks.is_empty() {
+            let mut marks = Rows::new(
+                "INSERT INTO pop3_uidls (queue_id, uidl, state, at)",
+                4,
+                " ON CONFLICT (queue_id, uidl) DO UPDATE SET state = excluded.state, at = excluded.at",
+            );
+            for ((queue_id, uidl), (state, at)) in std::mem::take(&mut self.pop3_marks) {
+                marks.push([
+                    Arg::Int(queue_id),
+                    Arg::Text(uidl),
+                    Arg::Text(state),
+                    Arg::Int(at),
+                ]);
+            }
+            marks.flush(conn).await?;
+        }
+        if let Some(value) = self.ticket_counter.take() {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'ticket'")
+                .bind(value)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // One UPDATE per distinct time; a batch's items mostly share one second.
+        let mut by_time: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for (id, at) in std::mem::take(&mut self.touched) {
+            by_time.entry(at).or_default().push(id);
+        }
+        for (at, ids) in by_time {
+            for chunk in ids.chunks(MAX_PARAMS - 2) {
+                let mut sql = Sql::new("UPDATE tickets SET last_action_at = ");
+                sql.bind(Arg::Int(at))
+                    .push(", updated_at = ")
+                    .bind(Arg::Int(at));
+                sql.push(", version = version + 1 WHERE id IN (");
+                for (i, id) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(Arg::Int(*id));
+                }
+                sql.push(")");
+                sql.into_query()
+                    .persistent(false)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids for rows queued before they are written. SQLite: the transaction holds the write
+/// lock from its start (`BEGIN IMMEDIATE`), so the ids after the table's largest are ours.
+/// PostgreSQL: drawn from the table's sequence, so several instances never collide; drawn
+/// in growing blocks (2, 4, … 64) so a single mail wastes at most one.
+#[derive(Default)]
+pub(super) struct Ids {
+    free: BTreeMap<&'static str, VecDeque<i64>>,
+    block: BTreeMap<&'static str, i64>,
+    /// SQLite: the largest id reserved so far in this transaction.
+    last: BTreeMap<&'static str, i64>,
+}
+
+impl Ids {
+    pub async fn next(
+        &mut self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        table: &'static str,
+    ) -> Result<i64> {
+        let free = self.free.entry(table).or_default();
+        if let Some(id) = free.pop_front() {
+            return Ok(id);
+        }
+        let block = self.block.entry(table).or_insert(1);
+        *block = (*block * 2).min(64);
+        match backend {
+            Backend::Sqlite => {
+                let last = match self.last.get(table) {
+                    Some(l) => *l,
+                    None => {
+                        let sql = format!("SELECT COALESCE(MAX(id), 0) FROM {table}");
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                            .fetch_one(&mut *conn)
+                            .await?
+                    }
+                };
+                free.extend(last + 1..=last + *block);
+                self.last.insert(table, last + *block);
+            }
+            Backend::Postgres => {
+                let sql = format!("SELECT nextval('{table}_id_seq') FROM generate_series(1, $1)");
+                let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(*block)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                free.extend(ids);
+            }
+        }
+        free.pop_front()
+            .ok_or_else(|| super::StoreError::Invalid(format!("no id drawn for {table}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::model::ItemKind;
+    use crate::store::{Actor, NewItem, NewTicket, QueueSettings, Store, TicketQuery};
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_seen_by_reads_split_into_statements_and_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let queue = store
+            .queue_add(&QueueSettings {
+                name: Some("Support".into()),
+                address: Some("support@example.test".into()),
+                ..QueueSettings::default()
+            })
+            .await
+            .unwrap();
+        let raw = vec![b'x'; 100];
+        let new_ticket = |n: usize| NewTicket {
+            subject: if n.is_multiple_of(2) { "even" } else { "odd" },
+            queue_id: queue.id,
+            queue_name: "Support",
+            creator_address: "c@example.org",
+            customer_id: None,
+            cc: &[],
+            spoof_suspect: false,
+            first_number: 1,
+            assignee_id: None,
+            at: 1_700_000_000,
+        };
+        let item = |sha: &'static str| NewItem {
+            kind: ItemKind::Customer,
+            agent_id: None,
+            from_address: "c@example.org",
+            from_name: "",
+            to: &[],
+            cc: &[],
+            subject: "s",
+            date: 0,
+            message_id: "",
+            text: "t",
+            html: None,
+            raw: &raw,
+            raw_sha256: sha,
+            problems: &[],
+            attachments: &[],
+        };
+        let actor = Actor::customer("c@example.org");
+
+        // 1,000 items are 17,000 placeholders: more than one statement holds.
+        let mut tx = store.begin().await.unwrap();
+        for n in 0..1000 {
+            let t = tx.create_ticket(&new_ticket(n), &actor).await.unwrap();
+            assert_eq!(t.number, n as i64 + 1, "numbers without gaps");
+            tx.add_item(t.id, &item("same"), 1_700_000_001)
+                .await
+                .unwrap();
+        }
+        let t = tx
+            .ticket_by_number(500)
+            .await
+            .unwrap()
+            .expect("read sees queued rows");
+        assert_eq!(t.subject, "odd");
+        tx.commit().await.unwrap();
+        assert_eq!(
+            store
+                .ticket_list(&TicketQuery::default())
+                .await
+                .unwrap()
+                .len(),
+            1000
+        );
+
+        // A rolled-back transaction gives its numbers back.
+        let mut tx = store.begin().await.unwrap();
+        tx.create_ticket(&new_ticket(0), &actor).await.unwrap();
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        let t = tx.create_ticket(&new_ticket(0), &actor).await.unwrap();
+        assert_eq!(t.number, 1001);
+        tx.add_item(t.id, &item("other"), 1_700_000_002)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let shown = store.ticket_show(1001).await.unwrap();
+        assert_eq!(shown.items.len(), 1);
+    }
+}
