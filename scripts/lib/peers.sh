@@ -49,3 +49,20 @@ stop_postgres() {
     as_postgres "$pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" >/dev/null 2>&1 || true
     rm -rf "$pg_dir"
 }
+
+# Request Tracker 5, the ticket-system peer of the intake benchmark (scripts/bench only; the
+# benchmark starts its own RT on SQLite in a temporary directory). RT needs some MTA: dma
+# has no daemon and keeps apt from pulling exim4. dbconfig-no-thanks keeps the package from
+# setting up a system database (only added where dbconfig-common is not in use already).
+install_rt() {
+    dpkg -s request-tracker5 >/dev/null 2>&1 && return 0
+    local debs=(request-tracker5)
+    dpkg-query -W -f='${db:Status-Abbrev} ${Provides}\n' 2>/dev/null \
+        | grep -q '^ii .*mail-transport-agent' || debs+=(dma)
+    dpkg -s dbconfig-common >/dev/null 2>&1 || debs+=(dbconfig-no-thanks)
+    log "installing ${debs[*]}"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${debs[@]}" >/dev/null
+}
