@@ -5,4 +5,5 @@ pub mod corpus;
 pub mod db;
 pub mod dovecot;
 pub mod gateway;
+pub mod rt;
 pub mod sink;
