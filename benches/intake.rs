@@ -1,15 +1,19 @@
 //! Intake benchmark: realistic mails (2–60 KB, a fifth with attachments) taken from a
 //! private Dovecot over POP3S into tickets, on SQLite and on PostgreSQL. In the same run the
 //! raw retrieval rate of the same mailbox is measured twice as the ceiling: by mticket's own
-//! POP3 client alone (RETR only, nothing stored) and by Python's poplib. Results are
-//! printed and appended to BENCHMARKS.md.
+//! POP3 client alone (RETR only, nothing stored) and by Python's poplib. As a peer, the
+//! first mails of the same set go through Request Tracker 5's `rt-mailgate` into a private
+//! RT on SQLite. Results are printed and appended to BENCHMARKS.md.
 //!
 //! `cargo bench --bench intake` (BENCH_INTAKE_MAILS=N to change the 10,000 mails;
-//! PostgreSQL runs when MTICKET_TEST_POSTGRES names a server, as scripts/bench sets it up).
+//! BENCH_INTAKE_RT_SAMPLE=N for RT's 200, 0 to leave RT out; PostgreSQL runs when
+//! MTICKET_TEST_POSTGRES names a server, as scripts/bench sets it up).
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mticket::intake::pop3::{self, Pop3Tls};
@@ -17,6 +21,7 @@ use mticket::net::tls;
 use rand::{Rng, SeedableRng};
 use support::dovecot::Dovecot;
 use support::gateway::{Gateway, Options};
+use support::rt::Rt;
 use support::sink::Sink;
 
 const WORDS: &[&str] = &[
@@ -206,6 +211,84 @@ fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
     });
 }
 
+/// The ticket-system peer: the first `BENCH_INTAKE_RT_SAMPLE` mails (default 200) through
+/// Request Tracker 5's `rt-mailgate`, one process per mail as an MTA alias runs it, into a
+/// private RT on SQLite; once one at a time, then 4 in parallel. RT's own autoreplies stay
+/// on (written to a file). Left out, with the reason, when RT is missing or fails.
+fn run_rt(mails: &[Vec<u8>], rows: &mut Vec<Row>) {
+    let sample: usize = std::env::var("BENCH_INTAKE_RT_SAMPLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let sample = &mails[..sample.min(mails.len())];
+    if sample.is_empty() {
+        println!("Request Tracker 5 left out: BENCH_INTAKE_RT_SAMPLE=0");
+        return;
+    }
+    let start = Instant::now();
+    let rt = match Rt::start() {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("Request Tracker 5 left out: {e}");
+            return;
+        }
+    };
+    println!(
+        "Request Tracker 5: database and server ready in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let mut tickets = 0;
+    for parallel in [1, 4] {
+        let next = AtomicUsize::new(0);
+        let failures = Mutex::new(Vec::new());
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..parallel {
+                s.spawn(|| {
+                    while let Some(mail) = sample.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = rt.mailgate(mail) {
+                            failures.lock().unwrap().push(e);
+                        }
+                    }
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        tickets += sample.len();
+        let failures = failures.into_inner().unwrap();
+        let counted = rt.ticket_count();
+        if !failures.is_empty() || counted != Ok(tickets) {
+            println!(
+                "Request Tracker 5 left out: {} of {} mails failed{}; tickets in RT: {:?}, \
+                 expected {tickets}; RT's log:\n{}",
+                failures.len(),
+                sample.len(),
+                failures
+                    .first()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+                counted,
+                rt.log()
+            );
+            return;
+        }
+        let how = if parallel == 1 {
+            "one at a time".to_string()
+        } else {
+            format!("{parallel} in parallel")
+        };
+        rows.push(Row {
+            what: format!(
+                "peer: Request Tracker 5, rt-mailgate → RT on SQLite (sample of {} mails, {how})",
+                sample.len()
+            ),
+            mails: sample.len(),
+            secs,
+            rss_mib: None,
+        });
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
     // and must not start a ten-minute benchmark.
@@ -223,6 +306,7 @@ fn main() {
     println!("{n} mails, {:.1} MB", bytes as f64 / 1e6);
     let mut rows = Vec::new();
     run_backend("sqlite", &mails, &mut rows);
+    run_rt(&mails, &mut rows);
     if std::env::var("MTICKET_TEST_POSTGRES").is_ok() {
         run_backend("postgres", &mails, &mut rows);
     } else {
@@ -235,7 +319,7 @@ fn main() {
     };
     let mut report = format!(
         "\n## Intake, {} ({} mails, {:.1} MB, 2–60 KB, a fifth with attachments)\n\n\
-         Machine: {} cores, {}. Ratio = mails/s ÷ the mticket POP3 client's RETR-only rate in the same run.\n\n\
+         Machine: {} cores, {}. Ratio = mails/s ÷ the mticket POP3 client's RETR-only rate in the same run{}.\n\n\
          | figure | mails | seconds | mails/s | ratio to ceiling | peak RSS |\n|---|---|---|---|---|---|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         n,
@@ -253,7 +337,12 @@ fn main() {
                     .trim()
                     .to_string())
             )
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if rows.iter().any(|r| r.what.starts_with("peer:")) {
+            " (the SQLite run's for the peer: Request Tracker 5, given the first mails of the set by rt-mailgate)"
+        } else {
+            ""
+        }
     );
     for r in &rows {
         let rate = r.mails as f64 / r.secs;
@@ -262,19 +351,27 @@ fn main() {
         } else {
             "sqlite"
         };
-        let ratio = if r.what.starts_with("mticket") {
+        let ratio = if r.what.starts_with("mticket") || r.what.starts_with("peer:") {
             ceiling(backend)
-                .map(|c| format!("{:.2}", rate / c))
+                .map(|c| match rate / c {
+                    // The peer is orders of magnitude below the ceiling: four decimals.
+                    x if x < 0.1 => format!("{x:.4}"),
+                    x => format!("{x:.2}"),
+                })
                 .unwrap_or_default()
         } else {
             String::new()
         };
         report.push_str(&format!(
-            "| {} | {} | {:.2} | {:.0} | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {} |\n",
             r.what,
             r.mails,
             r.secs,
-            rate,
+            if rate < 10.0 {
+                format!("{rate:.1}")
+            } else {
+                format!("{rate:.0}")
+            },
             ratio,
             r.rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_default()
         ));
