@@ -1,9 +1,10 @@
 //! Intake benchmark: realistic mails (2–60 KB, a fifth with attachments) taken from a
 //! private Dovecot over POP3S into tickets, on SQLite and on PostgreSQL. In the same run the
-//! raw retrieval rate of the same mailbox is measured twice as the ceiling: by mticket's own
-//! POP3 client alone (RETR only, nothing stored) and by Python's poplib. As a peer, the
-//! first mails of the same set go through Request Tracker 5's `rt-mailgate` into a private
-//! RT on SQLite. Results are printed and appended to BENCHMARKS.md.
+//! raw retrieval rate of the same mailbox is measured as the ceiling: by mticket's own
+//! POP3 client alone (RETR only, nothing stored; one at a time and pipelined as intake
+//! does) and by Python's poplib. As a peer, the first mails of the same set go through
+//! Request Tracker 5's `rt-mailgate` into a private RT on SQLite. Results are printed and
+//! appended to BENCHMARKS.md.
 //!
 //! `cargo bench --bench intake` (BENCH_INTAKE_MAILS=N to change the 10,000 mails;
 //! BENCH_INTAKE_RT_SAMPLE=N for RT's 200, 0 to leave RT out; PostgreSQL runs when
@@ -90,8 +91,9 @@ fn mail(i: usize, rng: &mut rand::rngs::StdRng) -> Vec<u8> {
     .into_bytes()
 }
 
-/// mticket's POP3 client alone: log in, list, RETR every message, QUIT without DELE.
-fn ceiling_rust(dovecot: &Dovecot) -> (usize, Duration) {
+/// mticket's POP3 client alone: log in, list, RETR every message with `window` commands in
+/// flight (1: one at a time; intake pipelines 8), QUIT without DELE.
+fn ceiling_rust(dovecot: &Dovecot, window: usize) -> (usize, Duration) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -112,8 +114,13 @@ fn ceiling_rust(dovecot: &Dovecot) -> (usize, Duration) {
         c.login("support", "bench-password").await.unwrap();
         let list = c.uidl_all().await.unwrap();
         let mut bytes = 0;
-        for (n, _) in &list {
-            bytes += c.retr(*n, 100 << 20).await.unwrap().len();
+        let mut sent = 0;
+        for (i, (n, _)) in list.iter().enumerate() {
+            while sent < list.len() && sent < i + window {
+                c.send_retr(list[sent].0).await.unwrap();
+                sent += 1;
+            }
+            bytes += c.read_retr(*n, 100 << 20).await.unwrap().len();
         }
         c.quit().await.unwrap();
         assert!(bytes > 0);
@@ -157,13 +164,15 @@ fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
     dovecot.add_user("support", "bench-password");
     dovecot.deliver_many("support", mails.iter().map(Vec::as_slice));
     let bench_dir = tempfile::tempdir().unwrap();
-    let (n, d) = ceiling_rust(&dovecot);
-    rows.push(Row {
-        what: format!("ceiling: mticket POP3 client, RETR only ({backend} run)"),
-        mails: n,
-        secs: d.as_secs_f64(),
-        rss_mib: None,
-    });
+    for (window, how) in [(1, "one at a time"), (8, "8 in flight, as intake")] {
+        let (n, d) = ceiling_rust(&dovecot, window);
+        rows.push(Row {
+            what: format!("ceiling: mticket POP3 client, RETR only, {how} ({backend} run)"),
+            mails: n,
+            secs: d.as_secs_f64(),
+            rss_mib: None,
+        });
+    }
     if let Some((n, d)) = ceiling_python(&dovecot, bench_dir.path()) {
         rows.push(Row {
             what: format!("ceiling: Python poplib, RETR only ({backend} run)"),
@@ -314,12 +323,13 @@ fn main() {
     }
     let ceiling = |backend: &str| {
         rows.iter()
-            .find(|r| r.what.starts_with("ceiling: mticket") && r.what.contains(backend))
+            .filter(|r| r.what.starts_with("ceiling: mticket") && r.what.contains(backend))
             .map(|r| r.mails as f64 / r.secs)
+            .reduce(f64::max)
     };
     let mut report = format!(
         "\n## Intake, {} ({} mails, {:.1} MB, 2–60 KB, a fifth with attachments)\n\n\
-         Machine: {} cores, {}. Ratio = mails/s ÷ the mticket POP3 client's RETR-only rate in the same run{}.\n\n\
+         Machine: {} cores, {}. Ratio = mails/s ÷ the faster of the mticket POP3 client's RETR-only rates in the same run{}.\n\n\
          | figure | mails | seconds | mails/s | ratio to ceiling | peak RSS |\n|---|---|---|---|---|---|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         n,
