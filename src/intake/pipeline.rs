@@ -164,6 +164,7 @@ impl Pipeline {
             outcomes.push(outcome);
         }
         tx.commit().await?;
+        self.store.note_intake();
         if autoresponded {
             self.outbox_wake.notify_one();
         }

@@ -85,6 +85,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     };
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     tasks.push(tokio::spawn(checkpoints(store.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(search_indexer(
+        store.clone(),
+        shutdown.clone(),
+    )));
 
     for (name, mode) in [("inbound", Mode::Smtp), ("lmtp", Mode::Lmtp)] {
         let Some(addr) = config.listen.addr(name)? else {
@@ -159,6 +163,32 @@ async fn checkpoints(store: Store, mut shutdown: Shutdown) {
         }
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "database checkpoint failed");
+        }
+    }
+}
+
+/// SQLite: puts new items into the full-text index outside the intake transactions. While
+/// intake is busy it adds only a few every two seconds, so a burst of mail keeps the write
+/// lock; in a pause it catches up. A search indexes whatever is left first, so it never
+/// misses a committed item.
+async fn search_indexer(store: Store, mut shutdown: Shutdown) {
+    if store.backend() != Backend::Sqlite {
+        return;
+    }
+    loop {
+        let quiet = store.intake_quiet_for(Duration::from_millis(300));
+        let idle = match store.index_for_search(64).await {
+            Ok(0) => Duration::from_millis(500),
+            Ok(_) if quiet => Duration::ZERO,
+            Ok(_) => Duration::from_secs(2),
+            Err(e) => {
+                tracing::warn!(error = %e, "search indexing failed; trying again");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = shutdown.wait() => return,
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Store {
     /// PostgreSQL shares `pool`.
     relaxed: AnyPool,
     backend: Backend,
+    /// When this process last committed intake, in Unix milliseconds.
+    last_intake: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back. Inserts are
@@ -126,7 +128,21 @@ impl Store {
             pool,
             relaxed,
             backend,
+            last_intake: Default::default(),
         })
+    }
+
+    /// Notes that intake just committed mail (see [`Store::intake_quiet_for`]).
+    pub fn note_intake(&self) {
+        self.last_intake
+            .store(millis_now(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True when this process committed no intake for `d`: background work that competes
+    /// for SQLite's one write lock waits for such a pause.
+    pub fn intake_quiet_for(&self, d: Duration) -> bool {
+        let last = self.last_intake.load(std::sync::atomic::Ordering::Relaxed);
+        millis_now() - last >= d.as_millis() as i64
     }
 
     /// Runs the backend's migrations (idempotent).
@@ -263,6 +279,10 @@ pub fn redact_url(url: &str) -> String {
 
 pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+fn millis_now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 pub(crate) fn flag(b: bool) -> i64 {

@@ -360,6 +360,14 @@ mod tests {
                 .len(),
             1000
         );
+        // Nothing indexed the items yet (`serve` does that in the background); a full-text
+        // search catches up first and finds every one.
+        let by_text = TicketQuery {
+            text: vec!["t".into()],
+            ..TicketQuery::default()
+        };
+        assert_eq!(store.ticket_list(&by_text).await.unwrap().len(), 1000);
+        assert_eq!(store.index_for_search(64).await.unwrap(), 0);
 
         // A rolled-back transaction gives its numbers back.
         let mut tx = store.begin().await.unwrap();

@@ -639,7 +639,59 @@ impl Tx {
 }
 
 impl Store {
+    /// SQLite: adds up to `limit` items not yet in the full-text index, oldest first, in
+    /// one short transaction; returns how many. PostgreSQL indexes on insert (a generated
+    /// column), so there is never anything to do.
+    pub async fn index_for_search(&self, limit: i64) -> Result<u64> {
+        if self.backend != Backend::Sqlite {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'search_indexed'")
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or(0);
+        let upto: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(id) FROM (SELECT id FROM items WHERE id > $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(done)
+        .bind(limit)
+        .fetch_one(&mut *conn)
+        .await?;
+        let Some(upto) = upto else { return Ok(0) };
+        let added = sqlx::query(
+            "INSERT INTO items_fts (rowid, subject, text) \
+             SELECT id, subject, text FROM items WHERE id > $1 AND id <= $2",
+        )
+        .bind(done)
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ('search_indexed', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Indexes everything not yet in the full-text index, so a search sees every item
+    /// committed before it.
+    pub async fn catch_up_search_index(&self) -> Result<()> {
+        while self.index_for_search(1000).await? > 0 {}
+        Ok(())
+    }
+
     pub async fn ticket_list(&self, q: &TicketQuery) -> Result<Vec<TicketSummary>> {
+        if !q.text.is_empty() {
+            self.catch_up_search_index().await?;
+        }
         let mut sql = Sql::new(
             "SELECT t.number, t.priority, t.billable, c.number AS customer_number, \
              t.creator_address, a.login AS assignee, t.subject, qu.name AS queue, s.key AS status, \
