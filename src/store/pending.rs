@@ -78,6 +78,8 @@ pub(super) struct Pending {
     pub items: Rows,
     pub attachments: Rows,
     pub message_ids: Rows,
+    /// PostgreSQL: items whose full-text vector is still to be computed.
+    pub search_pending: Rows,
     pub history: Rows,
     pub outbox: Rows,
     pub autoresponses: Rows,
@@ -120,6 +122,7 @@ impl Pending {
                 2,
                 " ON CONFLICT DO NOTHING",
             ),
+            search_pending: Rows::new("INSERT INTO search_pending (item_id)", 1, ""),
             history: Rows::new(
                 "INSERT INTO history (ticket_id, at, agent_id, actor, field, old_value, new_value)",
                 7,
@@ -149,6 +152,7 @@ impl Pending {
             &self.items,
             &self.attachments,
             &self.message_ids,
+            &self.search_pending,
             &self.history,
             &self.outbox,
             &self.autoresponses,
@@ -170,6 +174,7 @@ impl Pending {
             &mut self.items,
             &mut self.attachments,
             &mut self.message_ids,
+            &mut self.search_pending,
             &mut self.history,
             &mut self.outbox,
             &mut self.autoresponses,
@@ -367,7 +372,7 @@ mod tests {
             ..TicketQuery::default()
         };
         assert_eq!(store.ticket_list(&by_text).await.unwrap().len(), 1000);
-        assert_eq!(store.index_for_search(64).await.unwrap(), 0);
+        assert_eq!(store.index_for_search(64, true).await.unwrap(), 0);
 
         // A rolled-back transaction gives its numbers back.
         let mut tx = store.begin().await.unwrap();

@@ -459,6 +459,9 @@ impl Tx {
                 Arg::Int(flag(a.inline)),
             ]);
         }
+        if self.backend == Backend::Postgres {
+            self.pending.search_pending.push([Arg::Int(id)]);
+        }
         if !it.message_id.is_empty() {
             self.remember_message_id(ticket_id, it.message_id);
         }
@@ -639,44 +642,62 @@ impl Tx {
 }
 
 impl Store {
-    /// SQLite: adds up to `limit` items not yet in the full-text index, oldest first, in
-    /// one short transaction; returns how many. PostgreSQL indexes on insert (a generated
-    /// column), so there is never anything to do.
-    pub async fn index_for_search(&self, limit: i64) -> Result<u64> {
-        if self.backend != Backend::Sqlite {
-            return Ok(0);
-        }
+    /// Adds up to `limit` items not yet in the full-text index, oldest first, in one short
+    /// transaction; returns how many. SQLite: the items after the last one indexed (one
+    /// writer, so ids are committed in order). PostgreSQL: those in `search_pending`; with
+    /// `skip_locked`, rows another instance is indexing right now are left to it.
+    pub async fn index_for_search(&self, limit: i64, skip_locked: bool) -> Result<u64> {
         let mut tx = self.begin().await?;
         let conn = tx.conn().await?;
-        let done: i64 =
-            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'search_indexed'")
-                .fetch_optional(&mut *conn)
+        let added = match self.backend {
+            Backend::Sqlite => {
+                let done: i64 =
+                    sqlx::query_scalar("SELECT value FROM counters WHERE name = 'search_indexed'")
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .unwrap_or(0);
+                let upto: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(id) FROM (SELECT id FROM items WHERE id > $1 ORDER BY id LIMIT $2)",
+                )
+                .bind(done)
+                .bind(limit)
+                .fetch_one(&mut *conn)
+                .await?;
+                let Some(upto) = upto else { return Ok(0) };
+                let added = sqlx::query(
+                    "INSERT INTO items_fts (rowid, subject, text) \
+                     SELECT id, subject, text FROM items WHERE id > $1 AND id <= $2",
+                )
+                .bind(done)
+                .bind(upto)
+                .execute(&mut *conn)
                 .await?
-                .unwrap_or(0);
-        let upto: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(id) FROM (SELECT id FROM items WHERE id > $1 ORDER BY id LIMIT $2)",
-        )
-        .bind(done)
-        .bind(limit)
-        .fetch_one(&mut *conn)
-        .await?;
-        let Some(upto) = upto else { return Ok(0) };
-        let added = sqlx::query(
-            "INSERT INTO items_fts (rowid, subject, text) \
-             SELECT id, subject, text FROM items WHERE id > $1 AND id <= $2",
-        )
-        .bind(done)
-        .bind(upto)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "INSERT INTO counters (name, value) VALUES ('search_indexed', $1) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(upto)
-        .execute(&mut *conn)
-        .await?;
+                .rows_affected();
+                sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES ('search_indexed', $1) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(upto)
+                .execute(&mut *conn)
+                .await?;
+                added
+            }
+            Backend::Postgres => {
+                let sql = format!(
+                    "WITH done AS (DELETE FROM search_pending WHERE item_id IN \
+                     (SELECT item_id FROM search_pending ORDER BY item_id LIMIT $1 FOR UPDATE{}) \
+                     RETURNING item_id) \
+                     UPDATE items SET search = to_tsvector('simple', subject || ' ' || text) \
+                     WHERE id IN (SELECT item_id FROM done)",
+                    if skip_locked { " SKIP LOCKED" } else { "" }
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(limit)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+            }
+        };
         tx.commit().await?;
         Ok(added)
     }
@@ -684,7 +705,7 @@ impl Store {
     /// Indexes everything not yet in the full-text index, so a search sees every item
     /// committed before it.
     pub async fn catch_up_search_index(&self) -> Result<()> {
-        while self.index_for_search(1000).await? > 0 {}
+        while self.index_for_search(1000, false).await? > 0 {}
         Ok(())
     }
 
