@@ -12,9 +12,10 @@ use sqlx::AnyConnection;
 
 use super::{Arg, Backend, Result, Sql};
 
-/// The most placeholders one statement gets; below SQLite's limit (32,766) and
-/// PostgreSQL's (65,535).
-const MAX_PARAMS: usize = 16_000;
+/// The most placeholders one statement gets. Both backends allow far more, but sqlx looks
+/// up each SQLite placeholder's name by its number, which SQLite answers by walking the
+/// list of names: the cost grows with the square of the placeholders per statement.
+const MAX_PARAMS: usize = 512;
 
 /// Rows of one table waiting to be inserted, in column order.
 pub(super) struct Rows {
@@ -42,11 +43,11 @@ impl Rows {
         debug_assert_eq!(self.args.len() - before, self.width, "{}", self.head);
     }
 
-    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
+    async fn flush(&mut self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
         let rows_per_statement = (MAX_PARAMS / self.width).max(1);
         let mut args = std::mem::take(&mut self.args).into_iter().peekable();
         while args.peek().is_some() {
-            let mut sql = Sql::new(self.head);
+            let mut sql = Sql::for_backend(backend, self.head);
             sql.push(" VALUES ");
             for r in 0..rows_per_statement {
                 if args.peek().is_none() {
@@ -164,7 +165,7 @@ impl Pending {
             && self.ticket_counter.is_none()
     }
 
-    pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
+    pub async fn flush(&mut self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
@@ -179,7 +180,7 @@ impl Pending {
             &mut self.outbox,
             &mut self.autoresponses,
         ] {
-            rows.flush(conn).await?;
+            rows.flush(conn, backend).await?;
         }
         if !self.pop3_marks.is_empty() {
             let mut marks = Rows::new(
@@ -195,7 +196,7 @@ impl Pending {
                     Arg::Int(at),
                 ]);
             }
-            marks.flush(conn).await?;
+            marks.flush(conn, backend).await?;
         }
         if let Some(value) = self.ticket_counter.take() {
             sqlx::query("UPDATE counters SET value = $1 WHERE name = 'ticket'")
@@ -210,7 +211,7 @@ impl Pending {
         }
         for (at, ids) in by_time {
             for chunk in ids.chunks(MAX_PARAMS - 2) {
-                let mut sql = Sql::new("UPDATE tickets SET last_action_at = ");
+                let mut sql = Sql::for_backend(backend, "UPDATE tickets SET last_action_at = ");
                 sql.bind(Arg::Int(at))
                     .push(", updated_at = ")
                     .bind(Arg::Int(at));
@@ -341,7 +342,7 @@ mod tests {
         };
         let actor = Actor::customer("c@example.org");
 
-        // 1,000 items are 17,000 placeholders: more than one statement holds.
+        // 1,000 items are 17,000 placeholders: many statements.
         let mut tx = store.begin().await.unwrap();
         for n in 0..1000 {
             let t = tx.create_ticket(&new_ticket(n), &actor).await.unwrap();
