@@ -6,21 +6,21 @@
 //! dot-unstuffing, lacks STLS and uses an old rustls wrapper. The protocol code is generic
 //! over any `AsyncRead + AsyncWrite` stream so it can be tested against scripted transcripts.
 //!
-//! One command, one response: no pipelining. Reads go through one reusable buffer, and every
+//! One command, one response, except RETR and DELE, which may be pipelined (RFC 2449
+//! PIPELINING) with answers read in order. Reads go through one reusable buffer, and every
 //! read and write is bounded by the inactivity timeout.
 
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+
+use crate::net::stream::SessionStream;
 
 /// Longest single line accepted (status lines, UIDL/LIST entries). RFC 1939 allows 512
 /// octets; the slack tolerates chatty servers while bounding memory against garbage.
@@ -114,59 +114,7 @@ pub enum Pop3Tls {
 }
 
 /// The transport `connect` returns: plain TCP or TLS over TCP.
-pub enum Pop3Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl fmt::Debug for Pop3Stream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Pop3Stream::Plain(_) => "Pop3Stream::Plain",
-            Pop3Stream::Tls(_) => "Pop3Stream::Tls",
-        })
-    }
-}
-
-impl AsyncRead for Pop3Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Pop3Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Pop3Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Pop3Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Pop3Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Pop3Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Pop3Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Pop3Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Pop3Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Pop3Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub type Pop3Stream = SessionStream<TcpStream>;
 
 /// Connects, secures the connection as `tls` asks (verifying the certificate against `host`,
 /// a DNS name or an IP address) and reads the greeting. The whole setup is bounded by
@@ -207,14 +155,14 @@ async fn connect_inner(
         TlsConnector::from(tls_config)
             .connect(name, tcp)
             .await
-            .map(|s| Pop3Stream::Tls(Box::new(s)))
+            .map(|s| SessionStream::Tls(Box::new(s.into())))
             .map_err(|source| Pop3Error::Tls {
                 host: host.to_string(),
                 source,
             })
     };
     match tls {
-        Pop3Tls::None => Client::start(Pop3Stream::Plain(tcp), timeout).await,
+        Pop3Tls::None => Client::start(SessionStream::Plain(tcp), timeout).await,
         Pop3Tls::Implicit => Client::start(handshake(tcp).await?, timeout).await,
         Pop3Tls::StartTls => {
             let mut plain = Client::start(tcp, timeout).await?;

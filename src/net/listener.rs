@@ -8,12 +8,12 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+pub use super::stream::SessionStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -202,18 +202,7 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// A session's byte stream, plain or TLS. Generic so sessions can be tested over
-/// `tokio::io::duplex`; production uses the `TcpStream` default.
-pub enum SessionStream<S = TcpStream> {
-    Plain(S),
-    Tls(Box<tokio_rustls::server::TlsStream<S>>),
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> SessionStream<S> {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, SessionStream::Tls(_))
-    }
-
     /// STARTTLS: performs the server handshake on the plain stream. The caller must throw
     /// away any input it buffered before the upgrade (RFC 3207 §4.2: no plaintext injection).
     pub async fn upgrade(self, acceptor: &TlsAcceptor) -> Result<Self, ListenerError> {
@@ -221,49 +210,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SessionStream<S> {
             SessionStream::Plain(s) => acceptor
                 .accept(s)
                 .await
-                .map(|tls| SessionStream::Tls(Box::new(tls)))
+                .map(|tls| SessionStream::Tls(Box::new(tls.into())))
                 .map_err(ListenerError::Handshake),
             SessionStream::Tls(_) => Err(ListenerError::AlreadyTls),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SessionStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SessionStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SessionStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            SessionStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SessionStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SessionStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
