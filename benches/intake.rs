@@ -163,6 +163,10 @@ fn run_backend(backend: &'static str, mails: &[Vec<u8>], rows: &mut Vec<Row>) {
     let dovecot = Dovecot::start();
     dovecot.add_user("support", "bench-password");
     dovecot.deliver_many("support", mails.iter().map(Vec::as_slice));
+    // The mailbox on disk, as a real one would be, not still being written back while the
+    // clients below read it.
+    let synced = std::process::Command::new("sync").status();
+    assert!(synced.is_ok_and(|s| s.success()), "sync failed");
     let bench_dir = tempfile::tempdir().unwrap();
     for (window, how) in [(1, "one at a time"), (8, "8 in flight, as intake")] {
         let (n, d) = ceiling_rust(&dovecot, window);

@@ -148,6 +148,8 @@ pub enum PollError {
     Intake(#[from] crate::intake::pipeline::IntakeError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("intake stage failed: {0}")]
+    Stage(#[from] tokio::task::JoinError),
 }
 
 #[derive(Default)]
@@ -177,7 +179,7 @@ fn pop3_tls(mode: TlsMode) -> Pop3Tls {
 
 async fn poll_once(
     queue: &Queue,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     settings: &PollSettings,
 ) -> Result<PollReport, PollError> {
     let ca = (!queue.tls_ca.is_empty()).then_some(queue.tls_ca.as_str());
@@ -274,28 +276,37 @@ async fn poll_once(
         }
         Ok((notes, committed_before))
     };
-    // Parsing the next batch overlaps the commit of the last one too.
+    // Parsing the next batch overlaps the commit of the last one too. The stages are tasks
+    // of their own, so retrieval (TLS), parsing and committing use both cores.
     let (ready, mut ready_incoming) = mpsc::channel::<ReadyBatch>(1);
-    let prepare = async {
+    let prepare = Stage(tokio::spawn({
+        let pipeline = pipeline.clone();
         let mut incoming = incoming;
-        let ready = ready;
-        while let Some(batch) = incoming.recv().await {
-            let (numbers, arrivals): (Vec<u32>, Vec<Arrival>) = batch.into_iter().unzip();
-            let prepared = pipeline.prepare(&arrivals).await;
-            if ready.send((numbers, arrivals, prepared)).await.is_err() {
-                return;
+        async move {
+            while let Some(batch) = incoming.recv().await {
+                let (numbers, arrivals): (Vec<u32>, Vec<Arrival>) = batch.into_iter().unzip();
+                let prepared = pipeline.prepare(&arrivals).await;
+                if ready.send((numbers, arrivals, prepared)).await.is_err() {
+                    return;
+                }
             }
         }
-    };
-    let commit = async {
-        let mut report = PollReport::default();
-        let mut to_delete = Vec::new();
-        while let Some(batch) = ready_incoming.recv().await {
-            commit_batch(queue, pipeline, batch, &mut to_delete, &mut report).await?;
+    }));
+    let commit = Stage(tokio::spawn({
+        let (pipeline, queue) = (pipeline.clone(), queue.clone());
+        async move {
+            let mut report = PollReport::default();
+            let mut to_delete = Vec::new();
+            while let Some(batch) = ready_incoming.recv().await {
+                commit_batch(&queue, &pipeline, batch, &mut to_delete, &mut report).await?;
+            }
+            Ok::<_, PollError>((report, to_delete))
         }
-        Ok::<_, PollError>((report, to_delete))
-    };
-    let (fetched, (), committed) = tokio::join!(fetch, prepare, commit);
+    }));
+    // Whatever retrieval ends with, the batches it handed on are committed first.
+    let fetched = fetch.await;
+    prepare.finish().await?;
+    let committed = commit.finish().await?;
     let (mut report, mut to_delete) = committed?;
     let (notes, committed_before) = fetched?;
     report.notes.splice(0..0, notes);
@@ -327,6 +338,22 @@ async fn too_large(
         tx.commit().await?;
     }
     Ok(note)
+}
+
+/// A stage of the intake pipeline running as a task of its own; stopped when the poll is
+/// given up (shutdown), as it would be as part of the poll's own task.
+struct Stage<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Stage<T> {
+    async fn finish(mut self) -> Result<T, PollError> {
+        Ok((&mut self.0).await?)
+    }
+}
+
+impl<T> Drop for Stage<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Message numbers, the mails, and what [`Pipeline::prepare`] made of them.

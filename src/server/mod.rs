@@ -150,20 +150,31 @@ async fn wait_for_signal() {
     }
 }
 
-/// SQLite: copies the write-ahead log into the database file once a second, beside the
-/// writers instead of inside the commit that happens to cross the log's size limit.
+/// SQLite: copies the write-ahead log into the database file beside the writers, so a
+/// commit seldom finds the log over its size limit and has to copy it itself. While the log
+/// grows the copier keeps up (every 100 ms); otherwise it looks once a second.
 async fn checkpoints(store: Store, mut shutdown: Shutdown) {
     if store.backend() != Backend::Sqlite {
         return;
     }
+    let mut pause = Duration::from_secs(1);
+    let mut last_log = 0;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.wait() => return,
         }
-        if let Err(e) = store.checkpoint().await {
-            tracing::warn!(error = %e, "database checkpoint failed");
-        }
+        pause = match store.checkpoint().await {
+            Ok(log) if log != last_log => {
+                last_log = log;
+                Duration::from_millis(100)
+            }
+            Ok(_) => Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "database checkpoint failed");
+                Duration::from_secs(1)
+            }
+        };
     }
 }
 

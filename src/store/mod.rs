@@ -175,14 +175,17 @@ impl Store {
     }
 
     /// SQLite: copies committed pages from the write-ahead log into the database without
-    /// waiting for readers or writers (`PASSIVE`); PostgreSQL checkpoints by itself.
-    pub async fn checkpoint(&self) -> Result<()> {
-        if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.relaxed)
-                .await?;
+    /// waiting for readers or writers (`PASSIVE`) and returns the log's length in pages.
+    /// PostgreSQL checkpoints by itself.
+    pub async fn checkpoint(&self) -> Result<i64> {
+        if self.backend != Backend::Sqlite {
+            return Ok(0);
         }
-        Ok(())
+        // (busy, pages in the log, pages copied)
+        let (_, log, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&self.relaxed)
+            .await?;
+        Ok(log)
     }
 
     pub async fn close(&self) {
@@ -303,8 +306,8 @@ pub(crate) fn push_list(sql: &mut Sql, values: impl IntoIterator<Item = Arg>) {
 pub(crate) struct Sql {
     text: String,
     args: Vec<Arg>,
-    /// `$` (both backends) or `?` (SQLite only; see [`Sql::for_backend`]).
-    marker: char,
+    /// `$N` (both backends) or a bare `?` (SQLite only; see [`Sql::for_backend`]).
+    numbered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -322,17 +325,16 @@ impl Sql {
         Sql {
             text: text.to_string(),
             args: Vec::new(),
-            marker: '$',
+            numbered: true,
         }
     }
-    /// For statements with many placeholders: SQLite looks up every `$N` among the names
-    /// seen so far while parsing (quadratic: a 1,000-placeholder insert spent more time
-    /// there than inserting), but takes `?N` in ascending order at once.
+    /// For statements with many placeholders: SQLite looks up every named placeholder
+    /// (`$N`, `?N`) among the names seen so far, once while parsing and once more when sqlx
+    /// binds (quadratic: a 1,000-placeholder insert spent more time there than inserting);
+    /// bare `?` are numbered in order at once.
     pub fn for_backend(backend: Backend, text: &str) -> Sql {
         let mut sql = Sql::new(text);
-        if backend == Backend::Sqlite {
-            sql.marker = '?';
-        }
+        sql.numbered = backend != Backend::Sqlite;
         sql
     }
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -342,15 +344,19 @@ impl Sql {
     /// Appends a placeholder bound to `arg`.
     pub fn bind(&mut self, arg: Arg) -> &mut Self {
         self.args.push(arg);
-        self.text.push(self.marker);
-        self.text.push_str(&self.args.len().to_string());
+        if self.numbered {
+            self.text.push('$');
+            self.text.push_str(&self.args.len().to_string());
+        } else {
+            self.text.push('?');
+        }
         self
     }
     pub fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {
         Sql {
             text: self.text.clone(),
             args: self.args.clone(),
-            marker: self.marker,
+            numbered: self.numbered,
         }
         .into_query()
     }
