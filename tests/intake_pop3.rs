@@ -368,3 +368,42 @@ fn disabled_queue_is_not_polled_and_a_wrong_password_is_reported() {
     assert!(!log.contains("wrong-password") && !log.contains("right-password"));
     gateway.stop();
 }
+
+/// A mailbox of more than one chunk: committed mails leave through a session beside the
+/// poll while the rest streams in (Dovecot logs a session that retrieved nothing and
+/// deleted 1,024), and every mail becomes exactly one ticket.
+#[test]
+fn a_large_mailbox_is_deleted_in_chunks_beside_the_poll() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "secret-support");
+    let sink = Sink::start_with_auth("support", "secret-support");
+    let mails: Vec<Vec<u8>> = (0..1100)
+        .map(|i| {
+            format!(
+                "From: kunde{i}@kunden.example\r\nTo: {QUEUE_ADDRESS}\r\nSubject: Frage {i}\r\n\
+                 Message-ID: <chunk-{i}@kunden.example>\r\n\r\nHallo, Frage {i}.\r\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    dovecot.deliver_many("support", mails.iter().map(Vec::as_slice));
+    let mut gateway = Gateway::new(Options::default());
+    gateway.add_queue(
+        QUEUE,
+        QUEUE_ADDRESS,
+        Some((&dovecot, "support", "secret-support")),
+        Some(&sink),
+        &["--no-autoresponder"],
+    );
+    gateway.start();
+    gateway.wait_for("the mailbox emptied", WAIT, || {
+        (dovecot.count("support") == 0).then_some(())
+    });
+    assert_eq!(gateway.json(&["stats"])["total"], 1100);
+    let log = dovecot.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("retr=0/0") && l.contains("del=1024/")),
+        "no session beside the poll deleted a chunk; Dovecot's log:\n{log}"
+    );
+}

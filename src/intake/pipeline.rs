@@ -1,7 +1,8 @@
 //! The intake pipeline: one customer mail for one queue becomes ticket state. POP3 polling
 //! and the inbound listener both feed it; it commits everything a mail causes (ticket,
 //! item, history, customer, autoresponse in the outbox, POP3 UIDL) in one transaction, so
-//! the caller may acknowledge upstream right after `take_in` returns.
+//! the caller may acknowledge upstream right after `take_in` returns (after
+//! [`Store::sync`] when it committed with [`Durability::Deferred`]).
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -23,6 +24,16 @@ pub struct Arrival {
     pub raw: Vec<u8>,
     /// The POP3 UIDL it had upstream, recorded with the commit.
     pub uidl: Option<String>,
+}
+
+/// When a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `commit` returns: the caller acknowledges right after (SMTP 250).
+    Synced,
+    /// With the next [`Store::sync`], which the caller runs before it acknowledges
+    /// (POP3 DELE); see [`Store::begin_deferred`].
+    Deferred,
 }
 
 /// What became of a mail.
@@ -134,14 +145,15 @@ impl Pipeline {
         &self.store
     }
 
-    /// Takes in a batch of mails for one queue in one transaction.
+    /// Takes in a batch of mails for one queue in one transaction, durable when it returns.
     pub async fn take_in(
         &self,
         queue: &Queue,
         arrivals: &[Arrival],
     ) -> Result<Vec<Outcome>, IntakeError> {
         let prepared = self.prepare(arrivals).await?;
-        self.commit(queue, arrivals, &prepared).await
+        self.commit(queue, arrivals, &prepared, Durability::Synced)
+            .await
     }
 
     /// Commits mails made ready by [`Pipeline::prepare`]: one transaction for all of them.
@@ -150,8 +162,12 @@ impl Pipeline {
         queue: &Queue,
         arrivals: &[Arrival],
         prepared: &[Prepared],
+        durability: Durability,
     ) -> Result<Vec<Outcome>, IntakeError> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = match durability {
+            Durability::Synced => self.store.begin().await?,
+            Durability::Deferred => self.store.begin_deferred().await?,
+        };
         let mut batch = Batch::look_up(&mut tx, queue, prepared).await?;
         let mut outcomes = Vec::with_capacity(arrivals.len());
         let mut autoresponded = false;

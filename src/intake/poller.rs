@@ -1,6 +1,7 @@
 //! POP3 polling: one task per queue, so a queue that fails (bad password, unreachable)
 //! backs off alone and never blocks another. Each mail is deleted upstream only after the
-//! pipeline committed it; UIDLs recorded in that commit make a crash before DELE harmless.
+//! pipeline committed it and a sync made the commit durable; UIDLs recorded in that commit
+//! make a crash before DELE harmless.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::core::model::{Queue, TlsMode};
-use crate::intake::pipeline::{Arrival, IntakeError, Pipeline, Prepared};
+use crate::intake::pipeline::{Arrival, Durability, IntakeError, Pipeline, Prepared};
 use crate::intake::pop3::{self, Pop3Tls};
 use crate::net::listener::Shutdown;
 use crate::net::tls;
@@ -17,6 +18,8 @@ use crate::net::tls;
 /// that little is fetched again after a crash.
 const BATCH_MAILS: usize = 64;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Committed mails deleted together through a session beside the poll's own.
+const DELETE_ASIDE_CHUNK: usize = 1024;
 /// POP3 commands sent ahead of their answers when the server allows it.
 const PIPELINE_WINDOW: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -177,11 +180,9 @@ fn pop3_tls(mode: TlsMode) -> Pop3Tls {
     }
 }
 
-async fn poll_once(
-    queue: &Queue,
-    pipeline: &Arc<Pipeline>,
-    settings: &PollSettings,
-) -> Result<PollReport, PollError> {
+/// Connects and logs in; the window is how many commands may be in flight (RFC 2449
+/// PIPELINING hides the round trip per message).
+async fn open_session(queue: &Queue) -> Result<(pop3::Client<pop3::Pop3Stream>, usize), PollError> {
     let ca = (!queue.tls_ca.is_empty()).then_some(queue.tls_ca.as_str());
     let tls_config = tls::client_config(ca)?;
     let mut client = pop3::connect(
@@ -193,13 +194,21 @@ async fn poll_once(
     )
     .await?;
     client.login(&queue.login, &queue.password).await?;
-    // Several commands in flight hide the round trip per message (RFC 2449 PIPELINING).
     let window = match client.capa().await {
         Ok(caps) if caps.iter().any(|c| c.eq_ignore_ascii_case("PIPELINING")) => PIPELINE_WINDOW,
         Ok(_) => 1,
         Err(e) if e.server_text().is_some() => 1,
         Err(e) => return Err(e.into()),
     };
+    Ok((client, window))
+}
+
+async fn poll_once(
+    queue: &Queue,
+    pipeline: &Arc<Pipeline>,
+    settings: &PollSettings,
+) -> Result<PollReport, PollError> {
+    let (mut client, window) = open_session(queue).await?;
     let uidls = client.uidl_all().await?;
     let sizes: HashMap<_, _> = client.list_all().await?.into_iter().collect();
     let store = pipeline.store();
@@ -292,13 +301,29 @@ async fn poll_once(
             }
         }
     }));
+    // Committed mails leave the mailbox in chunks through a second session while the rest
+    // streams in, so the server expunges beside intake instead of after it.
+    let (aside, aside_incoming) = mpsc::unbounded_channel::<Vec<u32>>();
+    let uidl_of: HashMap<u32, String> = uidls.iter().cloned().collect();
+    let deleter = Stage(tokio::spawn(delete_aside(
+        queue.clone(),
+        pipeline.clone(),
+        uidl_of,
+        aside_incoming,
+    )));
     let commit = Stage(tokio::spawn({
         let (pipeline, queue) = (pipeline.clone(), queue.clone());
         async move {
             let mut report = PollReport::default();
             let mut to_delete = Vec::new();
+            let mut handed_aside = 0;
             while let Some(batch) = ready_incoming.recv().await {
                 commit_batch(&queue, &pipeline, batch, &mut to_delete, &mut report).await?;
+                if to_delete.len() - handed_aside >= DELETE_ASIDE_CHUNK {
+                    // Once the deleter gave up, the main session deletes these at its end.
+                    let _ = aside.send(to_delete[handed_aside..].to_vec());
+                    handed_aside = to_delete.len();
+                }
             }
             Ok::<_, PollError>((report, to_delete))
         }
@@ -307,14 +332,60 @@ async fn poll_once(
     let fetched = fetch.await;
     prepare.finish().await?;
     let committed = commit.finish().await?;
+    let deleted_aside = deleter.finish().await?;
     let (mut report, mut to_delete) = committed?;
     let (notes, committed_before) = fetched?;
     report.notes.splice(0..0, notes);
     to_delete.extend(committed_before);
+    to_delete.retain(|n| !deleted_aside.contains(n));
     to_delete.sort_unstable();
+    // Batches commit without waiting for the disk; one sync covers them all before DELE.
+    store.sync().await?;
     client.dele_all(&to_delete, window).await?;
     client.quit().await?;
     Ok(report)
+}
+
+/// Deletes chunks of committed mails (numbered as in the main session) through sessions
+/// of their own beside the main one; returns the numbers it deleted. Stops trying at the
+/// first failure (a server may lock the mailbox to one session): the main session then
+/// deletes the rest at its end.
+async fn delete_aside(
+    queue: Queue,
+    pipeline: Arc<Pipeline>,
+    uidl_of: HashMap<u32, String>,
+    mut chunks: mpsc::UnboundedReceiver<Vec<u32>>,
+) -> HashSet<u32> {
+    let mut deleted = HashSet::new();
+    while let Some(chunk) = chunks.recv().await {
+        let wanted: HashSet<&str> = chunk
+            .iter()
+            .filter_map(|n| uidl_of.get(n).map(String::as_str))
+            .collect();
+        let result = async {
+            pipeline.store().sync().await?;
+            let (mut client, window) = open_session(&queue).await?;
+            let here: Vec<u32> = client
+                .uidl_all()
+                .await?
+                .into_iter()
+                .filter(|(_, uidl)| wanted.contains(uidl.as_str()))
+                .map(|(n, _)| n)
+                .collect();
+            client.dele_all(&here, window).await?;
+            client.quit().await?;
+            Ok::<_, PollError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => deleted.extend(chunk),
+            Err(e) => {
+                tracing::info!(queue = %queue.name, error = %e, "deleting beside the poll failed; the poll deletes at its end");
+                break;
+            }
+        }
+    }
+    deleted
 }
 
 /// Records a mail left in the mailbox for its size (once, when first seen) and returns the
@@ -374,7 +445,11 @@ async fn commit_batch(
     let first_new = to_delete.len();
     to_delete.extend(&numbers);
     let committed = match prepared {
-        Ok(prepared) => pipeline.commit(queue, &arrivals, &prepared).await,
+        Ok(prepared) => {
+            pipeline
+                .commit(queue, &arrivals, &prepared, Durability::Deferred)
+                .await
+        }
         Err(e) => Err(e),
     };
     match committed {

@@ -82,10 +82,20 @@ impl Worker {
         }
     }
 
-    /// Relays what is due now; returns how many were attempted.
-    /// Relays what is due, one upstream session per queue and round.
+    /// Relays what is due, one upstream session per queue and round; returns how many were
+    /// attempted.
     async fn relay_due(&self) -> Result<usize, crate::store::StoreError> {
         let due = self.store.outbox_due(crate::store::now(), 32).await?;
+        // Mail that POP3 intake committed without waiting for the disk goes out once a sync
+        // covered it, so a power failure cannot leave a customer with an autoresponse for a
+        // ticket the database lost. The poller syncs at the end of its session; in a pause
+        // the outbox syncs itself, but not beside a burst of intake, which it would slow.
+        if !due.is_empty() && !self.store.all_synced() {
+            if !self.store.intake_quiet_for(Duration::from_secs(1)) {
+                return Ok(0);
+            }
+            self.store.sync().await?;
+        }
         let mut by_queue: std::collections::BTreeMap<i64, Vec<&Outbound>> = Default::default();
         for o in &due {
             by_queue.entry(o.queue_id).or_default().push(o);

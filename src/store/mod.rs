@@ -14,6 +14,8 @@ pub use tickets::*;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -68,12 +70,23 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     /// For writes whose loss in a power failure costs at most a repeat (see
-    /// [`Store::outbox_sent`]): SQLite gets one connection with `synchronous = NORMAL`,
+    /// [`Store::outbox_sent`]) or that wait for [`Store::sync`] (see
+    /// [`Store::begin_deferred`]): SQLite connections with `synchronous = NORMAL`;
     /// PostgreSQL shares `pool`.
     relaxed: AnyPool,
     backend: Backend,
     /// When this process last committed intake, in Unix milliseconds.
-    last_intake: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    last_intake: Arc<AtomicI64>,
+    syncs: Arc<Syncs>,
+}
+
+/// Deferred commits counted against the syncs that covered them (SQLite).
+#[derive(Default)]
+struct Syncs {
+    /// Deferred commits begun, counted while the transaction holds the write lock.
+    deferred: AtomicU64,
+    /// How many of them a sync is known to cover.
+    covered: AtomicU64,
 }
 
 /// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back. Inserts are
@@ -82,6 +95,8 @@ pub struct Store {
 pub struct Tx {
     inner: Transaction<'static, Any>,
     backend: Backend,
+    /// Set for a deferred transaction (see [`Store::begin_deferred`]).
+    deferred: Option<Arc<Syncs>>,
     pending: pending::Pending,
     ids: pending::Ids,
     status_ids: std::collections::HashMap<String, i64>,
@@ -118,7 +133,7 @@ impl Store {
         let relaxed = match backend {
             Backend::Sqlite => {
                 pool_options(backend, "NORMAL")
-                    .max_connections(1)
+                    .max_connections(3)
                     .connect_with(options)
                     .await?
             }
@@ -129,19 +144,19 @@ impl Store {
             relaxed,
             backend,
             last_intake: Default::default(),
+            syncs: Default::default(),
         })
     }
 
     /// Notes that intake just committed mail (see [`Store::intake_quiet_for`]).
     pub fn note_intake(&self) {
-        self.last_intake
-            .store(millis_now(), std::sync::atomic::Ordering::Relaxed);
+        self.last_intake.store(millis_now(), Ordering::Relaxed);
     }
 
     /// True when this process committed no intake for `d`: background work that competes
     /// for SQLite's one write lock waits for such a pause.
     pub fn intake_quiet_for(&self, d: Duration) -> bool {
-        let last = self.last_intake.load(std::sync::atomic::Ordering::Relaxed);
+        let last = self.last_intake.load(Ordering::Relaxed);
         millis_now() - last >= d.as_millis() as i64
     }
 
@@ -161,17 +176,61 @@ impl Store {
     /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN IMMEDIATE`)
     /// so two writers wait for each other instead of failing on lock upgrade.
     pub async fn begin(&self) -> Result<Tx> {
+        self.begin_on(&self.pool, None).await
+    }
+
+    /// Starts a write transaction whose commit does not wait for the disk, for work that is
+    /// acknowledged only after a later [`Store::sync`] (POP3 intake: DELE). A crash of the
+    /// process loses nothing; a power failure may undo what no sync covered yet, and the
+    /// mail is then still upstream. SQLite only: on PostgreSQL, several instances could
+    /// not tell which of their commits a sync covered, so this is [`Store::begin`].
+    pub async fn begin_deferred(&self) -> Result<Tx> {
+        match self.backend {
+            Backend::Sqlite => self.begin_on(&self.relaxed, Some(self.syncs.clone())).await,
+            Backend::Postgres => self.begin().await,
+        }
+    }
+
+    async fn begin_on(&self, pool: &AnyPool, deferred: Option<Arc<Syncs>>) -> Result<Tx> {
         let inner = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
         };
         Ok(Tx {
             inner,
             backend: self.backend,
+            deferred,
             pending: pending::Pending::new(),
             ids: pending::Ids::default(),
             status_ids: Default::default(),
         })
+    }
+
+    /// Makes every commit so far durable, deferred ones included: one commit that waits for
+    /// the disk flushes the whole write-ahead log before it, and it can only start once
+    /// every earlier writer let go of SQLite's write lock.
+    pub async fn sync(&self) -> Result<()> {
+        let through = self.syncs.deferred.load(Ordering::Acquire);
+        if self.syncs.covered.load(Ordering::Acquire) >= through {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ('syncs', 1) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1",
+        )
+        .execute(tx.conn().await?)
+        .await?;
+        tx.commit().await?;
+        self.syncs.covered.fetch_max(through, Ordering::Release);
+        Ok(())
+    }
+
+    /// True when a sync covered every deferred commit: what was read from the store
+    /// before this returned true is durable.
+    pub fn all_synced(&self) -> bool {
+        let through = self.syncs.deferred.load(Ordering::Acquire);
+        self.syncs.covered.load(Ordering::Acquire) >= through
     }
 
     /// SQLite: copies committed pages from the write-ahead log into the database without
@@ -197,6 +256,11 @@ impl Store {
 impl Tx {
     pub async fn commit(mut self) -> Result<()> {
         self.pending.flush(&mut self.inner, self.backend).await?;
+        if let Some(syncs) = &self.deferred {
+            // Counted before the commit, under the write lock: a sync that reads the count
+            // afterwards starts after this commit, and whoever sees the rows sees the count.
+            syncs.deferred.fetch_add(1, Ordering::AcqRel);
+        }
         self.inner.commit().await?;
         Ok(())
     }
