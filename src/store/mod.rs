@@ -457,4 +457,36 @@ mod tests {
         assert!(url.ends_with("x.db?mode=rwc"));
         assert!(dir.path().join("sub").is_dir());
     }
+
+    #[tokio::test]
+    async fn a_sync_covers_the_deferred_commits_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let syncs = || async {
+            let v: Option<i64> =
+                sqlx::query_scalar("SELECT value FROM counters WHERE name = 'syncs'")
+                    .fetch_optional(&store.pool)
+                    .await
+                    .unwrap();
+            v.unwrap_or(0)
+        };
+        assert!(store.all_synced());
+        store.begin().await.unwrap().commit().await.unwrap();
+        assert!(store.all_synced(), "a synced commit needs no sync");
+
+        for _ in 0..2 {
+            let tx = store.begin_deferred().await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        assert!(!store.all_synced());
+        // A rolled-back deferred transaction leaves nothing to sync and counts nothing.
+        drop(store.begin_deferred().await.unwrap());
+        store.sync().await.unwrap();
+        assert!(store.all_synced());
+        assert_eq!(syncs().await, 1, "one synced commit covered both");
+        store.sync().await.unwrap();
+        assert_eq!(syncs().await, 1, "nothing left to sync: no commit");
+    }
 }
