@@ -16,7 +16,7 @@ use crate::net::tls;
 
 /// Mails committed per transaction: large enough to amortise the commit, small enough
 /// that little is fetched again after a crash.
-const BATCH_MAILS: usize = 64;
+const BATCH_MAILS: usize = 128;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Committed mails deleted together through a session beside the poll's own.
 const DELETE_ASIDE_CHUNK: usize = 1024;
@@ -217,7 +217,7 @@ async fn poll_once(
     let known: HashMap<String, String> = store.pop3_uidls(queue.id).await?.into_iter().collect();
 
     // Retrieval and commits overlap: while one batch is committed the next is fetched.
-    let (batches, incoming) = mpsc::channel::<Vec<(u32, Arrival)>>(2);
+    let (batches, incoming) = mpsc::channel::<Vec<(u32, Arrival)>>(1);
     let fetch = async {
         let batches = batches;
         let mut notes = Vec::new();
