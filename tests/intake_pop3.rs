@@ -98,6 +98,15 @@ fn varied_mailbox_becomes_the_expected_tickets() {
         let items = detail["items"].as_array().unwrap();
         assert_eq!(items.len(), 1, "{}", m.name);
         assert_eq!(items[0]["kind"], "customer");
+        // The text shown is the mail's own, however the store keeps it (line ends aside:
+        // POP3 delivers CRLF).
+        let lf = |s: &str| s.replace("\r\n", "\n");
+        assert_eq!(
+            lf(items[0]["text"].as_str().unwrap()),
+            lf(&mticket::core::mail::parse(&m.raw).text),
+            "{}",
+            m.name
+        );
         assert_eq!(
             items[0]["attachments"].as_array().unwrap().len(),
             m.attachments,

@@ -73,6 +73,8 @@ pub struct Pipeline {
 pub struct Prepared {
     mail: IncomingMail,
     stored_raw: Vec<u8>,
+    /// Parsing `stored_raw` gives the same text and HTML as `mail` (see `NewItem::body_in_raw`).
+    body_in_raw: bool,
     sha256: String,
     /// `Some(summary)` when the sender's domain fails DMARC: no customer is assigned.
     spoof: Option<String>,
@@ -211,13 +213,19 @@ impl Pipeline {
                 .map(|raw| {
                     let stored_raw = mail::strip_gateway_headers(raw);
                     let sha256 = hex::encode(Sha256::digest(&stored_raw));
-                    (mail::parse(raw), stored_raw, sha256)
+                    let mail = mail::parse(raw);
+                    // Headers were taken out: check the body reads the same without them.
+                    let body_in_raw = stored_raw.len() == raw.len() || {
+                        let stored = mail::parse(&stored_raw);
+                        stored.text == mail.text && stored.html == mail.html
+                    };
+                    (mail, stored_raw, body_in_raw, sha256)
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| IntakeError::Parser(e.to_string()))?;
-        let mails: Vec<&IncomingMail> = parsed.iter().map(|(m, _, _)| m).collect();
+        let mails: Vec<&IncomingMail> = parsed.iter().map(|(m, ..)| m).collect();
         let senders: Vec<String> = mails
             .iter()
             .filter_map(|m| m.from.as_ref().or(m.reply_to.as_ref()))
@@ -225,7 +233,7 @@ impl Pipeline {
             .collect();
         let customers = self.store.customer_ids_by_emails(&senders).await?;
         let mut prepared = Vec::with_capacity(arrivals.len());
-        for (a, (mail, stored_raw, sha256)) in arrivals.iter().zip(parsed) {
+        for (a, (mail, stored_raw, body_in_raw, sha256)) in arrivals.iter().zip(parsed) {
             // DNS is asked only when the sender would get a customer: that is all it decides.
             let mut spoof = None;
             let mut customer_id = None;
@@ -245,6 +253,7 @@ impl Pipeline {
             prepared.push(Prepared {
                 mail,
                 stored_raw,
+                body_in_raw,
                 sha256,
                 spoof,
                 customer_id,
@@ -369,6 +378,7 @@ impl Pipeline {
                 message_id: m.message_id.as_deref().unwrap_or(""),
                 text: &m.text,
                 html: m.html.as_deref(),
+                body_in_raw: p.body_in_raw,
                 raw: &p.stored_raw,
                 raw_sha256: &p.sha256,
                 problems: &m.problems,

@@ -108,8 +108,9 @@ impl Pending {
             ),
             items: Rows::new(
                 "INSERT INTO items (id, ticket_id, kind, agent_id, from_address, from_name, to_addrs, \
-                 cc_addrs, subject, date, received_at, message_id, text, html, raw, raw_sha256, problems)",
-                17,
+                 cc_addrs, subject, date, received_at, message_id, text, html, raw, raw_sha256, problems, \
+                 body_from_raw)",
+                18,
                 "",
             ),
             attachments: Rows::new(
@@ -335,6 +336,7 @@ mod tests {
             message_id: "",
             text: "t",
             html: None,
+            body_in_raw: false,
             raw: &raw,
             raw_sha256: sha,
             problems: &[],

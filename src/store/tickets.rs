@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use super::admin::{customer_from_row, document_from_row};
 use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now, push_list};
 use crate::core::filter::{AssigneeFilter, DueFilter, Filter, StatusFilter};
-use crate::core::mail::Attachment;
+use crate::core::mail::{self, Attachment};
 use crate::core::model::{
     AttachmentInfo, HistoryEntry, ItemDetail, ItemKind, Priority, TicketDetail, TicketSummary,
 };
@@ -53,6 +53,9 @@ pub struct NewItem<'a> {
     pub message_id: &'a str,
     pub text: &'a str,
     pub html: Option<&'a str>,
+    /// `text` and `html` are what [`mail::parse`] reads from `raw`: SQLite then stores
+    /// only `raw` and parses it when the body is asked for.
+    pub body_in_raw: bool,
     pub raw: &'a [u8],
     pub raw_sha256: &'a str,
     pub problems: &'a [String],
@@ -428,6 +431,11 @@ impl Tx {
     /// and version.
     pub async fn add_item(&mut self, ticket_id: i64, it: &NewItem<'_>, at: i64) -> Result<i64> {
         let id = self.next_id("items").await?;
+        let body_from_raw = it.body_in_raw && self.backend == Backend::Sqlite;
+        let (text, html) = match body_from_raw {
+            true => (String::new(), None),
+            false => (it.text.to_string(), it.html.map(str::to_string)),
+        };
         self.pending.items.push([
             Arg::Int(id),
             Arg::Int(ticket_id),
@@ -441,11 +449,12 @@ impl Tx {
             Arg::Int(it.date),
             Arg::Int(at),
             Arg::Text(it.message_id.to_string()),
-            Arg::Text(it.text.to_string()),
-            Arg::OptText(it.html.map(str::to_string)),
+            Arg::Text(text),
+            Arg::OptText(html),
             Arg::Blob(it.raw.to_vec()),
             Arg::Text(it.raw_sha256.to_string()),
             Arg::Text(it.problems.join("\n")),
+            Arg::Int(flag(body_from_raw)),
         ]);
         for a in it.attachments {
             self.pending.attachments.push([
@@ -664,15 +673,38 @@ impl Store {
                 .fetch_one(&mut *conn)
                 .await?;
                 let Some(upto) = upto else { return Ok(0) };
-                let added = sqlx::query(
-                    "INSERT INTO items_fts (rowid, subject, text) \
-                     SELECT id, subject, text FROM items WHERE id > $1 AND id <= $2",
+                let rows = sqlx::query(
+                    "SELECT id, subject, text, CASE WHEN body_from_raw = 1 THEN raw END AS body_raw \
+                     FROM items WHERE id > $1 AND id <= $2",
                 )
                 .bind(done)
                 .bind(upto)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut insert = Sql::for_backend(
+                    Backend::Sqlite,
+                    "INSERT INTO items_fts (rowid, subject, text) VALUES ",
+                );
+                for (i, r) in rows.iter().enumerate() {
+                    let text = match r.try_get::<Option<Vec<u8>>, _>("body_raw")? {
+                        Some(raw) => mail::parse(&raw).text,
+                        None => r.try_get("text")?,
+                    };
+                    insert.push(if i == 0 { "(" } else { ", (" });
+                    push_list(
+                        &mut insert,
+                        [
+                            Arg::Int(r.try_get("id")?),
+                            Arg::Text(r.try_get("subject")?),
+                            Arg::Text(text),
+                        ],
+                    );
+                    insert.push(")");
+                }
+                let added = rows.len() as u64;
+                if added > 0 {
+                    insert.into_query().execute(&mut *conn).await?;
+                }
                 sqlx::query(
                     "INSERT INTO counters (name, value) VALUES ('search_indexed', $1) \
                      ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -962,7 +994,9 @@ impl Store {
         .await?;
         let item_rows = sqlx::query(
             "SELECT i.id, i.kind, a.login AS agent, i.from_address, i.to_addrs, i.cc_addrs, i.subject, \
-             i.date, i.message_id, i.text, i.problems FROM items i LEFT JOIN agents a ON a.id = i.agent_id \
+             i.date, i.message_id, i.text, i.problems, \
+             CASE WHEN i.body_from_raw = 1 THEN i.raw END AS body_raw \
+             FROM items i LEFT JOIN agents a ON a.id = i.agent_id \
              WHERE i.ticket_id = $1 ORDER BY i.date, i.id",
         )
         .bind(id)
@@ -1005,7 +1039,10 @@ impl Store {
                 subject: r.try_get("subject")?,
                 date: r.try_get("date")?,
                 message_id: r.try_get("message_id")?,
-                text: r.try_get("text")?,
+                text: match r.try_get::<Option<Vec<u8>>, _>("body_raw")? {
+                    Some(raw) => mail::parse(&raw).text,
+                    None => r.try_get("text")?,
+                },
                 attachments,
                 problems: r
                     .try_get::<String, _>("problems")?
