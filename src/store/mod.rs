@@ -91,6 +91,14 @@ struct Syncs {
     covered: AtomicU64,
 }
 
+impl Syncs {
+    /// The count a sync started now would cover, when some deferred commit is uncovered.
+    fn uncovered(&self) -> Option<u64> {
+        let through = self.deferred.load(Ordering::Acquire);
+        (self.covered.load(Ordering::Acquire) < through).then_some(through)
+    }
+}
+
 /// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back. Inserts are
 /// queued and sent together (see `pending`); every statement goes through [`Tx::conn`],
 /// which sends them first, so reads always see the transaction's own writes.
@@ -216,10 +224,9 @@ impl Store {
     /// the disk flushes the whole write-ahead log before it, and it can only start once
     /// every earlier writer let go of SQLite's write lock.
     pub async fn sync(&self) -> Result<()> {
-        let through = self.syncs.deferred.load(Ordering::Acquire);
-        if self.syncs.covered.load(Ordering::Acquire) >= through {
+        let Some(through) = self.syncs.uncovered() else {
             return Ok(());
-        }
+        };
         // A head start: the log written so far goes to disk before the write lock is taken,
         // so the synced commit holding it has little left to flush. Durability comes from
         // that commit alone; a failure here only loses the head start.
@@ -242,8 +249,7 @@ impl Store {
     /// True when a sync covered every deferred commit: what was read from the store
     /// before this returned true is durable.
     pub fn all_synced(&self) -> bool {
-        let through = self.syncs.deferred.load(Ordering::Acquire);
-        self.syncs.covered.load(Ordering::Acquire) >= through
+        self.syncs.uncovered().is_none()
     }
 
     /// SQLite: copies committed pages from the write-ahead log into the database without

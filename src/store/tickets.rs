@@ -686,10 +686,7 @@ impl Store {
                     "INSERT INTO items_fts (rowid, subject, text) VALUES ",
                 );
                 for (i, r) in rows.iter().enumerate() {
-                    let text = match r.try_get::<Option<Vec<u8>>, _>("body_raw")? {
-                        Some(raw) => mail::parse(&raw).text,
-                        None => r.try_get("text")?,
-                    };
+                    let text = item_text(r)?;
                     insert.push(if i == 0 { "(" } else { ", (" });
                     push_list(
                         &mut insert,
@@ -1039,10 +1036,7 @@ impl Store {
                 subject: r.try_get("subject")?,
                 date: r.try_get("date")?,
                 message_id: r.try_get("message_id")?,
-                text: match r.try_get::<Option<Vec<u8>>, _>("body_raw")? {
-                    Some(raw) => mail::parse(&raw).text,
-                    None => r.try_get("text")?,
-                },
+                text: item_text(r)?,
                 attachments,
                 problems: r
                     .try_get::<String, _>("problems")?
@@ -1210,6 +1204,15 @@ fn like_escape(s: &str) -> String {
 }
 
 /// Every word quoted, so user input can never be FTS5 syntax.
+/// An item's text from a row with `text` and `body_raw` (the raw mail when the body is
+/// kept only there, see `NewItem::body_in_raw`).
+fn item_text(r: &AnyRow) -> Result<String> {
+    Ok(match r.try_get::<Option<Vec<u8>>, _>("body_raw")? {
+        Some(raw) => mail::parse(&raw).text,
+        None => r.try_get("text")?,
+    })
+}
+
 fn fts5_query(text: &str) -> String {
     text.split_whitespace()
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
