@@ -1,5 +1,6 @@
 //! The ticket rules: functions of parsed input and current state that return decisions.
 //! Nothing here does I/O; the protocol edges and the store call into it.
+pub mod checks;
 pub mod commands;
 pub mod compose;
 pub mod filter;
