@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use mticket::intake::inbound::{DeliverError, InboundConfig, InboundSink, Mode, serve};
 use mticket::net::listener::{Listener, ListenerConfig, Shutdown, ShutdownHandle};
+use mticket::net::smtp::{DeliverError, MailService, Mode, SmtpConfig, serve};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -24,13 +24,20 @@ struct MemSink {
     mails: Mutex<Vec<Mail>>,
 }
 
-impl InboundSink for MemSink {
-    async fn accepts(&self, rcpt: &str) -> bool {
+impl MailService for MemSink {
+    type Agent = ();
+
+    async fn authenticate(&self, _login: &str, _password: &str) -> Result<Option<()>, String> {
+        Ok(None)
+    }
+
+    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> bool {
         self.queues.contains(&rcpt.to_ascii_lowercase())
     }
 
     async fn deliver(
         &self,
+        _agent: Option<&()>,
         mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
@@ -82,7 +89,7 @@ async fn start(mode: Mode, max_size: usize) -> Server {
     lcfg.busy_reply = Some(b"421 4.7.0 too many connections\r\n".to_vec());
     let listener = Listener::bind(lcfg).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut cfg = InboundConfig::new(mode, "mx.test");
+    let mut cfg = SmtpConfig::new(mode, "mx.test");
     cfg.max_size = max_size;
     cfg.tls = Some(tls_config());
     let (stop, shutdown) = Shutdown::channel();

@@ -570,8 +570,14 @@ async fn closed_policy(
 /// The inbound SMTP/LMTP listener delivers through the same pipeline, one commit per
 /// recipient queue; every failure is temporary for the sender (451), so an MTA retries
 /// instead of bouncing while the database is away.
-impl crate::intake::inbound::InboundSink for Pipeline {
-    async fn accepts(&self, rcpt: &str) -> bool {
+impl crate::net::smtp::MailService for Pipeline {
+    type Agent = ();
+
+    async fn authenticate(&self, _login: &str, _password: &str) -> Result<Option<()>, String> {
+        Ok(None)
+    }
+
+    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> bool {
         match self.store.enabled_queue_by_address(rcpt).await {
             Ok(q) => q.is_some(),
             Err(e) => {
@@ -583,11 +589,12 @@ impl crate::intake::inbound::InboundSink for Pipeline {
 
     async fn deliver(
         &self,
+        _agent: Option<&()>,
         _mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
-    ) -> Vec<Result<(), crate::intake::inbound::DeliverError>> {
-        use crate::intake::inbound::DeliverError;
+    ) -> Vec<Result<(), crate::net::smtp::DeliverError>> {
+        use crate::net::smtp::DeliverError;
         let mut results = Vec::with_capacity(rcpts.len());
         for rcpt in rcpts {
             let result = match self.store.enabled_queue_by_address(rcpt).await {

@@ -9,10 +9,10 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, Resolver};
 use crate::intake::authcheck::{self, AuthChecker};
-use crate::intake::inbound::{self, InboundConfig, Mode};
 use crate::intake::pipeline::Pipeline;
 use crate::intake::poller::{self, PollSettings};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
+use crate::net::smtp::{self, Mode, SmtpConfig};
 use crate::net::tls;
 use crate::outbox::{RetryPolicy, Worker};
 use crate::store::{Backend, Store, redact_url};
@@ -99,11 +99,11 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let listener = Listener::bind(lc)
             .await
             .with_context(|| format!("cannot listen on {addr} ({name})"))?;
-        let mut ic = InboundConfig::new(mode, config.hostname.clone());
+        let mut ic = SmtpConfig::new(mode, config.hostname.clone());
         ic.max_size = config.intake.max_message_size.as_u64() as usize;
         ic.tls = Some(tls_server.clone());
         tracing::info!(%addr, "{name} listener ready");
-        tasks.push(tokio::spawn(inbound::serve(
+        tasks.push(tokio::spawn(smtp::serve(
             listener,
             ic,
             pipeline.clone(),

@@ -1,24 +1,29 @@
-//! Inbound SMTP (RFC 5321) and LMTP (RFC 2033) server for customer mail from MTAs.
+//! The SMTP server every mail port speaks: inbound SMTP and LMTP (RFC 5321, RFC 2033) for
+//! customer mail from MTAs, and submission (RFC 6409) with AUTH (RFC 4954) for agents.
 //!
-//! Owns the session rules only: command sequence, limits, STARTTLS, and the mapping of
-//! delivery results to replies. What a queue address is and how a mail is committed belong
-//! to the pipeline, reached through [`InboundSink`]. No AUTH here: this port is for MTAs.
-//! The DATA reply is sent only after [`InboundSink::deliver`] returned ("250 only after
+//! Owns the session rules only: command sequence, limits, STARTTLS and implicit TLS, AUTH
+//! PLAIN/LOGIN with the failed-login guard, and the mapping of results to replies. What an
+//! address is and how a mail is committed belong to the [`MailService`] behind it. The
+//! DATA reply is sent only after [`MailService::deliver`] returned ("250 only after
 //! commit"); the only change to the message is a prepended `Return-Path:` line.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{
-    EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8,
-    EXT_START_TLS, EhloResponse, Error as ProtoError, MAIL_BODY_BINARYMIME, Request,
+    AUTH_LOGIN, AUTH_PLAIN, EXT_8BIT_MIME, EXT_AUTH, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING,
+    EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError,
+    MAIL_BODY_BINARYMIME, Request,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
+use crate::net::guard::LoginGuard;
 use crate::net::listener::{Listener, ListenerError, SessionStream, Shutdown};
 
 /// Longest command line accepted, CRLF included (RFC 5321 asks for at least 512).
@@ -26,7 +31,7 @@ pub const MAX_LINE: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum InboundError {
+pub enum SmtpError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -42,6 +47,14 @@ pub enum DeliverError {
     /// Will never work: the client gets 554 5.6.0 and bounces.
     #[error("rejected: {0}")]
     Permanent(String),
+    /// Refused for a reason the sender must read (submission: a bad command, a missing
+    /// attachment): this exact reply, its text possibly over several lines.
+    #[error("{code} {esc} {text}")]
+    Refused {
+        code: u16,
+        esc: &'static str,
+        text: String,
+    },
 }
 
 impl DeliverError {
@@ -50,18 +63,39 @@ impl DeliverError {
     }
 }
 
-/// The pipeline as the inbound server sees it.
-pub trait InboundSink: Send + Sync + 'static {
-    /// RCPT check: is this address a queue that takes mail (an enabled queue address)?
-    fn accepts(&self, rcpt: &str) -> impl Future<Output = bool> + Send;
+/// What stands behind a port: the intake pipeline (inbound, LMTP) or agent submission.
+pub trait MailService: Send + Sync + 'static {
+    /// Who a successful AUTH names (an agent); `()` where AUTH is not offered.
+    type Agent: Send + Sync + 'static;
+    /// Checks a login and password: `Ok(None)` when they do not match, `Err` when the
+    /// check itself failed (database down). Only called where [`SmtpConfig::auth`] is set.
+    fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Option<Self::Agent>, String>> + Send;
+    /// RCPT check: may mail for this address be taken (an enabled queue address, or
+    /// anything from an authenticated agent)?
+    fn accepts(&self, agent: Option<&Self::Agent>, rcpt: &str)
+    -> impl Future<Output = bool> + Send;
     /// Commits one mail for the accepted recipients; one result per recipient, in order,
     /// `Ok` only once durably committed. `raw` starts with the `Return-Path:` line.
     fn deliver(
         &self,
+        agent: Option<&Self::Agent>,
         mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
     ) -> impl Future<Output = Vec<Result<(), DeliverError>>> + Send;
+}
+
+/// AUTH on a port: required before MAIL, offered only over TLS unless `allow_plain`.
+#[derive(Clone)]
+pub struct AuthPolicy {
+    /// AUTH without TLS: only for a loopback listener, and only when configured.
+    pub allow_plain: bool,
+    /// Failed logins: delay, then temporary lockout (shared by every port of the gateway).
+    pub guard: Arc<LoginGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +105,7 @@ pub enum Mode {
 }
 
 #[derive(Clone)]
-pub struct InboundConfig {
+pub struct SmtpConfig {
     pub mode: Mode,
     /// Our name in the greeting and EHLO reply.
     pub hostname: String,
@@ -82,11 +116,15 @@ pub struct InboundConfig {
     pub max_errors: usize,
     /// Waiting for the client (any read or write) longer than this ends the session with 421.
     pub idle_timeout: Duration,
-    /// STARTTLS is offered only when set.
+    /// STARTTLS is offered only when set (and the session is not TLS already).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The session starts with a TLS handshake (port 465), using `tls`.
+    pub implicit_tls: bool,
+    /// `Some` on the submission ports: AUTH required before MAIL.
+    pub auth: Option<AuthPolicy>,
 }
 
-impl InboundConfig {
+impl SmtpConfig {
     pub fn new(mode: Mode, hostname: impl Into<String>) -> Self {
         Self {
             mode,
@@ -96,14 +134,16 @@ impl InboundConfig {
             max_errors: 20,
             idle_timeout: Duration::from_secs(300),
             tls: None,
+            implicit_tls: false,
+            auth: None,
         }
     }
 }
 
-/// Runs the inbound server on a bound listener until `shutdown`.
-pub async fn serve<K: InboundSink>(
+/// Runs the server on a bound listener until `shutdown`.
+pub async fn serve<K: MailService>(
     listener: Listener,
-    cfg: InboundConfig,
+    cfg: SmtpConfig,
     sink: Arc<K>,
     shutdown: Shutdown,
 ) {
@@ -114,10 +154,26 @@ pub async fn serve<K: InboundSink>(
             let sink = sink.clone();
             async move {
                 let _ = tcp.set_nodelay(true);
-                if let Err(e) =
-                    run_session(SessionStream::Plain(tcp), Some(peer), cfg, sink, shutdown).await
-                {
-                    tracing::debug!(%peer, error = %e, "inbound session ended with error");
+                let mut stream = SessionStream::Plain(tcp);
+                if cfg.implicit_tls {
+                    let Some(tls) = cfg.tls.clone() else {
+                        tracing::error!(%peer, "implicit TLS port without a TLS configuration");
+                        return;
+                    };
+                    let acceptor = TlsAcceptor::from(tls);
+                    stream = match tokio::time::timeout(cfg.idle_timeout, stream.upgrade(&acceptor))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                }
+                if let Err(e) = run_session(stream, Some(peer), cfg, sink, shutdown).await {
+                    tracing::debug!(%peer, error = %e, "SMTP session ended with error");
                 }
             }
         })
@@ -128,13 +184,13 @@ pub async fn serve<K: InboundSink>(
 pub async fn run_session<S, K>(
     stream: SessionStream<S>,
     peer: Option<SocketAddr>,
-    cfg: Arc<InboundConfig>,
+    cfg: Arc<SmtpConfig>,
     sink: Arc<K>,
     shutdown: Shutdown,
-) -> Result<(), InboundError>
+) -> Result<(), SmtpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
-    K: InboundSink,
+    K: MailService,
 {
     let mut session = Session {
         stream: Some(stream),
@@ -148,6 +204,8 @@ where
         tx: None,
         errors: 0,
         skip_bytes: 0,
+        agent: None,
+        sasl: None,
     };
     session.run().await
 }
@@ -175,10 +233,10 @@ enum Input {
     Shutdown,
 }
 
-struct Session<S, K> {
+struct Session<S, K: MailService> {
     /// `None` only transiently during a STARTTLS upgrade.
     stream: Option<SessionStream<S>>,
-    cfg: Arc<InboundConfig>,
+    cfg: Arc<SmtpConfig>,
     sink: Arc<K>,
     shutdown: Shutdown,
     peer: Option<SocketAddr>,
@@ -191,14 +249,28 @@ struct Session<S, K> {
     errors: usize,
     /// Bytes of a refused BDAT chunk still to throw away.
     skip_bytes: usize,
+    /// Set by a successful AUTH, for the rest of the session.
+    agent: Option<K::Agent>,
+    /// An AUTH exchange waiting for the client's next line.
+    sasl: Option<Sasl>,
+}
+
+/// Where an AUTH exchange stands (RFC 4954 §4): the next line is a SASL response.
+enum Sasl {
+    /// PLAIN without an initial response: the whole response comes next.
+    Plain,
+    /// LOGIN: the user name comes next.
+    LoginUser,
+    /// LOGIN: the password comes next.
+    LoginPassword(String),
 }
 
 impl<S, K> Session<S, K>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
-    K: InboundSink,
+    K: MailService,
 {
-    async fn run(&mut self) -> Result<(), InboundError> {
+    async fn run(&mut self) -> Result<(), SmtpError> {
         let greeting = match self.cfg.mode {
             Mode::Smtp => "ESMTP mticket",
             Mode::Lmtp => "LMTP mticket",
@@ -218,7 +290,10 @@ where
                     continue;
                 }
                 if line.len() > MAX_LINE {
+                    self.sasl = None;
                     self.error(500, "5.5.2", "line too long");
+                } else if let Some(step) = self.sasl.take() {
+                    self.sasl_response(step, &line).await;
                 } else {
                     match self.command(&line).await? {
                         Step::Continue => {}
@@ -263,7 +338,7 @@ where
     }
 
     /// Flushes pending replies, then reads one chunk into `inbuf`.
-    async fn read_more(&mut self) -> Result<Input, InboundError> {
+    async fn read_more(&mut self) -> Result<Input, SmtpError> {
         if !self.flush().await? {
             return Ok(Input::Timeout);
         }
@@ -291,7 +366,7 @@ where
     }
 
     /// Writes pending replies; `false` when the client did not take them in time.
-    async fn flush(&mut self) -> Result<bool, InboundError> {
+    async fn flush(&mut self) -> Result<bool, SmtpError> {
         if self.out.is_empty() {
             return Ok(true);
         }
@@ -324,7 +399,7 @@ where
         self.reply(code, esc, text);
     }
 
-    async fn command(&mut self, line: &[u8]) -> Result<Step, InboundError> {
+    async fn command(&mut self, line: &[u8]) -> Result<Step, SmtpError> {
         // Each complete line is parsed on its own, so a malformed command can never leave
         // the parser out of step with the input.
         let request = match Request::parse(&mut line.iter()) {
@@ -365,7 +440,10 @@ where
             }
             Request::Help { .. } => self.reply(214, "2.0.0", "see RFC 5321"),
             Request::StartTls => return self.starttls().await,
-            Request::Auth { .. } => self.error(502, "5.5.1", "no AUTH on this port"),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await,
             Request::Bdat { chunk_size, .. } => {
                 // CHUNKING is not offered; the chunk's bytes follow the command and must not
                 // be read as commands.
@@ -411,6 +489,10 @@ where
         if self.cfg.tls.is_some() && !self.is_tls() {
             ehlo.capabilities |= EXT_START_TLS;
         }
+        if self.auth_offered() {
+            ehlo.capabilities |= EXT_AUTH;
+            ehlo.auth_mechanisms = AUTH_PLAIN | AUTH_LOGIN;
+        }
         // Writing into a Vec cannot fail.
         let _ = ehlo.write(&mut self.out);
     }
@@ -427,6 +509,9 @@ where
                 "EHLO/HELO"
             };
             return self.error(503, "5.5.1", &format!("send {hello} first"));
+        }
+        if self.cfg.auth.is_some() && self.agent.is_none() {
+            return self.error(530, "5.7.0", "authentication required");
         }
         if self.tx.is_some() {
             return self.error(503, "5.5.1", "nested MAIL command");
@@ -459,7 +544,7 @@ where
         if address.is_empty() || address.chars().any(char::is_control) {
             return self.error(501, "5.1.3", "invalid recipient address");
         }
-        if !self.sink.accepts(&address).await {
+        if !self.sink.accepts(self.agent.as_ref(), &address).await {
             // Counted: repeated misses are how address harvesting looks.
             return self.error(550, "5.1.1", "no such queue address");
         }
@@ -481,7 +566,128 @@ where
         self.reply(250, "2.1.5", "recipient OK");
     }
 
-    async fn starttls(&mut self) -> Result<Step, InboundError> {
+    /// AUTH is offered on this port, and over this connection.
+    fn auth_offered(&self) -> bool {
+        self.cfg
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.allow_plain || self.is_tls())
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: String) {
+        let Some(policy) = self.cfg.auth.as_ref() else {
+            return self.error(502, "5.5.1", "no AUTH on this port");
+        };
+        if !policy.allow_plain && !self.is_tls() {
+            return self.error(538, "5.7.11", "encryption required: use STARTTLS first");
+        }
+        if self.agent.is_some() {
+            return self.error(503, "5.5.1", "already authenticated");
+        }
+        if self.tx.is_some() {
+            return self.error(503, "5.5.1", "AUTH not allowed during a mail transaction");
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                self.sasl = Some(Sasl::Plain);
+                self.out.extend_from_slice(b"334 \r\n");
+            }
+            AUTH_PLAIN => self.sasl_response(Sasl::Plain, initial.as_bytes()).await,
+            AUTH_LOGIN if initial.is_empty() => {
+                self.sasl = Some(Sasl::LoginUser);
+                self.out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+            }
+            AUTH_LOGIN => {
+                self.sasl_response(Sasl::LoginUser, initial.as_bytes())
+                    .await
+            }
+            _ => self.error(
+                504,
+                "5.5.4",
+                "unrecognized authentication type: use PLAIN or LOGIN",
+            ),
+        }
+    }
+
+    /// One client line of an AUTH exchange (base64, or `*` to cancel).
+    async fn sasl_response(&mut self, step: Sasl, line: &[u8]) {
+        let line = trim_crlf(line);
+        if line == b"*" {
+            return self.error(501, "5.7.0", "authentication cancelled");
+        }
+        let Ok(decoded) = BASE64.decode(line) else {
+            return self.error(501, "5.5.2", "cannot decode the response (base64)");
+        };
+        match step {
+            Sasl::Plain => {
+                // authzid NUL authcid NUL passwd (RFC 4616); an authzid must name the same user.
+                let mut parts = decoded.split(|&b| b == 0);
+                let (Some(authz), Some(user), Some(pass), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return self.error(501, "5.5.2", "malformed PLAIN response");
+                };
+                if !authz.is_empty() && authz != user {
+                    return self.error(535, "5.7.8", "authentication credentials invalid");
+                }
+                let user = String::from_utf8_lossy(user).into_owned();
+                let pass = String::from_utf8_lossy(pass).into_owned();
+                self.login_attempt(&user, &pass).await;
+            }
+            Sasl::LoginUser => {
+                self.sasl = Some(Sasl::LoginPassword(
+                    String::from_utf8_lossy(&decoded).into_owned(),
+                ));
+                self.out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+            }
+            Sasl::LoginPassword(user) => {
+                let pass = String::from_utf8_lossy(&decoded).into_owned();
+                self.login_attempt(&user, &pass).await;
+            }
+        }
+    }
+
+    async fn login_attempt(&mut self, user: &str, pass: &str) {
+        let Some(policy) = self.cfg.auth.clone() else {
+            return;
+        };
+        let ip = self
+            .peer
+            .map(|p| p.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if let Some(wait) = policy.guard.locked(ip, user) {
+            tracing::warn!(peer = ?self.peer, login = user, "login refused: temporarily locked");
+            return self.error(
+                454,
+                "4.7.0",
+                &format!(
+                    "too many failed logins: try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            );
+        }
+        match self.sink.authenticate(user, pass).await {
+            Ok(Some(agent)) => {
+                policy.guard.succeeded(ip, user);
+                tracing::info!(peer = ?self.peer, login = user, "agent logged in");
+                self.agent = Some(agent);
+                self.reply(235, "2.7.0", "authentication successful");
+            }
+            Ok(None) => {
+                let delay = policy.guard.failed(ip, user);
+                tracing::warn!(peer = ?self.peer, login = user, "login failed");
+                // Slows guessing down; the session holds its place meanwhile.
+                tokio::time::sleep(delay).await;
+                self.error(535, "5.7.8", "authentication credentials invalid");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check a login");
+                self.reply(454, "4.7.0", "temporary authentication failure");
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> Result<Step, SmtpError> {
         let Some(tls) = self.cfg.tls.clone() else {
             self.error(502, "5.5.1", "STARTTLS not offered");
             return Ok(Step::Continue);
@@ -506,6 +712,7 @@ where
                 // The session starts over (RFC 3207 §4.2).
                 self.helo = None;
                 self.tx = None;
+                self.agent = None;
                 Ok(Step::Continue)
             }
             Ok(Err(e)) => {
@@ -516,7 +723,7 @@ where
         }
     }
 
-    async fn data(&mut self) -> Result<Step, InboundError> {
+    async fn data(&mut self) -> Result<Step, SmtpError> {
         let Some(tx) = self.tx.take() else {
             self.error(503, "5.5.1", "need MAIL before DATA");
             return Ok(Step::Continue);
@@ -539,7 +746,10 @@ where
         if !self.flush().await? {
             return Ok(Step::Close);
         }
-        let results = self.sink.deliver(&tx.mail_from, &tx.rcpts, &raw).await;
+        let results = self
+            .sink
+            .deliver(self.agent.as_ref(), &tx.mail_from, &tx.rcpts, &raw)
+            .await;
         let result = |i: usize| -> Result<(), DeliverError> {
             results
                 .get(i)
@@ -585,13 +795,24 @@ where
             Err(DeliverError::Permanent(why)) => {
                 self.reply(554, "5.6.0", &format!("rejected{who}: {}", one_line(why)))
             }
+            Err(DeliverError::Refused { code, esc, text }) => {
+                let lines: Vec<String> = text.lines().map(one_line).collect();
+                for (i, line) in lines.iter().enumerate() {
+                    let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                    let out = format!("{code}{sep}{esc} {line}\r\n");
+                    self.out.extend_from_slice(out.as_bytes());
+                }
+                if lines.is_empty() {
+                    self.reply(*code, esc, "refused");
+                }
+            }
         }
     }
 
     /// Reads the DATA body after 354. `None`: connection gone or timed out (close).
     /// `Some(None)`: over `max_size`, read to the end and discarded. `Some(Some(raw))`:
     /// `prefix` followed by the dot-unstuffed message.
-    async fn read_data(&mut self, prefix: &[u8]) -> Result<Option<Option<Vec<u8>>>, InboundError> {
+    async fn read_data(&mut self, prefix: &[u8]) -> Result<Option<Option<Vec<u8>>>, SmtpError> {
         let mut data = DataReceiver::new();
         let mut body = Vec::with_capacity(prefix.len() + 4096);
         // The receiver only sees "\r\n." as a terminator; the CRLF ending the DATA command
@@ -637,6 +858,12 @@ where
     }
 }
 
+fn trim_crlf(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.trim_ascii()
+}
+
 fn memchr(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
@@ -665,12 +892,24 @@ mod tests {
         fail: Mutex<Option<DeliverError>>,
     }
 
-    impl InboundSink for MemSink {
-        async fn accepts(&self, rcpt: &str) -> bool {
-            self.queues.contains(&rcpt.to_ascii_lowercase())
+    impl MailService for MemSink {
+        type Agent = String;
+
+        async fn authenticate(
+            &self,
+            login: &str,
+            password: &str,
+        ) -> Result<Option<String>, String> {
+            Ok((login == "anna" && password == "secret").then(|| login.to_string()))
         }
+
+        async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> bool {
+            agent.is_some() || self.queues.contains(&rcpt.to_ascii_lowercase())
+        }
+
         async fn deliver(
             &self,
+            agent: Option<&String>,
             mail_from: &str,
             rcpts: &[String],
             raw: &[u8],
@@ -678,11 +917,14 @@ mod tests {
             if let Some(e) = self.fail.lock().expect("lock").clone() {
                 return rcpts.iter().map(|_| Err(e.clone())).collect();
             }
-            self.mails.lock().expect("lock").push((
-                mail_from.to_string(),
-                rcpts.to_vec(),
-                raw.to_vec(),
-            ));
+            let from = match agent {
+                Some(a) => format!("{a}:{mail_from}"),
+                None => mail_from.to_string(),
+            };
+            self.mails
+                .lock()
+                .expect("lock")
+                .push((from, rcpts.to_vec(), raw.to_vec()));
             rcpts.iter().map(|_| Ok(())).collect()
         }
     }
@@ -691,18 +933,18 @@ mod tests {
         rd: BufReader<ReadHalf<DuplexStream>>,
         wr: WriteHalf<DuplexStream>,
         sink: Arc<MemSink>,
-        task: tokio::task::JoinHandle<Result<(), InboundError>>,
+        task: tokio::task::JoinHandle<Result<(), SmtpError>>,
     }
 
-    fn config(mode: Mode) -> InboundConfig {
-        let mut cfg = InboundConfig::new(mode, "mx.test");
+    fn config(mode: Mode) -> SmtpConfig {
+        let mut cfg = SmtpConfig::new(mode, "mx.test");
         cfg.max_size = 1000;
         cfg.max_recipients = 3;
         cfg.max_errors = 5;
         cfg
     }
 
-    async fn start(cfg: InboundConfig) -> Client {
+    async fn start(cfg: SmtpConfig) -> Client {
         let sink = Arc::new(MemSink {
             queues: ["support@example.com", "sales@example.com"]
                 .into_iter()
@@ -984,5 +1226,109 @@ mod tests {
         c.send(b"BDAT 12 LAST\r\nQUIT\r\nQUIT\r\n").await;
         c.expect("502").await;
         c.cmd("NOOP", "250").await;
+    }
+
+    fn submission(allow_plain: bool) -> SmtpConfig {
+        let mut cfg = config(Mode::Smtp);
+        cfg.auth = Some(AuthPolicy {
+            allow_plain,
+            guard: Arc::new(LoginGuard::new(crate::net::guard::GuardConfig {
+                max_failures: 3,
+                lockout: Duration::from_secs(60),
+                delay_step: Duration::from_millis(1),
+            })),
+        });
+        cfg
+    }
+
+    fn b64(s: &[u8]) -> String {
+        BASE64.encode(s)
+    }
+
+    #[tokio::test]
+    async fn auth_is_required_and_refused_without_tls() {
+        let mut c = start(submission(false)).await;
+        let ehlo = c.cmd("EHLO x", "250").await;
+        assert!(!ehlo.contains("AUTH"), "{ehlo}");
+        c.cmd("MAIL FROM:<anna@example.com>", "530 5.7.0").await;
+        let plain = b64(b"\0anna\0secret");
+        c.cmd(&format!("AUTH PLAIN {plain}"), "538 5.7.11").await;
+        c.cmd("MAIL FROM:<anna@example.com>", "530").await;
+        assert!(c.mails().is_empty());
+    }
+
+    #[tokio::test]
+    async fn auth_plain_and_login_then_mail_to_anyone() {
+        let mut c = start(submission(true)).await;
+        let ehlo = c.cmd("EHLO x", "250").await;
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN") || ehlo.contains("AUTH LOGIN PLAIN"),
+            "{ehlo}"
+        );
+        c.cmd("AUTH CRAM-MD5", "504").await;
+        c.cmd("AUTH PLAIN", "334").await;
+        c.cmd(&b64(b"\0anna\0secret"), "235 2.7.0").await;
+        c.cmd(&format!("AUTH PLAIN {}", b64(b"\0anna\0secret")), "503")
+            .await;
+        c.cmd("MAIL FROM:<anna@example.com>", "250").await;
+        c.cmd("RCPT TO:<kunde@elsewhere.example>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n").await;
+        c.expect("250").await;
+        assert_eq!(c.mails()[0].0, "anna:anna@example.com");
+
+        let mut c = start(submission(true)).await;
+        c.cmd("EHLO x", "250").await;
+        c.cmd("AUTH LOGIN", "334 VXNlcm5hbWU6").await;
+        c.cmd(&b64(b"anna"), "334 UGFzc3dvcmQ6").await;
+        c.cmd(&b64(b"secret"), "235").await;
+        let mut c = start(submission(true)).await;
+        c.cmd("EHLO x", "250").await;
+        c.cmd(&format!("AUTH LOGIN {}", b64(b"anna")), "334 UGFzc3dvcmQ6")
+            .await;
+        c.cmd("*", "501").await;
+        c.cmd("AUTH LOGIN", "334").await;
+        c.cmd("not base64!", "501").await;
+        c.cmd("MAIL FROM:<anna@example.com>", "530").await;
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_lock_the_login_out() {
+        let mut c = start(submission(true)).await;
+        c.cmd("EHLO x", "250").await;
+        for _ in 0..3 {
+            c.cmd(
+                &format!("AUTH PLAIN {}", b64(b"\0anna\0wrong")),
+                "535 5.7.8",
+            )
+            .await;
+        }
+        // Locked: even the right password is refused for now.
+        c.cmd(
+            &format!("AUTH PLAIN {}", b64(b"\0anna\0secret")),
+            "454 4.7.0",
+        )
+        .await;
+        c.cmd(&format!("AUTH PLAIN {}", b64(b"bob\0anna\0secret")), "535")
+            .await;
+    }
+
+    #[tokio::test]
+    async fn refusal_texts_span_lines() {
+        let mut c = start(submission(true)).await;
+        *c.sink.fail.lock().expect("lock") = Some(DeliverError::Refused {
+            code: 550,
+            esc: "5.7.0",
+            text: "first line\nsecond line".into(),
+        });
+        c.cmd("EHLO x", "250").await;
+        c.cmd(&format!("AUTH PLAIN {}", b64(b"\0anna\0secret")), "235")
+            .await;
+        c.cmd("MAIL FROM:<anna@example.com>", "250").await;
+        c.cmd("RCPT TO:<kunde@elsewhere.example>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"x\r\n.\r\n").await;
+        let r = c.expect("550").await;
+        assert_eq!(r, "550-5.7.0 first line\r\n550 5.7.0 second line\r\n");
     }
 }

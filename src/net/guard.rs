@@ -1,0 +1,189 @@
+//! The failed-login guard every port with a password uses (submission now, the agents'
+//! IMAP and POP3 later): each failure delays the answer a little more, and too many
+//! failures for one login from one address lock that pair out for a while. Counting per
+//! address and login keeps a stranger from locking an agent out from elsewhere; a separate,
+//! higher limit per address stops guessing across many logins.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// Failures of one login from one address before it is locked out.
+    pub max_failures: u32,
+    /// How long a lockout lasts; failures older than this are forgotten.
+    pub lockout: Duration,
+    /// Added to the answer's delay with every failure, up to five times.
+    pub delay_step: Duration,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            max_failures: 5,
+            lockout: Duration::from_secs(300),
+            delay_step: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Failures per address across all logins before the address is locked out.
+const ADDRESS_FACTOR: u32 = 4;
+
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    last: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoginGuard {
+    config: GuardConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    by_login: HashMap<(IpAddr, String), Failures>,
+    by_address: HashMap<IpAddr, Failures>,
+}
+
+impl LoginGuard {
+    pub fn new(config: GuardConfig) -> LoginGuard {
+        LoginGuard {
+            config,
+            state: Mutex::default(),
+        }
+    }
+
+    /// `Some(remaining)` while this login from this address is locked out.
+    pub fn locked(&self, ip: IpAddr, login: &str) -> Option<Duration> {
+        self.locked_at(ip, login, Instant::now())
+    }
+
+    /// Records a failure; returns how long to wait before answering it.
+    pub fn failed(&self, ip: IpAddr, login: &str) -> Duration {
+        self.failed_at(ip, login, Instant::now())
+    }
+
+    /// A correct password clears the failures of this login from this address.
+    pub fn succeeded(&self, ip: IpAddr, login: &str) {
+        let mut state = self.lock();
+        state.by_login.remove(&(ip, login.to_lowercase()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves counters only: keep using them.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn locked_at(&self, ip: IpAddr, login: &str, now: Instant) -> Option<Duration> {
+        let state = self.lock();
+        let key = (ip, login.to_lowercase());
+        let limits = [
+            (state.by_login.get(&key), self.config.max_failures),
+            (
+                state.by_address.get(&ip),
+                self.config.max_failures * ADDRESS_FACTOR,
+            ),
+        ];
+        limits
+            .into_iter()
+            .filter_map(|(f, max)| {
+                let f = f?;
+                let since = now.duration_since(f.last?);
+                (f.count >= max && since < self.config.lockout).then(|| self.config.lockout - since)
+            })
+            .max()
+    }
+
+    fn failed_at(&self, ip: IpAddr, login: &str, now: Instant) -> Duration {
+        let mut state = self.lock();
+        let lockout = self.config.lockout;
+        let bump = |f: &mut Failures| {
+            if f.last.is_some_and(|l| now.duration_since(l) >= lockout) {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = Some(now);
+            f.count
+        };
+        let count = bump(
+            state
+                .by_login
+                .entry((ip, login.to_lowercase()))
+                .or_default(),
+        );
+        bump(state.by_address.entry(ip).or_default());
+        // Old entries would otherwise pile up under a long guessing run.
+        if state.by_login.len() > 10_000 {
+            state
+                .by_login
+                .retain(|_, f| f.last.is_some_and(|l| now.duration_since(l) < lockout));
+            state
+                .by_address
+                .retain(|_, f| f.last.is_some_and(|l| now.duration_since(l) < lockout));
+        }
+        self.config.delay_step * count.min(5)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> LoginGuard {
+        LoginGuard::new(GuardConfig {
+            max_failures: 3,
+            lockout: Duration::from_secs(60),
+            delay_step: Duration::from_millis(10),
+        })
+    }
+
+    #[test]
+    fn locks_after_the_limit_and_forgets_after_the_lockout() {
+        let g = guard();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(g.failed_at(ip, "anna", t0), Duration::from_millis(10));
+        assert_eq!(g.failed_at(ip, "Anna", t0), Duration::from_millis(20));
+        assert!(g.locked_at(ip, "anna", t0).is_none());
+        g.failed_at(ip, "anna", t0);
+        assert_eq!(
+            g.locked_at(ip, "anna", t0 + Duration::from_secs(10)),
+            Some(Duration::from_secs(50))
+        );
+        // Another address, another login: not locked.
+        assert!(
+            g.locked_at("192.0.2.2".parse().unwrap(), "anna", t0)
+                .is_none()
+        );
+        assert!(g.locked_at(ip, "ben", t0).is_none());
+        assert!(
+            g.locked_at(ip, "anna", t0 + Duration::from_secs(61))
+                .is_none()
+        );
+        g.failed_at(ip, "anna", t0 + Duration::from_secs(61));
+        assert!(
+            g.locked_at(ip, "anna", t0 + Duration::from_secs(61))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn success_clears_and_many_logins_lock_the_address() {
+        let g = guard();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        g.failed_at(ip, "anna", t0);
+        g.failed_at(ip, "anna", t0);
+        g.succeeded(ip, "anna");
+        g.failed_at(ip, "anna", t0);
+        assert!(g.locked_at(ip, "anna", t0).is_none());
+        for i in 0..12 {
+            g.failed_at(ip, &format!("user{i}"), t0);
+        }
+        assert!(g.locked_at(ip, "someone-else", t0).is_some());
+    }
+}
