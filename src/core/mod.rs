@@ -10,5 +10,6 @@ pub mod mail;
 pub mod model;
 pub mod password;
 pub mod quote;
+pub mod reply;
 pub mod subject;
 pub mod texts;
