@@ -490,9 +490,7 @@ fn unflow(text: &str, delsp: bool) -> String {
         out.push('\n');
     }
     // `split` yields one line after the final newline.
-    if !text.ends_with('\n') || text.is_empty() {
-        out.pop();
-    } else if out.ends_with("\n\n") {
+    if !text.ends_with('\n') || out.ends_with("\n\n") {
         out.pop();
     }
     out
@@ -1065,6 +1063,80 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
         );
         assert_eq!(parsed.attachments.len(), 1);
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+    }
+
+    #[test]
+    fn forwarded_mail_and_inline_image_pass_through_byte_identical() {
+        let forwarded = "Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n\
+                         From: x@y\r\nSubject: alt\r\nContent-Type: text/plain\r\n\r\n#status weg?\r\n\
+                         > CLIENTQUOTE bleibt im Anhang\r\n";
+        let image = "Content-Type: image/png\r\nContent-ID: <i1>\r\nContent-Transfer-Encoding: base64\r\n\
+                     \r\niVBORw0KGgo=\r\n";
+        let raw = format!(
+            "From: a@b\r\nContent-Type: multipart/mixed; boundary=M\r\n\r\nPreamble\r\n--M\r\n\
+             Content-Type: multipart/related; boundary=R\r\n\r\n--R\r\n\
+             Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hallo</p><img src=\"cid:i1\">\r\n--R\r\n\
+             {image}--R--\r\n--M\r\n{forwarded}--M--\r\nEpilog\r\n"
+        );
+        let out = rewrite_with(raw.as_bytes(), &fixture(), None);
+        assert!(out.contains(&format!(
+            "--R\r\n{image}--R--\r\n--M\r\n{forwarded}--M--\r\nEpilog\r\n"
+        )));
+        assert!(out.contains("\r\n\r\nPreamble\r\n--M\r\n"));
+        let parsed = crate::core::mail::parse(out.as_bytes());
+        assert!(parsed.html.unwrap().contains("Zeile EINS"));
+        assert_eq!(parsed.attachments.len(), 2, "{:?}", parsed.attachments);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+    }
+
+    #[test]
+    fn cut_or_odd_input_never_panics() {
+        let fixture_mail: &[u8] =
+            include_bytes!("../../tests/fixtures/rewrite/apple_mail_inline_image.eml");
+        let lf: Vec<u8> = fixture_mail
+            .iter()
+            .copied()
+            .filter(|b| *b != b'\r')
+            .collect();
+        let f = fixture();
+        let out = rewrite_with(&lf, &f, Some("x"));
+        assert!(crate::core::mail::parse(out.as_bytes()).problems.is_empty());
+        let placeholders = Placeholders {
+            customer: None,
+            ticket_number: 1,
+            queue: "Q",
+            neutral_salutation: "Hallo",
+        };
+        let plan = ReplyPlan {
+            from_name: "Q",
+            from_address: "q@x.example",
+            to: &f.to,
+            cc: &f.cc,
+            subject: "s",
+            message_id: "m@x",
+            in_reply_to: None,
+            references: &[],
+            date: i64::MAX,
+            quote: &f.quote,
+            placeholders: &placeholders,
+            template: Some("t"),
+            locale: Locale::En,
+            ticket_number: 1,
+        };
+        let odd: &[&[u8]] = &[
+            b"From: a\r\n",
+            b"X: y\r\nContent-Type: multipart/alternative; boundary=\"\"\r\n\r\n--\r\n",
+            b"Content-Type: text/html\r\n\r\n<blockquote type=cite><div",
+            b"Content-Type: text/plain; format=flowed\r\n\r\n>\xff\xfe \r\n\r\n",
+        ];
+        let cuts = (0..fixture_mail.len())
+            .step_by(37)
+            .map(|n| &fixture_mail[..n]);
+        for raw in cuts.chain(odd.iter().copied()) {
+            if let Err(RewriteError::Unparseable(why)) = rewrite(raw, &plan) {
+                assert!(!why.contains("parser failed"), "{raw:?}");
+            }
+        }
     }
 
     #[test]
