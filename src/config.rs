@@ -24,6 +24,7 @@ pub struct Config {
     pub tickets: Tickets,
     pub outbox: Outbox,
     pub auth: Auth,
+    pub submission: Submission,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +93,24 @@ pub struct Outbox {
     pub give_up_after: Duration,
 }
 
+/// The agents' SMTP submission ports (`listen.submission`, `listen.submissions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// AUTH without TLS, on a loopback listener only (a local test setup).
+    pub allow_plain_on_loopback: bool,
+    /// Wrong passwords for one login from one address before a lockout.
+    pub max_auth_failures: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub lockout: Duration,
+    /// Each wrong password delays the answer by this much more (up to five times).
+    #[serde(with = "humantime_serde_compat")]
+    pub auth_failure_delay: Duration,
+    /// Words in an agent's own text that announce an attachment (matched at a word start,
+    /// any case); a reply using one without an attachment is refused.
+    pub attachment_words: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
@@ -144,6 +163,16 @@ impl Default for Config {
             auth: Auth {
                 resolver: Resolver::System,
                 records: String::new(),
+            },
+            submission: Submission {
+                allow_plain_on_loopback: false,
+                max_auth_failures: 5,
+                lockout: Duration::from_secs(300),
+                auth_failure_delay: Duration::from_secs(1),
+                attachment_words: crate::core::checks::ATTACHMENT_WORDS
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect(),
             },
         }
     }

@@ -5,6 +5,7 @@
 //! - [`store`]: the one module that holds SQL (SQLite by default, PostgreSQL by URL);
 //! - [`intake`]: customer mail in (POP3 polling, inbound SMTP/LMTP) and the pipeline
 //!   that turns it into ticket state;
+//! - [`submission`]: agents' mail in (SMTP submission) becomes ticket replies and comments;
 //! - [`outbox`]: the persistent queue of outgoing mail and its relay worker;
 //! - [`net`]: listeners and TLS shared by every protocol edge;
 //! - [`cli`]: the admin command line; [`server`] wires everything for `serve`.
@@ -16,3 +17,4 @@ pub mod net;
 pub mod outbox;
 pub mod server;
 pub mod store;
+pub mod submission;

@@ -214,6 +214,16 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
                 .await?;
             println!("agent {} added", a.login);
         }
+        AgentCmd::Set {
+            login,
+            attachment_check,
+        } => {
+            if let Some(on) = attachment_check {
+                store.agent_set_attachment_check(&login, on).await?;
+                let word = if on { "on" } else { "off" };
+                println!("agent {login}: attachment check {word}");
+            }
+        }
         AgentCmd::List { json: as_json } => {
             let agents = store.agents().await?;
             if as_json {

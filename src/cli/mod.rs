@@ -172,11 +172,26 @@ pub enum AgentCmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Change an agent's personal settings
+    Set {
+        login: String,
+        /// The attachment reminder on the agent's replies (seed: "Anhangsprüfung")
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        attachment_check: Option<bool>,
+    },
     /// List agents
     List {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
 }
 
 #[derive(Args, Debug, Default)]

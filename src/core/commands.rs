@@ -51,10 +51,29 @@ pub struct CommandError {
     pub reason: String,
 }
 
+/// A command with the line it came from, so a value the store refuses can name it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub line: usize,
+    pub text: String,
+    pub command: Command,
+}
+
+impl CommandLine {
+    /// The refusal of this line for a reason found when applying it.
+    pub fn error(&self, reason: impl Into<String>) -> CommandError {
+        CommandError {
+            line: self.line,
+            text: self.text.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The commands at the top of `text` (blank lines between them allowed) and the text
 /// after them. The block ends at the first line that is neither blank nor `#` followed
 /// by a letter, so `#1 priority for us` is text.
-pub fn split(text: &str) -> Result<(Vec<Command>, &str), CommandError> {
+pub fn split(text: &str) -> Result<(Vec<CommandLine>, &str), CommandError> {
     let mut commands = Vec::new();
     let mut rest = text;
     let mut line_no = 0;
@@ -73,11 +92,16 @@ pub fn split(text: &str) -> Result<(Vec<Command>, &str), CommandError> {
         }
         line_no += 1;
         if is_command {
-            commands.push(parse_line(&line[1..]).map_err(|reason| CommandError {
+            let command = parse_line(&line[1..]).map_err(|reason| CommandError {
                 line: line_no,
                 text: line.to_string(),
                 reason,
-            })?);
+            })?;
+            commands.push(CommandLine {
+                line: line_no,
+                text: line.to_string(),
+                command,
+            });
         }
         rest = after;
     }
@@ -183,6 +207,9 @@ mod tests {
                     #assign me\r\n#due 2026-12-24\r\n#billable ja\r\n#merge #42\r\n\
                     #cc +chef@kunde.example -alt@kunde.example\r\n#force\r\nGuten Tag,\r\n#status is text here\r\n";
         let (commands, rest) = split(text).unwrap();
+        assert_eq!(commands[1].line, 3);
+        assert_eq!(commands[1].text, "#PRIORITY hoch");
+        let commands: Vec<Command> = commands.into_iter().map(|c| c.command).collect();
         assert_eq!(
             commands,
             vec![

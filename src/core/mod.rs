@@ -12,4 +12,5 @@ pub mod password;
 pub mod quote;
 pub mod reply;
 pub mod subject;
+pub mod submission;
 pub mod texts;

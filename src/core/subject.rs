@@ -113,6 +113,47 @@ pub fn autoresponse_subject(queue: &str, number: i64, original: &str) -> String 
     }
 }
 
+/// Subject of an agent's reply: exactly one tag, this ticket's, and `Re: ` in front when
+/// the agent's subject was a reply; every other tag and reply prefix goes, the rest stays.
+pub fn reply_subject(queue: &str, number: i64, agent_subject: &str) -> String {
+    let trimmed = agent_subject.trim();
+    let mut rest = strip_reply_prefixes(trimmed);
+    let mut was_reply = rest.len() != trimmed.len();
+    let without_tags = remove_tags(rest);
+    rest = strip_reply_prefixes(&without_tags);
+    was_reply |= rest.len() != without_tags.len();
+    let prefix = if was_reply { "Re: " } else { "" };
+    let rest = rest.trim();
+    if rest.is_empty() {
+        format!("{prefix}{}", tag(queue, number))
+    } else {
+        format!("{prefix}{} {rest}", tag(queue, number))
+    }
+}
+
+/// `subject` with every ticket tag taken out and the spacing around them closed.
+fn remove_tags(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    let mut rest = subject;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close)
+                if !after[..close].contains('[') && parse_tag(&after[..close]).is_some() =>
+            {
+                out.push_str(&rest[..open]);
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    normalise_space(&out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +225,25 @@ mod tests {
             assert_eq!(autoresponse_subject("Support", 5, orig), want);
         }
         assert_eq!(tag("Sales EU", 1), "[Sales EU #1]");
+    }
+
+    #[test]
+    fn reply_subjects_carry_one_tag() {
+        let cases = [
+            ("Drucker", "[Support #5] Drucker"),
+            ("Re: [Support #5] Drucker", "Re: [Support #5] Drucker"),
+            ("AW: Re: [support #5] Drucker", "Re: [Support #5] Drucker"),
+            ("[Support #5] Re: Drucker", "Re: [Support #5] Drucker"),
+            (
+                "Re: [Sales #9] [Support #5] Drucker [EXTERN]",
+                "Re: [Support #5] Drucker [EXTERN]",
+            ),
+            ("", "[Support #5]"),
+            ("Re:", "Re: [Support #5]"),
+        ];
+        for (orig, want) in cases {
+            assert_eq!(reply_subject("Support", 5, orig), want, "{orig}");
+        }
         assert!(same_queue("sales  eu", "Sales EU"));
     }
 }

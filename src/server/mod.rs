@@ -11,11 +11,13 @@ use crate::config::{Config, Resolver};
 use crate::intake::authcheck::{self, AuthChecker};
 use crate::intake::pipeline::Pipeline;
 use crate::intake::poller::{self, PollSettings};
+use crate::net::guard::{GuardConfig, LoginGuard};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
-use crate::net::smtp::{self, Mode, SmtpConfig};
+use crate::net::smtp::{self, AuthPolicy, Mode, SmtpConfig};
 use crate::net::tls;
 use crate::outbox::{RetryPolicy, Worker};
 use crate::store::{Backend, Store, redact_url};
+use crate::submission::Submission;
 
 pub mod demo;
 
@@ -81,7 +83,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             max: config.outbox.retry_max,
             give_up_after: config.outbox.give_up_after,
         },
-        wake,
+        wake: wake.clone(),
     };
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     tasks.push(tokio::spawn(checkpoints(store.clone(), shutdown.clone())));
@@ -110,14 +112,40 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             shutdown.clone(),
         )));
     }
-    for name in [
-        "submission",
-        "submissions",
-        "imap",
-        "imaps",
-        "pop3",
-        "pop3s",
-    ] {
+    let guard = Arc::new(LoginGuard::new(GuardConfig {
+        max_failures: config.submission.max_auth_failures,
+        lockout: config.submission.lockout,
+        delay_step: config.submission.auth_failure_delay,
+    }));
+    let submission = Arc::new(Submission::new(store.clone(), config.clone(), wake.clone()));
+    for (name, implicit_tls) in [("submission", false), ("submissions", true)] {
+        let Some(addr) = config.listen.addr(name)? else {
+            continue;
+        };
+        let mut lc = ListenerConfig::new(addr, name);
+        if !implicit_tls {
+            lc.busy_reply = Some(b"421 4.7.0 too many connections, try again later\r\n".to_vec());
+        }
+        let listener = Listener::bind(lc)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+        let mut sc = SmtpConfig::new(Mode::Smtp, config.hostname.clone());
+        sc.max_size = config.intake.max_message_size.as_u64() as usize;
+        sc.tls = Some(tls_server.clone());
+        sc.implicit_tls = implicit_tls;
+        sc.auth = Some(AuthPolicy {
+            allow_plain: config.submission.allow_plain_on_loopback && addr.ip().is_loopback(),
+            guard: guard.clone(),
+        });
+        tracing::info!(%addr, "{name} listener ready");
+        tasks.push(tokio::spawn(smtp::serve(
+            listener,
+            sc,
+            submission.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for name in ["imap", "imaps", "pop3", "pop3s"] {
         if let Some(addr) = config.listen.addr(name)? {
             tracing::debug!(%addr, "{name}: not served by this version");
         }

@@ -273,6 +273,20 @@ impl Store {
         Ok(agents)
     }
 
+    pub async fn agent_set_attachment_check(&self, login: &str, on: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE agents SET attachment_check = $1 WHERE login = $2")
+            .bind(flag(on))
+            .bind(login.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no agent with login {login:?}"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn agent_by_login(&self, login: &str) -> Result<Agent> {
         let row = sqlx::query(
             "SELECT a.id, a.login, a.name, a.email, a.password_hash, a.is_admin, a.attachment_check, \

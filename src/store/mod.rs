@@ -4,11 +4,13 @@
 //!
 //! Times are Unix seconds and flags 0/1 integers, because `Any` decodes nothing richer.
 mod admin;
+mod edits;
 mod outbox;
 mod pending;
 mod tickets;
 
 pub use admin::*;
+pub use edits::*;
 pub use outbox::*;
 pub use tickets::*;
 

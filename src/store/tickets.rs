@@ -1206,7 +1206,7 @@ fn like_escape(s: &str) -> String {
 /// Every word quoted, so user input can never be FTS5 syntax.
 /// An item's text from a row with `text` and `body_raw` (the raw mail when the body is
 /// kept only there, see `NewItem::body_in_raw`).
-fn item_text(r: &AnyRow) -> Result<String> {
+pub(super) fn item_text(r: &AnyRow) -> Result<String> {
     Ok(match r.try_get::<Option<Vec<u8>>, _>("body_raw")? {
         Some(raw) => mail::parse(&raw).text,
         None => r.try_get("text")?,

@@ -29,6 +29,9 @@ pub struct Gateway {
     pub config: PathBuf,
     pub inbound_port: u16,
     pub lmtp_port: u16,
+    /// Agents' SMTP submission: STARTTLS, and implicit TLS.
+    pub submission_port: u16,
+    pub submissions_port: u16,
     child: Option<Child>,
     starts: u32,
 }
@@ -63,6 +66,8 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let inbound_port = free_port();
         let lmtp_port = free_port();
+        let submission_port = free_port();
+        let submissions_port = free_port();
         let records = dir.path().join("dns.txt");
         std::fs::write(&records, &opts.dns_records).unwrap();
         let config = dir.path().join("mticket.toml");
@@ -75,8 +80,8 @@ url = "{url}"
 cert = "certs/cert.pem"
 key = "certs/key.pem"
 [listen]
-submission = ""
-submissions = ""
+submission = "127.0.0.1:{submission_port}"
+submissions = "127.0.0.1:{submissions_port}"
 imap = ""
 imaps = ""
 pop3 = ""
@@ -94,6 +99,8 @@ retry_max = "2s"
 [auth]
 resolver = "static"
 records = "{records}"
+[submission]
+auth_failure_delay = "20ms"
 "#,
             locale = opts.locale,
             url = db::url_for(opts.backend.unwrap_or(db::backend()), dir.path()),
@@ -108,6 +115,8 @@ records = "{records}"
             config,
             inbound_port,
             lmtp_port,
+            submission_port,
+            submissions_port,
             child: None,
             starts: 0,
         };
@@ -156,7 +165,15 @@ records = "{records}"
             .expect("cannot start mticket");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.inbound_port)).is_err() {
+        let ports = [
+            self.inbound_port,
+            self.submission_port,
+            self.submissions_port,
+        ];
+        while ports
+            .iter()
+            .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
+        {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mticket serve exited with {status}:\n{}", self.log());
             }
@@ -323,6 +340,36 @@ records = "{records}"
             "queue add failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Adds an agent working in `queues`, its password given on stdin.
+    pub fn add_agent(&self, login: &str, email: &str, password: &str, queues: &[&str]) {
+        let queues = queues.join(",");
+        let mut args = vec![
+            "agent",
+            "add",
+            "--login",
+            login,
+            "--name",
+            login,
+            "--email",
+            email,
+            "--password-stdin",
+        ];
+        if !queues.is_empty() {
+            args.extend(["--queues", &queues]);
+        }
+        let out = self.cli_with(&args, &[], &format!("{password}\n"));
+        assert!(
+            out.status.success(),
+            "agent add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The gateway's own certificate (made on first start), for clients to trust.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("certs/cert.pem")
     }
 
     /// Customer items over all tickets.

@@ -7,3 +7,4 @@ pub mod dovecot;
 pub mod gateway;
 pub mod rt;
 pub mod sink;
+pub mod submit;
