@@ -312,6 +312,21 @@ pub enum TicketCmd {
     },
     /// Merge ticket A into ticket B: A's items become older items of B
     Merge { from: i64, into: i64 },
+    /// Assign a ticket to an agent (by login), or to nobody with `none`
+    Assign {
+        number: i64,
+        #[arg(value_name = "LOGIN|none")]
+        login: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a ticket's status, by key (new, open, waiting, closed) or localized name
+    Status {
+        number: i64,
+        status: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -135,6 +135,30 @@ impl TicketQuery {
     }
 }
 
+/// What an admin's change of one field of a ticket did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TicketChange {
+    pub number: i64,
+    pub field: String,
+    /// Empty for none.
+    pub old: String,
+    pub new: String,
+    /// False when the ticket had that value already (nothing was logged).
+    pub changed: bool,
+}
+
+impl TicketChange {
+    fn new(number: i64, field: &str, old: String, new: String) -> TicketChange {
+        TicketChange {
+            number,
+            field: field.to_string(),
+            changed: old != new,
+            old,
+            new,
+        }
+    }
+}
+
 /// The seed's statistics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
@@ -259,6 +283,22 @@ impl Tx {
             .fetch_one(self.conn().await?)
             .await?;
         ticket_ref(&row)
+    }
+
+    /// Ticket `number` for an admin's change: it must exist and not be merged away.
+    async fn ticket_to_change(&mut self, number: i64) -> Result<TicketRef> {
+        let t = self
+            .ticket_by_number(number)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no ticket #{number}")))?;
+        if let Some(target) = t.merged_into_id {
+            let target = self.ticket_by_id(target).await?;
+            return Err(StoreError::Invalid(format!(
+                "ticket #{number} is merged into #{}; change that one",
+                target.number
+            )));
+        }
+        Ok(t)
     }
 
     /// Follows merges to the ticket that now holds the conversation.
@@ -500,6 +540,66 @@ impl Tx {
             .await?;
         self.history(t.id, actor, "status", &t.status_key, key)
             .await
+    }
+
+    /// Sets or clears a ticket's assignee and logs it by login; returns the old and the new
+    /// login (empty for none). No-op when unchanged.
+    pub async fn set_assignee(
+        &mut self,
+        t: &TicketRef,
+        agent: Option<(i64, &str)>,
+        actor: &Actor,
+    ) -> Result<(String, String)> {
+        let old: String = match t.assignee_id {
+            Some(id) => sqlx::query_scalar("SELECT login FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.conn().await?)
+                .await?
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let new = agent
+            .map(|(_, login)| login.to_string())
+            .unwrap_or_default();
+        if t.assignee_id == agent.map(|(id, _)| id) {
+            return Ok((old, new));
+        }
+        sqlx::query(
+            "UPDATE tickets SET assignee_id = $1, updated_at = $2, version = version + 1 WHERE id = $3",
+        )
+        .bind(agent.map(|(id, _)| id))
+        .bind(now())
+        .bind(t.id)
+        .execute(self.conn().await?)
+        .await?;
+        self.history(t.id, actor, "assignee", &old, &new).await?;
+        Ok((old, new))
+    }
+
+    /// The key of the status named `name`: its key or its English or German name, in any
+    /// case (`closed`, `Geschlossen`, an admin's own status).
+    pub async fn status_key_by_name(&mut self, name: &str) -> Result<String> {
+        let wanted = name.trim().to_lowercase();
+        let rows = sqlx::query("SELECT key, name_en, name_de FROM statuses ORDER BY position, id")
+            .fetch_all(self.conn().await?)
+            .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key: String = r.try_get("key")?;
+            let names = [
+                key.clone(),
+                r.try_get::<String, _>("name_en")?,
+                r.try_get::<String, _>("name_de")?,
+            ];
+            if names.iter().any(|n| n.to_lowercase() == wanted) {
+                return Ok(key);
+            }
+            keys.push(key);
+        }
+        Err(StoreError::NotFound(format!(
+            "no status {name:?}; statuses: {}",
+            keys.join(", ")
+        )))
     }
 
     /// Queues a history entry.
@@ -1099,6 +1199,54 @@ impl Store {
             history,
             other_tickets,
         })
+    }
+
+    /// Assigns ticket `number` to the agent with `login`, or to nobody.
+    pub async fn ticket_assign(
+        &self,
+        number: i64,
+        login: Option<&str>,
+        actor: &Actor,
+    ) -> Result<TicketChange> {
+        let mut tx = self.begin().await?;
+        let t = tx.ticket_to_change(number).await?;
+        let agent = match login {
+            Some(login) => {
+                let id: i64 = sqlx::query_scalar("SELECT id FROM agents WHERE login = $1")
+                    .bind(login.to_string())
+                    .fetch_optional(tx.conn().await?)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("no agent with login {login:?}"))
+                    })?;
+                Some((id, login))
+            }
+            None => None,
+        };
+        let (old, new) = tx.set_assignee(&t, agent, actor).await?;
+        tx.commit().await?;
+        Ok(TicketChange::new(number, "assignee", old, new))
+    }
+
+    /// Sets the status of ticket `number`, named by key or localized name. `merged` is
+    /// refused: only a merge sets it.
+    pub async fn ticket_set_status(
+        &self,
+        number: i64,
+        status: &str,
+        actor: &Actor,
+    ) -> Result<TicketChange> {
+        let mut tx = self.begin().await?;
+        let t = tx.ticket_to_change(number).await?;
+        let key = tx.status_key_by_name(status).await?;
+        if key == crate::core::model::status_key::MERGED {
+            return Err(StoreError::Invalid(
+                "a ticket becomes merged only by a merge (ticket merge A B)".into(),
+            ));
+        }
+        tx.set_status(&t, &key, actor).await?;
+        tx.commit().await?;
+        Ok(TicketChange::new(number, "status", t.status_key, key))
     }
 
     /// Merges ticket `from` into `into` (by number).
