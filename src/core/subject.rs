@@ -113,6 +113,48 @@ pub fn autoresponse_subject(queue: &str, number: i64, original: &str) -> String 
     }
 }
 
+/// Subject of an answer within ticket `number`'s conversation (an out-of-office note, a
+/// reply): exactly one `[<queue> #N]` tag in front, one `Re:`, the rest of the original
+/// kept (`AW: [Support #5] Drucker` → `[Support #5] Re: Drucker`).
+pub fn reply_subject(queue: &str, number: i64, original: &str) -> String {
+    let untagged = remove_tags_of(original, queue, number);
+    let rest = strip_reply_prefixes(&untagged).trim_end();
+    let tag = tag(queue, number);
+    if rest.is_empty() {
+        format!("{tag} Re:")
+    } else {
+        format!("{tag} Re: {rest}")
+    }
+}
+
+/// `s` without any tag of ticket `number` of `queue`, spaces normalised.
+fn remove_tags_of(s: &str, queue: &str, number: i64) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('[') {
+        let inner = &rest[open + 1..];
+        let own = inner.find(']').filter(|close| {
+            let text = &inner[..*close];
+            !text.contains('[')
+                && parse_tag(text)
+                    .is_some_and(|t| t.number == number && same_queue(&t.queue, queue))
+        });
+        match own {
+            Some(close) => {
+                out.push_str(&rest[..open]);
+                out.push(' ');
+                rest = &inner[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[..=open]);
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    normalise_space(&out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +226,28 @@ mod tests {
             assert_eq!(autoresponse_subject("Support", 5, orig), want);
         }
         assert_eq!(tag("Sales EU", 1), "[Sales EU #1]");
+    }
+
+    #[test]
+    fn reply_subjects() {
+        let cases = [
+            ("Drucker", "[Support #5] Re: Drucker"),
+            ("Re: Drucker", "[Support #5] Re: Drucker"),
+            ("AW: [Support #5] Drucker", "[Support #5] Re: Drucker"),
+            ("[support  #5] Re: AW: Drucker", "[Support #5] Re: Drucker"),
+            ("Re: [Support #5] Re: [Support #5] x", "[Support #5] Re: x"),
+            (
+                "Re: [Support #4] Drucker",
+                "[Support #5] Re: [Support #4] Drucker",
+            ),
+            ("Drucker [Support #5]", "[Support #5] Re: Drucker"),
+            ("[[Support #5] x", "[Support #5] Re: [ x"),
+            ("", "[Support #5] Re:"),
+            ("Re:", "[Support #5] Re:"),
+        ];
+        for (orig, want) in cases {
+            assert_eq!(reply_subject("Support", 5, orig), want, "{orig}");
+        }
         assert!(same_queue("sales  eu", "Sales EU"));
     }
 }
