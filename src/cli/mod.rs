@@ -172,11 +172,30 @@ pub enum AgentCmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// List agents
+    /// List agents, with who is away until when
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Set an agent's out-of-office: customers writing to its tickets get the note once per
+    /// ticket, and the substitute watches those tickets. Times are the server's local time.
+    Away {
+        login: String,
+        /// YYYY-MM-DD (from the start of that day) or YYYY-MM-DDTHH:MM; default: now
+        #[arg(long, value_name = "WHEN")]
+        from: Option<String>,
+        /// YYYY-MM-DD (through the end of that day) or YYYY-MM-DDTHH:MM
+        #[arg(long, value_name = "WHEN")]
+        until: String,
+        /// File with the note (placeholders allowed)
+        #[arg(long, value_name = "FILE")]
+        text_file: PathBuf,
+        /// Login of the agent who stands in
+        #[arg(long, value_name = "LOGIN")]
+        substitute: Option<String>,
+    },
+    /// End an agent's out-of-office (or cancel a planned one)
+    Back { login: String },
 }
 
 #[derive(Args, Debug, Default)]

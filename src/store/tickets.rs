@@ -135,6 +135,19 @@ impl TicketQuery {
     }
 }
 
+/// An agent who is out of the office, as intake needs it.
+#[derive(Debug, Clone)]
+pub struct AgentAway {
+    pub agent_id: i64,
+    pub login: String,
+    pub from: i64,
+    pub until: i64,
+    /// The note customers get (placeholders allowed).
+    pub text: String,
+    /// (id, login) of the agent who stands in.
+    pub substitute: Option<(i64, String)>,
+}
+
 /// What an admin's change of one field of a ticket did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TicketChange {
@@ -645,6 +658,92 @@ impl Tx {
             }
         }
         Ok(counts)
+    }
+
+    /// Agents away at `at` (out-of-office from ≤ at ≤ until), by id.
+    pub async fn agents_away(&mut self, at: i64) -> Result<HashMap<i64, AgentAway>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.login, a.away_from, a.away_until, a.away_text, a.substitute_id, \
+             s.login AS substitute FROM agents a LEFT JOIN agents s ON s.id = a.substitute_id \
+             WHERE a.away_from <= $1 AND a.away_until >= $1",
+        )
+        .bind(at)
+        .fetch_all(self.conn().await?)
+        .await?;
+        let mut away = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let substitute = match (
+                r.try_get::<Option<i64>, _>("substitute_id")?,
+                r.try_get::<Option<String>, _>("substitute")?,
+            ) {
+                (Some(id), Some(login)) => Some((id, login)),
+                _ => None,
+            };
+            let id: i64 = r.try_get("id")?;
+            away.insert(
+                id,
+                AgentAway {
+                    agent_id: id,
+                    login: r.try_get("login")?,
+                    from: r.try_get("away_from")?,
+                    until: r.try_get("away_until")?,
+                    text: r.try_get("away_text")?,
+                    substitute,
+                },
+            );
+        }
+        Ok(away)
+    }
+
+    /// (ticket, agent) of every out-of-office note these agents sent since their absence
+    /// began.
+    pub async fn away_notes_sent(
+        &mut self,
+        away: &HashMap<i64, AgentAway>,
+    ) -> Result<HashSet<(i64, i64)>> {
+        let mut sent = HashSet::new();
+        let ids: Vec<i64> = away.keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(
+                "SELECT ticket_id, agent_id, at FROM autoresponses WHERE kind = 'away' AND agent_id IN (",
+            );
+            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+            sql.push(")");
+            for row in sql.query().fetch_all(self.conn().await?).await? {
+                let agent: i64 = row.try_get("agent_id")?;
+                let at: i64 = row.try_get("at")?;
+                if let (Some(ticket), Some(a)) = (
+                    row.try_get::<Option<i64>, _>("ticket_id")?,
+                    away.get(&agent),
+                ) && at >= a.from
+                {
+                    sent.insert((ticket, agent));
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// (ticket, agent) of every ticket these agents watch.
+    pub async fn watched_by(&mut self, agents: &[i64]) -> Result<HashSet<(i64, i64)>> {
+        let mut watched = HashSet::new();
+        for chunk in agents.chunks(500) {
+            let mut sql =
+                Sql::new("SELECT ticket_id, agent_id FROM ticket_watchers WHERE agent_id IN (");
+            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+            sql.push(")");
+            for row in sql.query().fetch_all(self.conn().await?).await? {
+                watched.insert((row.try_get("ticket_id")?, row.try_get("agent_id")?));
+            }
+        }
+        Ok(watched)
+    }
+
+    /// Queues an agent as watcher of a ticket (nothing happens when it watches already).
+    pub fn add_watcher(&mut self, ticket_id: i64, agent_id: i64) {
+        self.pending
+            .ticket_watchers
+            .push([Arg::Int(ticket_id), Arg::Int(agent_id)]);
     }
 
     /// Queues an entry of the autoresponse log (the per-sender cap counts these).
