@@ -249,3 +249,126 @@ fn imports_search_stats_and_secrets() {
             .contains("Lieferung verspätet")
     );
 }
+
+fn add_agent(gateway: &Gateway, login: &str, queues: &str) {
+    let out = gateway.cli_with(
+        &[
+            "agent",
+            "add",
+            "--login",
+            login,
+            "--name",
+            login,
+            "--email",
+            &format!("{login}@example.test"),
+            "--queues",
+            queues,
+            "--password-stdin",
+        ],
+        &[],
+        "agent-password-123\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn history<'a>(t: &'a serde_json::Value, field: &str) -> Vec<&'a serde_json::Value> {
+    t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["field"] == field)
+        .collect()
+}
+
+#[test]
+fn assign_and_status_from_the_command_line() {
+    let mut gateway = Gateway::new(Options {
+        locale: "de",
+        ..Options::default()
+    });
+    gateway.add_queue(
+        "Support",
+        "support@example.test",
+        None,
+        None,
+        &["--no-autoresponder"],
+    );
+    add_agent(&gateway, "anna", "Support");
+    add_agent(&gateway, "ben", "Support");
+    gateway.start();
+    for subject in ["Drucker", "Toner"] {
+        send(
+            &gateway,
+            "kunde@kunde.example",
+            "support@example.test",
+            subject,
+            "Geht nicht.",
+        );
+    }
+    gateway.stop();
+
+    let change = gateway.json(&["ticket", "assign", "1", "anna"]);
+    assert_eq!(
+        change,
+        serde_json::json!({"number": 1, "field": "assignee", "old": "", "new": "anna", "changed": true})
+    );
+    let out = gateway.cli_ok(&["ticket", "assign", "1", "ben"]);
+    assert!(out.contains("anna -> ben"), "{out}");
+    let again = gateway.json(&["ticket", "assign", "1", "ben"]);
+    assert_eq!(again["changed"], false);
+    assert_eq!(gateway.tickets(&["assignee:ben"]).len(), 1);
+
+    // Keys in any locale, localized names, admins' own statuses.
+    gateway.cli_ok(&["status", "add", "Rückfrage", "--open"]);
+    let change = gateway.json(&["ticket", "status", "1", "waiting"]);
+    assert_eq!(
+        (&change["old"], &change["new"]),
+        (&"new".into(), &"waiting".into())
+    );
+    gateway.cli_ok(&["ticket", "status", "1", "geschlossen"]);
+    assert_eq!(gateway.ticket(1)["status"], "closed");
+    gateway.cli_ok(&["ticket", "status", "1", "Rückfrage"]);
+    assert_eq!(gateway.ticket(1)["status"], "Rückfrage");
+    assert_eq!(gateway.tickets(&["status:Rückfrage"]).len(), 1);
+
+    let t = gateway.ticket(1);
+    let assignees: Vec<(&str, &str, &str)> = history(&t, "assignee")
+        .iter()
+        .map(|h| {
+            (
+                h["actor"].as_str().unwrap(),
+                h["old"].as_str().unwrap(),
+                h["new"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(assignees, [("admin", "", "anna"), ("admin", "anna", "ben")]);
+    let statuses: Vec<&str> = history(&t, "status")
+        .iter()
+        .map(|h| h["new"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["waiting", "closed", "Rückfrage"]);
+    assert!(history(&t, "status").iter().all(|h| h["actor"] == "admin"));
+
+    gateway.cli_ok(&["ticket", "assign", "1", "none"]);
+    assert!(gateway.ticket(1)["assignee"].is_null());
+    assert_eq!(gateway.tickets(&["assignee:none"]).len(), 2);
+
+    let fails = |args: &[&str], want: &str| {
+        let out = gateway.cli(args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    fails(&["ticket", "assign", "1", "nobody"], "no agent");
+    fails(&["ticket", "assign", "9", "anna"], "no ticket #9");
+    fails(&["ticket", "status", "1", "frobnicated"], "no status");
+    fails(&["ticket", "status", "1", "merged"], "merge");
+    gateway.cli_ok(&["ticket", "merge", "2", "1"]);
+    fails(&["ticket", "assign", "2", "anna"], "merged into #1");
+    fails(&["ticket", "status", "2", "open"], "merged into #1");
+}

@@ -4,8 +4,9 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
+use chrono::{LocalResult, NaiveDate, NaiveDateTime, TimeZone};
 
-use super::output::{json, table, time};
+use super::output::{json, local_time, table, time};
 use super::{
     AgentCmd, CustomerArgs, CustomerCmd, DocumentCmd, ProfileCmd, QueueArgs, QueueCmd, StatusCmd,
     TagCmd, TemplateCmd,
@@ -13,7 +14,7 @@ use super::{
 use crate::config::Locale;
 use crate::core::model::{Customer, Document, TlsMode};
 use crate::core::password;
-use crate::store::{NewAgent, QueueSettings, Store};
+use crate::store::{AwaySettings, NewAgent, QueueSettings, Store};
 
 fn host_port(s: &str, what: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
@@ -229,6 +230,7 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
             if as_json {
                 return json(&agents);
             }
+            let now = crate::store::now();
             let rows: Vec<Vec<String>> = agents
                 .iter()
                 .map(|a| {
@@ -241,13 +243,90 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
                         } else {
                             a.queues.join(",")
                         },
+                        a.away
+                            .as_ref()
+                            .filter(|w| w.until >= now)
+                            .map(|w| away_text(w, now))
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
-            table(&["LOGIN", "NAME", "EMAIL", "QUEUES"], &rows);
+            table(&["LOGIN", "NAME", "EMAIL", "QUEUES", "AWAY"], &rows);
+        }
+        AgentCmd::Away {
+            login,
+            from,
+            until,
+            text_file,
+            substitute,
+        } => {
+            let from = match from {
+                Some(w) => parse_when(&w, false, &chrono::Local).context("--from")?,
+                None => crate::store::now(),
+            };
+            let until = parse_when(&until, true, &chrono::Local).context("--until")?;
+            let text = std::fs::read_to_string(&text_file)
+                .with_context(|| format!("--text-file: cannot read {}", text_file.display()))?;
+            let a = store
+                .agent_away(
+                    &login,
+                    &AwaySettings {
+                        from,
+                        until,
+                        text: &text,
+                        substitute: substitute.as_deref(),
+                    },
+                )
+                .await?;
+            if let Some(w) = &a.away {
+                println!("agent {login}: {}", away_text(w, crate::store::now()));
+            }
+        }
+        AgentCmd::Back { login } => {
+            store.agent_back(&login).await?;
+            println!("agent {login} is back");
         }
     }
     Ok(())
+}
+
+/// `away until …` or `away from … until …`, with the substitute.
+fn away_text(w: &crate::core::model::Away, now: i64) -> String {
+    let mut text = if w.from <= now {
+        format!("away until {}", local_time(w.until))
+    } else {
+        format!(
+            "away from {} until {}",
+            local_time(w.from),
+            local_time(w.until)
+        )
+    };
+    if let Some(s) = &w.substitute {
+        text.push_str(&format!(" (substitute: {s})"));
+    }
+    text
+}
+
+/// A point in time of an out-of-office, in `tz`: `YYYY-MM-DD` (the first second of that
+/// day, or with `end_of_day` its last) or `YYYY-MM-DDTHH:MM`; as Unix seconds.
+fn parse_when<Tz: TimeZone>(s: &str, end_of_day: bool, tz: &Tz) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let naive = match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(day) if end_of_day => day.and_hms_opt(23, 59, 59),
+        Ok(day) => day.and_hms_opt(0, 0, 0),
+        Err(_) => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
+            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M"))
+            .ok(),
+    }
+    .ok_or_else(|| anyhow!("{s:?} is neither YYYY-MM-DD nor YYYY-MM-DDTHH:MM"))?;
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => Ok(t.timestamp()),
+        // The hour a clock change repeats: the wider absence.
+        LocalResult::Ambiguous(early, late) => {
+            Ok(if end_of_day { late } else { early }.timestamp())
+        }
+        LocalResult::None => bail!("{s} does not exist in the server's local time (clock change)"),
+    }
 }
 
 /// The customer CSV columns, in the documented order.
@@ -660,4 +739,41 @@ pub async fn profile(store: &Store, cmd: ProfileCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+
+    #[test]
+    fn away_times() {
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let berlin = FixedOffset::east_opt(3600).unwrap();
+        let at = |s: &str| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp()
+        };
+        assert_eq!(
+            parse_when("2026-12-24", false, &utc).unwrap(),
+            at("2026-12-24 00:00:00")
+        );
+        assert_eq!(
+            parse_when("2026-12-24", true, &utc).unwrap(),
+            at("2026-12-24 23:59:59")
+        );
+        assert_eq!(
+            parse_when("2026-12-24T17:30", true, &berlin).unwrap(),
+            at("2026-12-24 16:30:00")
+        );
+        assert_eq!(
+            parse_when(" 2026-12-24 08:00", false, &utc).unwrap(),
+            at("2026-12-24 08:00:00")
+        );
+        for bad in ["24.12.2026", "2026-12-24T25:00", "tomorrow", ""] {
+            assert!(parse_when(bad, false, &utc).is_err(), "{bad}");
+        }
+    }
 }

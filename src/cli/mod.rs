@@ -179,11 +179,30 @@ pub enum AgentCmd {
         #[arg(long, value_name = "on|off", value_parser = on_off)]
         attachment_check: Option<bool>,
     },
-    /// List agents
+    /// List agents, with who is away until when
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Set an agent's out-of-office: customers writing to its tickets get the note once per
+    /// ticket, and the substitute watches those tickets. Times are the server's local time.
+    Away {
+        login: String,
+        /// YYYY-MM-DD (from the start of that day) or YYYY-MM-DDTHH:MM; default: now
+        #[arg(long, value_name = "WHEN")]
+        from: Option<String>,
+        /// YYYY-MM-DD (through the end of that day) or YYYY-MM-DDTHH:MM
+        #[arg(long, value_name = "WHEN")]
+        until: String,
+        /// File with the note (placeholders allowed)
+        #[arg(long, value_name = "FILE")]
+        text_file: PathBuf,
+        /// Login of the agent who stands in
+        #[arg(long, value_name = "LOGIN")]
+        substitute: Option<String>,
+    },
+    /// End an agent's out-of-office (or cancel a planned one)
+    Back { login: String },
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -327,6 +346,21 @@ pub enum TicketCmd {
     },
     /// Merge ticket A into ticket B: A's items become older items of B
     Merge { from: i64, into: i64 },
+    /// Assign a ticket to an agent (by login), or to nobody with `none`
+    Assign {
+        number: i64,
+        #[arg(value_name = "LOGIN|none")]
+        login: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a ticket's status, by key (new, open, waiting, closed) or localized name
+    Status {
+        number: i64,
+        status: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -39,3 +39,14 @@ pub fn time(t: i64) -> String {
         .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default()
 }
+
+/// A Unix time as `YYYY-MM-DD HH:MM` in the server's local time.
+pub fn local_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| {
+            d.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}

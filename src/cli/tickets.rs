@@ -1,10 +1,11 @@
-//! Ticket commands: list by filter, show, merge, the seed's direct search, statistics.
+//! Ticket commands: list by filter, show, merge, assign, status, the seed's direct search,
+//! statistics.
 use anyhow::anyhow;
 
 use super::output::{json, table, time};
 use super::{SearchArgs, TicketCmd};
 use crate::core::model::TicketSummary;
-use crate::store::{Actor, Store, TicketQuery};
+use crate::store::{Actor, Store, TicketChange, TicketQuery};
 
 fn print_list(tickets: &[TicketSummary], as_json: bool) -> anyhow::Result<()> {
     if as_json {
@@ -145,20 +146,60 @@ pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
             Ok(())
         }
         TicketCmd::Merge { from, into } => {
-            store
-                .ticket_merge(
-                    from,
-                    into,
-                    &Actor {
-                        agent_id: None,
-                        name: "admin".into(),
-                    },
-                )
-                .await?;
+            store.ticket_merge(from, into, &admin()).await?;
             println!("ticket #{from} merged into #{into}");
             Ok(())
         }
+        TicketCmd::Assign {
+            number,
+            login,
+            json: as_json,
+        } => {
+            let login = (!login.eq_ignore_ascii_case("none")).then_some(login.as_str());
+            let change = store.ticket_assign(number, login, &admin()).await?;
+            print_change(&change, as_json)
+        }
+        TicketCmd::Status {
+            number,
+            status,
+            json: as_json,
+        } => {
+            let change = store.ticket_set_status(number, &status, &admin()).await?;
+            print_change(&change, as_json)
+        }
     }
+}
+
+/// Who changes tickets from the command line, in their history.
+fn admin() -> Actor {
+    Actor {
+        agent_id: None,
+        name: "admin".into(),
+    }
+}
+
+fn print_change(c: &TicketChange, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(c);
+    }
+    let show = |v: &str| if v.is_empty() { "none" } else { v }.to_string();
+    if c.changed {
+        println!(
+            "ticket #{}: {} {} -> {}",
+            c.number,
+            c.field,
+            show(&c.old),
+            show(&c.new)
+        );
+    } else {
+        println!(
+            "ticket #{}: {} is {} already",
+            c.number,
+            c.field,
+            show(&c.new)
+        );
+    }
+    Ok(())
 }
 
 pub async fn search(store: &Store, a: SearchArgs) -> anyhow::Result<()> {

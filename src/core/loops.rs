@@ -31,16 +31,21 @@ pub enum NoReplyReason {
 
 impl NoReplyReason {
     pub fn text(&self) -> String {
+        format!("no autoresponse: {}", self.reason())
+    }
+
+    /// What about the mail forbids an automatic answer, e.g. `Auto-Submitted: auto-generated`.
+    pub fn reason(&self) -> String {
         match self {
-            Self::AutoSubmitted(v) => format!("no autoresponse: Auto-Submitted: {v}"),
-            Self::Precedence(v) => format!("no autoresponse: Precedence: {v}"),
-            Self::MailingList => "no autoresponse: mailing-list mail".into(),
-            Self::OwnLoop => "no autoresponse: carries our own X-Loop (mail loop)".into(),
-            Self::NullReturnPath => "no autoresponse: empty return path (bounce)".into(),
-            Self::NoSender => "no autoresponse: no sender address".into(),
-            Self::RobotSender(a) => format!("no autoresponse: automated sender {a}"),
-            Self::DeliveryReport => "no autoresponse: delivery status report".into(),
-            Self::QueueAddress(a) => format!("no autoresponse: sender {a} is a queue address"),
+            Self::AutoSubmitted(v) => format!("Auto-Submitted: {v}"),
+            Self::Precedence(v) => format!("Precedence: {v}"),
+            Self::MailingList => "mailing-list mail".into(),
+            Self::OwnLoop => "carries our own X-Loop (mail loop)".into(),
+            Self::NullReturnPath => "empty return path (bounce)".into(),
+            Self::NoSender => "no sender address".into(),
+            Self::RobotSender(a) => format!("automated sender {a}"),
+            Self::DeliveryReport => "delivery status report".into(),
+            Self::QueueAddress(a) => format!("sender {a} is a queue address"),
         }
     }
 }

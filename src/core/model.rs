@@ -155,10 +155,17 @@ pub struct Agent {
 /// Out-of-office (Abwesenheitsnotiz).
 #[derive(Debug, Clone, Serialize)]
 pub struct Away {
+    /// Unix seconds; away from `from` through `until`, both included.
     pub from: i64,
     pub until: i64,
     pub text: String,
     pub substitute: Option<String>,
+}
+
+impl Away {
+    pub fn covers(&self, at: i64) -> bool {
+        self.from <= at && at <= self.until
+    }
 }
 
 /// A customer (Kunde) from the ERP's address book.

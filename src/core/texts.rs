@@ -27,6 +27,64 @@ pub fn neutral_salutation(locale: Locale) -> &'static str {
     }
 }
 
+/// Subject of a delivery status notification about a mail with `subject`.
+pub fn delivery_failure_subject(locale: Locale, subject: &str) -> String {
+    match locale {
+        Locale::En => format!("Undelivered: {subject}"),
+        Locale::De => format!("Unzustellbar: {subject}"),
+    }
+}
+
+/// The human-readable part of a delivery status notification to the agent whose reply
+/// (on `ticket`, with `subject`) did not reach `failures`: (recipient, what went wrong,
+/// whether the gateway gave up retrying rather than the upstream refusing for good).
+pub fn delivery_failure_text(
+    locale: Locale,
+    ticket: Option<i64>,
+    subject: &str,
+    failures: &[(&str, &str, bool)],
+) -> String {
+    let mut out = String::new();
+    out.push_str(&match (locale, ticket) {
+        (Locale::En, Some(n)) => {
+            format!("Your reply on ticket #{n} did not reach the recipients below.\n\n")
+        }
+        (Locale::En, None) => "Your mail did not reach the recipients below.\n\n".into(),
+        (Locale::De, Some(n)) => {
+            format!("Ihre Antwort zu Ticket #{n} hat die folgenden Empfänger nicht erreicht.\n\n")
+        }
+        (Locale::De, None) => {
+            "Ihre Nachricht hat die folgenden Empfänger nicht erreicht.\n\n".into()
+        }
+    });
+    out.push_str(match locale {
+        Locale::En => "Subject: ",
+        Locale::De => "Betreff: ",
+    });
+    out.push_str(subject);
+    out.push_str("\n\n");
+    for (recipient, detail, gave_up) in failures {
+        let why = match (locale, gave_up) {
+            (Locale::En, false) => "refused for good",
+            (Locale::En, true) => "still not delivered when the retry period ended",
+            (Locale::De, false) => "endgültig abgelehnt",
+            (Locale::De, true) => "bis zum Ende der Wiederholungsfrist nicht zugestellt",
+        };
+        out.push_str(&format!("  {recipient}: {why}\n    {detail}\n"));
+    }
+    out.push_str(match locale {
+        Locale::En => {
+            "\nThe ticket's history notes this. The headers of the mail are attached; \
+             please check the address and send the reply again.\n"
+        }
+        Locale::De => {
+            "\nDer Verlauf des Tickets vermerkt dies. Die Kopfzeilen der Nachricht sind \
+             angehängt; bitte prüfen Sie die Adresse und senden Sie die Antwort erneut.\n"
+        }
+    });
+    out
+}
+
 /// What the placeholders are filled with.
 pub struct Placeholders<'a> {
     pub customer: Option<&'a Customer>,

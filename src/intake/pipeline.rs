@@ -1,8 +1,8 @@
 //! The intake pipeline: one customer mail for one queue becomes ticket state. POP3 polling
 //! and the inbound listener both feed it; it commits everything a mail causes (ticket,
-//! item, history, customer, autoresponse in the outbox, POP3 UIDL) in one transaction, so
-//! the caller may acknowledge upstream right after `take_in` returns (after
-//! [`Store::sync`] when it committed with [`Durability::Deferred`]).
+//! item, history, customer, autoresponse or out-of-office note in the outbox, POP3 UIDL)
+//! in one transaction, so the caller may acknowledge upstream right after `take_in`
+//! returns (after [`Store::sync`] when it committed with [`Durability::Deferred`]).
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -17,7 +17,9 @@ use crate::core::model::{Customer, ItemKind, OnClosed, Queue, status_key};
 use crate::core::subject;
 use crate::core::texts::{self, Placeholders};
 use crate::intake::authcheck::AuthChecker;
-use crate::store::{Actor, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx};
+use crate::store::{
+    Actor, AgentAway, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
+};
 
 /// One mail as it arrived.
 pub struct Arrival {
@@ -94,8 +96,15 @@ struct Batch {
     message_ids: HashSet<String>,
     /// Automatic answers per recipient in the last 24 hours.
     autoresponses: HashMap<String, i64>,
-    /// The customers the new tickets may get, for the autoresponder's placeholders.
+    /// The customers the new tickets may get, for the autoresponder's placeholders; others
+    /// are added when an answer needs them.
     customers: HashMap<i64, Customer>,
+    /// Agents out of the office now, by id.
+    away: HashMap<i64, AgentAway>,
+    /// (ticket, agent): the ticket got the away agent's note during this absence.
+    away_noted: HashSet<(i64, i64)>,
+    /// (ticket, agent): a substitute of an away agent watches the ticket.
+    watching: HashSet<(i64, i64)>,
 }
 
 impl Batch {
@@ -112,18 +121,34 @@ impl Batch {
             .map(|a| a.address.clone())
             .collect();
         let customer_ids: Vec<i64> = mails.iter().filter_map(|p| p.customer_id).collect();
-        let day_ago = chrono::Utc::now().timestamp() - 86_400;
+        let now = chrono::Utc::now().timestamp();
         let queue_addresses = tx.queue_addresses().await?;
         let seen = tx.seen_mails(queue.id, &shas).await?;
         let message_ids = tx.known_message_ids(&refs).await?;
-        let autoresponses = tx.autoresponse_counts(&recipients, day_ago).await?;
+        let autoresponses = tx.autoresponse_counts(&recipients, now - 86_400).await?;
         let customers = tx.customers_by_ids(&customer_ids).await?;
+        let away = tx.agents_away(now).await?;
+        let (away_noted, watching) = if away.is_empty() {
+            Default::default()
+        } else {
+            let substitutes: Vec<i64> = away
+                .values()
+                .filter_map(|a| a.substitute.as_ref().map(|(id, _)| *id))
+                .collect();
+            (
+                tx.away_notes_sent(&away).await?,
+                tx.watched_by(&substitutes).await?,
+            )
+        };
         Ok(Batch {
             queue_addresses,
             seen,
             message_ids,
             autoresponses,
             customers,
+            away,
+            away_noted,
+            watching,
         })
     }
 }
@@ -408,7 +433,8 @@ impl Pipeline {
             self.autorespond(tx, batch, queue, &ticket, m, &creator)
                 .await?
         } else {
-            false
+            self.away_note(tx, batch, queue, &ticket, m, &creator)
+                .await?
         };
         Ok((outcome, sent))
     }
@@ -458,6 +484,95 @@ impl Pipeline {
         if !queue.autoresponder {
             return Ok(false);
         }
+        let text = if queue.autoresponder_text.trim().is_empty() {
+            texts::default_autoresponder_text(self.config.locale).to_string()
+        } else {
+            queue.autoresponder_text.clone()
+        };
+        let answer = Answer {
+            kind: "autoresponse",
+            id_kind: "ar",
+            field: "autoresponse",
+            agent_id: None,
+            subject: subject::autoresponse_subject(&queue.name, ticket.number, &m.subject),
+            text: &text,
+        };
+        self.answer(tx, batch, queue, ticket, m, recipient, &answer)
+            .await
+    }
+
+    /// A follow-up on a ticket whose assignee is out of the office: the substitute starts
+    /// watching the ticket, and the sender gets the agent's note once per ticket and
+    /// absence, under the autoresponder's rules.
+    async fn away_note(
+        &self,
+        tx: &mut Tx,
+        batch: &mut Batch,
+        queue: &Queue,
+        ticket: &TicketRef,
+        m: &IncomingMail,
+        recipient: &str,
+    ) -> Result<bool, IntakeError> {
+        let Some(away) = ticket
+            .assignee_id
+            .and_then(|id| batch.away.get(&id))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        if let Some((substitute, login)) = &away.substitute
+            && batch.watching.insert((ticket.id, *substitute))
+        {
+            tx.add_watcher(ticket.id, *substitute);
+            let note = format!("{login} (substitute while {} is away)", away.login);
+            tx.history(ticket.id, &Actor::system(), "watcher", "", &note)
+                .await?;
+        }
+        if batch.away_noted.contains(&(ticket.id, away.agent_id)) {
+            let note = format!(
+                "not sent: the ticket got {}'s note during this absence already",
+                away.login
+            );
+            tx.history(ticket.id, &Actor::system(), "away_note", "", &note)
+                .await?;
+            return Ok(false);
+        }
+        let answer = Answer {
+            kind: "away",
+            id_kind: "away",
+            field: "away_note",
+            agent_id: Some(away.agent_id),
+            // An answer in the conversation: `Re:` even when the customer's subject had none.
+            subject: subject::reply_subject(
+                &ticket.queue_name,
+                ticket.number,
+                &format!("Re: {}", m.subject),
+            ),
+            text: &away.text,
+        };
+        let sent = self
+            .answer(tx, batch, queue, ticket, m, recipient, &answer)
+            .await?;
+        if sent {
+            batch.away_noted.insert((ticket.id, away.agent_id));
+        }
+        Ok(sent)
+    }
+
+    /// Queues an automatic answer to `recipient` in the outbox unless a loop rule or the
+    /// per-sender cap says no; either way the history says what happened.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        tx: &mut Tx,
+        batch: &mut Batch,
+        queue: &Queue,
+        ticket: &TicketRef,
+        m: &IncomingMail,
+        recipient: &str,
+        answer: &Answer<'_>,
+    ) -> Result<bool, IntakeError> {
+        let field = answer.field;
         let marker = self.config.loop_marker();
         let is_queue_address = |a: &str| batch.queue_addresses.iter().any(|q| q == a);
         let ctx = LoopContext {
@@ -466,14 +581,9 @@ impl Pipeline {
             recipient: (!recipient.is_empty()).then_some(recipient),
         };
         if let Some(reason) = loops::autoresponse_block(m, &ctx) {
-            tx.history(
-                ticket.id,
-                &Actor::system(),
-                "autoresponse",
-                "",
-                &format!("not sent: {reason}"),
-            )
-            .await?;
+            let note = format!("not sent: {}", reason.reason());
+            tx.history(ticket.id, &Actor::system(), field, "", &note)
+                .await?;
             return Ok(false);
         }
         let cap = i64::from(self.config.autoresponder.max_per_sender_per_day);
@@ -481,15 +591,16 @@ impl Pipeline {
         if sent_before.copied().unwrap_or(0) >= cap {
             let note =
                 format!("not sent: {recipient} got {cap} automatic answers in the last 24 hours");
-            tx.history(ticket.id, &Actor::system(), "autoresponse", "", &note)
+            tx.history(ticket.id, &Actor::system(), field, "", &note)
                 .await?;
             return Ok(false);
         }
-        let text = if queue.autoresponder_text.trim().is_empty() {
-            texts::default_autoresponder_text(self.config.locale).to_string()
-        } else {
-            queue.autoresponder_text.clone()
-        };
+        if let Some(id) = ticket.customer_id
+            && !batch.customers.contains_key(&id)
+        {
+            // A follow-up's ticket may have a customer other than the batch's senders.
+            batch.customers.extend(tx.customers_by_ids(&[id]).await?);
+        }
         let neutral = if queue.salutation.is_empty() {
             texts::neutral_salutation(self.config.locale)
         } else {
@@ -498,17 +609,16 @@ impl Pipeline {
         let placeholders = Placeholders {
             customer: ticket.customer_id.and_then(|id| batch.customers.get(&id)),
             ticket_number: ticket.number,
-            queue: &queue.name,
+            queue: &ticket.queue_name,
             neutral_salutation: neutral,
         };
-        let message_id = compose::message_id(ticket.number, "ar", &self.config.hostname);
-        let subject = subject::autoresponse_subject(&queue.name, ticket.number, &m.subject);
+        let message_id = compose::message_id(ticket.number, answer.id_kind, &self.config.hostname);
         let raw = match compose::auto_reply(&AutoReply {
             from_name: &queue.friendly_name,
             from_address: &queue.address,
             to: recipient,
-            subject: &subject,
-            text: &texts::fill(&text, &placeholders),
+            subject: &answer.subject,
+            text: &texts::fill(answer.text, &placeholders),
             ticket_number: ticket.number,
             in_reply_to: m.message_id.as_deref(),
             message_id: &message_id,
@@ -519,7 +629,7 @@ impl Pipeline {
                 tx.history(
                     ticket.id,
                     &Actor::system(),
-                    "autoresponse",
+                    field,
                     "",
                     &format!("not sent: {e}"),
                 )
@@ -530,14 +640,14 @@ impl Pipeline {
         tx.outbox_add(&NewOutbound {
             queue_id: queue.id,
             ticket_id: Some(ticket.id),
-            agent_id: None,
-            kind: "autoresponse",
+            agent_id: answer.agent_id,
+            kind: answer.kind,
             mail_from: &queue.address,
             rcpt_to: &[recipient.to_string()],
             message_id: &message_id,
             raw: &raw,
         });
-        tx.record_autoresponse(recipient, queue.id, ticket.id, "autoresponse", None);
+        tx.record_autoresponse(recipient, queue.id, ticket.id, answer.kind, answer.agent_id);
         *batch
             .autoresponses
             .entry(recipient.to_ascii_lowercase())
@@ -546,13 +656,29 @@ impl Pipeline {
         tx.history(
             ticket.id,
             &Actor::system(),
-            "autoresponse",
+            field,
             "",
             &format!("sent to {recipient}"),
         )
         .await?;
         Ok(true)
     }
+}
+
+/// An automatic answer to a customer mail: the autoresponse to a new ticket, or an agent's
+/// out-of-office note on a follow-up.
+struct Answer<'a> {
+    /// Outbox and autoresponse-log kind: `autoresponse` or `away`.
+    kind: &'static str,
+    /// Names the kind in the Message-ID.
+    id_kind: &'static str,
+    /// The history field that says what happened.
+    field: &'static str,
+    /// The away agent whose note it is.
+    agent_id: Option<i64>,
+    subject: String,
+    /// With placeholders.
+    text: &'a str,
 }
 
 /// The closed-ticket policy of the queue the ticket is in now.

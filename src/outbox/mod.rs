@@ -1,7 +1,8 @@
 //! The outbox: outgoing mail is committed to the store together with the ticket change
 //! that caused it; this worker relays it through the queue's SMTP server, retries
-//! temporary failures with backoff and gives up (noting it on the ticket) on permanent
-//! ones or when the retry window has passed.
+//! temporary failures with backoff and gives up on permanent ones or when the retry window
+//! has passed. Giving up is noted on the ticket; for an agent's reply, the agent also gets
+//! a delivery status notification (RFC 3464) from the queue address.
 pub mod relay;
 
 use std::sync::Arc;
@@ -9,10 +10,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::config::Locale;
+use crate::core::compose::{self, DeliveryStatus, RecipientFailure};
 use crate::core::model::{Queue, TlsMode};
 use crate::net::listener::Shutdown;
-use crate::store::{Outbound, Store};
-use relay::{Upstream, UpstreamTls};
+use crate::store::{Failed, NewOutbound, Outbound, Store, StoreError};
+use relay::{RelayError, Upstream, UpstreamTls};
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -43,9 +46,36 @@ impl RetryPolicy {
 pub struct Worker {
     pub store: Store,
     pub hostname: String,
+    /// The language of delivery status notifications.
+    pub locale: Locale,
+    /// `X-Loop` of what the gateway writes itself.
+    pub loop_marker: String,
     pub retry: RetryPolicy,
     pub wake: Arc<Notify>,
 }
+
+/// Why one recipient did not get a mail on this attempt.
+#[derive(Debug, Clone)]
+struct Failure {
+    transient: bool,
+    /// For people: the whole error.
+    detail: String,
+    /// The upstream's reply code and text, when it gave one.
+    reply: Option<(u16, String)>,
+}
+
+impl From<RelayError> for Failure {
+    fn from(e: RelayError) -> Self {
+        Failure {
+            transient: e.is_transient(),
+            reply: e.reply().map(|(code, text)| (code, text.to_string())),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// How an attempt went for each recipient of an entry.
+type Attempt = Vec<(String, Result<(), Failure>)>;
 
 impl Worker {
     /// Relays due mail until `shutdown` turns true.
@@ -103,23 +133,24 @@ impl Worker {
         for (queue_id, entries) in by_queue {
             let queue = self.store.queue(queue_id).await?;
             let session = if queue.smtp_host.is_empty() {
-                Err((
-                    true,
-                    format!("queue {} has no SMTP server configured", queue.name),
-                ))
+                Err(Failure {
+                    transient: true,
+                    detail: format!("queue {} has no SMTP server configured", queue.name),
+                    reply: None,
+                })
             } else {
-                relay::Session::new(&upstream(&queue, &self.hostname))
-                    .map_err(|e| (e.is_transient(), e.to_string()))
+                relay::Session::new(&upstream(&queue, &self.hostname)).map_err(Failure::from)
             };
             for o in entries {
-                let result = match &session {
-                    Ok(s) => s
-                        .send(&o.mail_from, &o.rcpt_to, &o.raw)
-                        .await
-                        .map_err(|e| (e.is_transient(), e.to_string())),
-                    Err(e) => Err(e.clone()),
+                let attempt = match &session {
+                    Ok(s) => send(s, o).await,
+                    Err(f) => o
+                        .rcpt_to
+                        .iter()
+                        .map(|r| (r.clone(), Err(f.clone())))
+                        .collect(),
                 };
-                self.settle(&queue, o, result).await?;
+                self.settle(&queue, o, attempt).await?;
             }
             if let Ok(s) = session {
                 s.close().await;
@@ -128,34 +159,183 @@ impl Worker {
         Ok(due.len())
     }
 
-    /// Records how relaying one entry went: sent, retry later, or failed for good.
+    /// Records how relaying one entry went: sent, retry later (for the recipients that
+    /// failed for now), or given up on (noted on the ticket; a reply's agent gets a
+    /// delivery status notification).
     async fn settle(
         &self,
         queue: &Queue,
         o: &Outbound,
-        result: Result<(), (bool, String)>,
-    ) -> Result<(), crate::store::StoreError> {
-        match result {
-            Ok(()) => {
-                tracing::info!(queue = %queue.name, kind = %o.kind, message_id = %o.message_id, to = %o.rcpt_to.join(","), "relayed");
-                self.store.outbox_sent(o.id).await
+        attempt: Attempt,
+    ) -> Result<(), StoreError> {
+        let expired = self.expired(o);
+        let mut retry: Vec<(String, Failure)> = Vec::new();
+        let mut failed: Vec<(String, Failure)> = Vec::new();
+        for (rcpt, result) in attempt {
+            match result {
+                Ok(()) => {
+                    tracing::info!(queue = %queue.name, kind = %o.kind, message_id = %o.message_id, to = %rcpt, "relayed")
+                }
+                Err(f) if f.transient && !expired => retry.push((rcpt, f)),
+                Err(f) => failed.push((rcpt, f)),
             }
-            Err((true, error)) if !self.expired(o) => {
-                let wait = self.retry.delay(o.attempts);
-                tracing::warn!(queue = %queue.name, message_id = %o.message_id, %error, retry_in = ?wait, "relay failed for now");
-                self.store
-                    .outbox_retry(o.id, crate::store::now() + wait.as_secs() as i64, &error)
-                    .await
-            }
-            Err((_, error)) => {
-                tracing::error!(queue = %queue.name, message_id = %o.message_id, %error, "relay failed for good");
-                self.store.outbox_failed(o, &error).await
+        }
+        let retry_rcpts: Vec<String> = retry.iter().map(|(r, _)| r.clone()).collect();
+        let next_at = crate::store::now() + self.retry.delay(o.attempts).as_secs() as i64;
+        if failed.is_empty() {
+            let Some((_, f)) = retry.first() else {
+                return self.store.outbox_sent(o.id).await;
+            };
+            tracing::warn!(queue = %queue.name, message_id = %o.message_id, to = %retry_rcpts.join(","), error = %f.detail, "relay failed for now");
+            return self
+                .store
+                .outbox_retry(o.id, &retry_rcpts, next_at, &f.detail)
+                .await;
+        }
+        let failures: Vec<RecipientFailure> = failed
+            .iter()
+            .map(|(rcpt, f)| self.recipient_failure(rcpt, f))
+            .collect();
+        let what = match o.kind.as_str() {
+            "reply" => "reply",
+            "autoresponse" => "autoresponse",
+            "away" => "out-of-office note",
+            "dsn" => "delivery status notification",
+            other => other,
+        };
+        let notes: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{what} to {} not delivered: {}", f.recipient, f.detail))
+            .collect();
+        for (rcpt, f) in &failed {
+            tracing::error!(queue = %queue.name, kind = %o.kind, message_id = %o.message_id, to = %rcpt, error = %f.detail, "relay failed for good");
+        }
+        let dsn = self.dsn(queue, o, &failures).await?;
+        let error = failed[0].1.detail.clone();
+        self.store
+            .outbox_failed(
+                o,
+                &Failed {
+                    error: &error,
+                    notes: &notes,
+                    retry: (!retry_rcpts.is_empty()).then_some((&retry_rcpts[..], next_at)),
+                    dsn: dsn.as_ref().map(|(to, id, raw)| NewOutbound {
+                        queue_id: o.queue_id,
+                        ticket_id: o.ticket_id,
+                        agent_id: o.agent_id,
+                        kind: "dsn",
+                        // The null sender: nothing answers a delivery report.
+                        mail_from: "",
+                        rcpt_to: std::slice::from_ref(to),
+                        message_id: id,
+                        raw,
+                    }),
+                },
+            )
+            .await
+    }
+
+    fn recipient_failure(&self, rcpt: &str, f: &Failure) -> RecipientFailure {
+        let gave_up = f.transient;
+        let status = match (&f.reply, gave_up) {
+            (_, true) => "4.4.7".to_string(),
+            (Some((code, text)), false) => compose::enhanced_status(*code, text),
+            (None, false) => "5.0.0".to_string(),
+        };
+        let detail = if gave_up {
+            format!(
+                "still not delivered after {}; last error: {}",
+                humantime::format_duration(self.retry.give_up_after),
+                f.detail
+            )
+        } else {
+            f.detail.clone()
+        };
+        RecipientFailure {
+            recipient: rcpt.to_string(),
+            status,
+            smtp_reply: f
+                .reply
+                .as_ref()
+                .map(|(code, text)| format!("{code} {text}")),
+            detail,
+            gave_up,
+        }
+    }
+
+    /// The delivery status notification for an agent's reply that failed: (recipient,
+    /// Message-ID, bytes). Other kinds get none, a notification least of all.
+    async fn dsn(
+        &self,
+        queue: &Queue,
+        o: &Outbound,
+        failures: &[RecipientFailure],
+    ) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
+        if o.kind != "reply" {
+            return Ok(None);
+        }
+        let Some(agent_id) = o.agent_id else {
+            return Ok(None);
+        };
+        let Some(to) = self.store.agent_email(agent_id).await? else {
+            return Ok(None);
+        };
+        let ticket_number = match o.ticket_id {
+            Some(id) => self.store.ticket_number(id).await?,
+            None => None,
+        };
+        let message_id = compose::message_id(ticket_number.unwrap_or(0), "dsn", &self.hostname);
+        let raw = compose::delivery_status(&DeliveryStatus {
+            locale: self.locale,
+            reporting_mta: &self.hostname,
+            from_name: &queue.friendly_name,
+            from_address: &queue.address,
+            to: &to,
+            message_id: &message_id,
+            loop_marker: &self.loop_marker,
+            ticket_number,
+            original: &o.raw,
+            arrival: o.created_at,
+            failures,
+        });
+        match raw {
+            Ok(raw) => Ok(Some((to, message_id, raw))),
+            Err(e) => {
+                tracing::error!(queue = %queue.name, message_id = %o.message_id, error = %e, "cannot write the delivery status notification");
+                Ok(None)
             }
         }
     }
 
     fn expired(&self, o: &Outbound) -> bool {
         crate::store::now() - o.created_at > self.retry.give_up_after.as_secs() as i64
+    }
+}
+
+/// Sends an entry to all its recipients in one transaction. When that fails for good and
+/// there are several, one refused address may have failed them all: each then gets a
+/// transaction of its own, so the others still get the mail and the refusal names its
+/// recipient. A failed transaction delivered to nobody, so this sends nothing twice.
+async fn send(s: &relay::Session, o: &Outbound) -> Attempt {
+    let all = s.send(&o.mail_from, &o.rcpt_to, &o.raw).await;
+    match all {
+        Err(e) if e.is_permanent() && o.rcpt_to.len() > 1 => {
+            let mut attempt = Vec::with_capacity(o.rcpt_to.len());
+            for rcpt in &o.rcpt_to {
+                let one = s
+                    .send(&o.mail_from, std::slice::from_ref(rcpt), &o.raw)
+                    .await;
+                attempt.push((rcpt.clone(), one.map_err(Failure::from)));
+            }
+            attempt
+        }
+        other => {
+            let result = other.map_err(Failure::from);
+            o.rcpt_to
+                .iter()
+                .map(|r| (r.clone(), result.clone()))
+                .collect()
+        }
     }
 }
 

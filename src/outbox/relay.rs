@@ -111,6 +111,14 @@ impl RelayError {
             _ => None,
         }
     }
+
+    /// The upstream's reply, code and text (`550 5.1.1 no such user`), when it gave one.
+    pub fn reply(&self) -> Option<(u16, &str)> {
+        match self {
+            RelayError::Rejected { code, text, .. } => Some((*code, text.as_str())),
+            _ => None,
+        }
+    }
 }
 
 /// Sends `raw` to `rcpts` with envelope sender `mail_from` (`""` = null sender) through `up`,

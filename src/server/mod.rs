@@ -78,6 +78,8 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let worker = Worker {
         store: store.clone(),
         hostname: config.hostname.clone(),
+        locale: config.locale,
+        loop_marker: config.loop_marker(),
         retry: RetryPolicy {
             initial: config.outbox.retry_initial,
             max: config.outbox.retry_max,

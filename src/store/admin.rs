@@ -39,6 +39,16 @@ pub struct NewAgent {
     pub queues: Vec<String>,
 }
 
+/// An out-of-office as an admin sets it.
+pub struct AwaySettings<'a> {
+    /// Unix seconds; the agent is away from `from` through `until`, both included.
+    pub from: i64,
+    pub until: i64,
+    pub text: &'a str,
+    /// Login of the agent who stands in.
+    pub substitute: Option<&'a str>,
+}
+
 /// What an import did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Upserted {
@@ -328,6 +338,56 @@ impl Store {
             queues,
             away,
         })
+    }
+
+    /// Sets an agent's out-of-office: from and until (inclusive, Unix seconds), the note
+    /// customers get, and who stands in.
+    pub async fn agent_away(&self, login: &str, a: &AwaySettings<'_>) -> Result<Agent> {
+        if a.until <= a.from {
+            return Err(StoreError::Invalid(
+                "the absence must end after it begins".into(),
+            ));
+        }
+        if a.text.trim().is_empty() {
+            return Err(StoreError::Invalid(
+                "the out-of-office note must not be empty".into(),
+            ));
+        }
+        let agent = self.agent_by_login(login).await?;
+        let substitute = match a.substitute {
+            Some(s) if s == agent.login => {
+                return Err(StoreError::Invalid(format!(
+                    "{login} cannot stand in for itself"
+                )));
+            }
+            Some(s) => Some(self.agent_by_login(s).await?.id),
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE agents SET away_from = $1, away_until = $2, away_text = $3, substitute_id = $4 \
+             WHERE id = $5",
+        )
+        .bind(a.from)
+        .bind(a.until)
+        .bind(a.text.to_string())
+        .bind(substitute)
+        .bind(agent.id)
+        .execute(&self.pool)
+        .await?;
+        self.agent_by_login(login).await
+    }
+
+    /// Ends (or cancels) an agent's out-of-office.
+    pub async fn agent_back(&self, login: &str) -> Result<Agent> {
+        let agent = self.agent_by_login(login).await?;
+        sqlx::query(
+            "UPDATE agents SET away_from = NULL, away_until = NULL, away_text = '', \
+             substitute_id = NULL WHERE id = $1",
+        )
+        .bind(agent.id)
+        .execute(&self.pool)
+        .await?;
+        self.agent_by_login(login).await
     }
 
     // ---- customers and documents ----------------------------------------------------

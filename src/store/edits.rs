@@ -41,7 +41,6 @@ pub struct TicketFields {
 #[derive(Debug, Clone, Copy)]
 pub enum Field {
     Priority,
-    Assignee,
     Queue,
     Due,
     Billable,
@@ -53,7 +52,6 @@ impl Field {
     fn column(self) -> &'static str {
         match self {
             Field::Priority => "priority",
-            Field::Assignee => "assignee_id",
             Field::Queue => "queue_id",
             Field::Due => "due_date",
             Field::Billable => "billable",
@@ -65,7 +63,6 @@ impl Field {
     fn history_name(self) -> &'static str {
         match self {
             Field::Priority => "priority",
-            Field::Assignee => "assignee",
             Field::Queue => "queue",
             Field::Due => "due_date",
             Field::Billable => "billable",
@@ -170,17 +167,6 @@ impl Tx {
             tags,
             watcher_ids,
         })
-    }
-
-    /// A status key by its key or its English or German name, any case.
-    pub async fn status_key_by_name(&mut self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT key FROM statuses WHERE LOWER(key) = LOWER($1) OR LOWER(name_en) = LOWER($1) \
-             OR LOWER(name_de) = LOWER($1) ORDER BY is_system DESC, id LIMIT 1",
-        )
-        .bind(name.trim().to_string())
-        .fetch_optional(self.conn().await?)
-        .await?)
     }
 
     /// Id of an agent by login, any case.

@@ -16,6 +16,18 @@ pub struct NewOutbound<'a> {
     pub raw: &'a [u8],
 }
 
+/// Recipients of an outbox entry given up on (see [`Store::outbox_failed`]).
+pub struct Failed<'a> {
+    /// The entry's last error.
+    pub error: &'a str,
+    /// History notes for the entry's ticket, one per recipient given up on.
+    pub notes: &'a [String],
+    /// Recipients still worth another try, and when: the entry stays pending for them.
+    pub retry: Option<(&'a [String], i64)>,
+    /// A delivery status notification to queue with it.
+    pub dsn: Option<NewOutbound<'a>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub id: i64,
@@ -122,10 +134,20 @@ impl Store {
         Ok(())
     }
 
-    pub async fn outbox_retry(&self, id: i64, next_at: i64, error: &str) -> Result<()> {
+    /// Schedules another attempt for `rcpts`, the recipients still waiting (the others got
+    /// the mail or were given up on).
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        rcpts: &[String],
+        next_at: i64,
+        error: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3",
+            "UPDATE outbox SET attempts = attempts + 1, rcpt_to = $1, next_attempt_at = $2, \
+             last_error = $3 WHERE id = $4",
         )
+        .bind(rcpts.join(","))
         .bind(next_at)
         .bind(error.to_string())
         .bind(id)
@@ -134,26 +156,62 @@ impl Store {
         Ok(())
     }
 
-    /// Gives up on an entry: marks it failed and notes it on its ticket.
-    pub async fn outbox_failed(&self, o: &Outbound, error: &str) -> Result<()> {
+    /// Gives up on some or all recipients of an entry: notes it on the ticket and queues the
+    /// delivery status notification, if any, in the same transaction. The entry is failed,
+    /// or stays pending for the recipients in `retry`.
+    pub async fn outbox_failed(&self, o: &Outbound, f: &Failed<'_>) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $1 WHERE id = $2",
-        )
-        .bind(error.to_string())
-        .bind(o.id)
-        .execute(tx.conn().await?)
-        .await?;
+        match f.retry {
+            Some((rcpts, next_at)) => {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, rcpt_to = $1, \
+                     next_attempt_at = $2, last_error = $3 WHERE id = $4",
+                )
+                .bind(rcpts.join(","))
+                .bind(next_at)
+                .bind(f.error.to_string())
+                .bind(o.id)
+                .execute(tx.conn().await?)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $1 \
+                     WHERE id = $2",
+                )
+                .bind(f.error.to_string())
+                .bind(o.id)
+                .execute(tx.conn().await?)
+                .await?;
+            }
+        }
         if let Some(ticket_id) = o.ticket_id {
-            tx.history(
-                ticket_id,
-                &super::Actor::system(),
-                &format!("{}_failed", o.kind),
-                &o.rcpt_to.join(", "),
-                error,
-            )
-            .await?;
+            for note in f.notes {
+                tx.history(ticket_id, &super::Actor::system(), "delivery", "", note)
+                    .await?;
+            }
+        }
+        if let Some(dsn) = &f.dsn {
+            tx.outbox_add(dsn);
         }
         tx.commit().await
+    }
+
+    /// The e-mail address of an agent.
+    pub async fn agent_email(&self, id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The number of a ticket.
+    pub async fn ticket_number(&self, id: i64) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT number FROM tickets WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }

@@ -76,6 +76,7 @@ impl Rows {
 pub(super) struct Pending {
     pub tickets: Rows,
     pub ticket_cc: Rows,
+    pub ticket_watchers: Rows,
     pub items: Rows,
     pub attachments: Rows,
     pub message_ids: Rows,
@@ -103,6 +104,11 @@ impl Pending {
             ),
             ticket_cc: Rows::new(
                 "INSERT INTO ticket_cc (ticket_id, address)",
+                2,
+                " ON CONFLICT DO NOTHING",
+            ),
+            ticket_watchers: Rows::new(
+                "INSERT INTO ticket_watchers (ticket_id, agent_id)",
                 2,
                 " ON CONFLICT DO NOTHING",
             ),
@@ -151,6 +157,7 @@ impl Pending {
         [
             &self.tickets,
             &self.ticket_cc,
+            &self.ticket_watchers,
             &self.items,
             &self.attachments,
             &self.message_ids,
@@ -173,6 +180,7 @@ impl Pending {
         for rows in [
             &mut self.tickets,
             &mut self.ticket_cc,
+            &mut self.ticket_watchers,
             &mut self.items,
             &mut self.attachments,
             &mut self.message_ids,

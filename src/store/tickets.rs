@@ -135,6 +135,43 @@ impl TicketQuery {
     }
 }
 
+/// An agent who is out of the office, as intake needs it.
+#[derive(Debug, Clone)]
+pub struct AgentAway {
+    pub agent_id: i64,
+    pub login: String,
+    pub from: i64,
+    pub until: i64,
+    /// The note customers get (placeholders allowed).
+    pub text: String,
+    /// (id, login) of the agent who stands in.
+    pub substitute: Option<(i64, String)>,
+}
+
+/// What an admin's change of one field of a ticket did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TicketChange {
+    pub number: i64,
+    pub field: String,
+    /// Empty for none.
+    pub old: String,
+    pub new: String,
+    /// False when the ticket had that value already (nothing was logged).
+    pub changed: bool,
+}
+
+impl TicketChange {
+    fn new(number: i64, field: &str, old: String, new: String) -> TicketChange {
+        TicketChange {
+            number,
+            field: field.to_string(),
+            changed: old != new,
+            old,
+            new,
+        }
+    }
+}
+
 /// The seed's statistics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
@@ -259,6 +296,22 @@ impl Tx {
             .fetch_one(self.conn().await?)
             .await?;
         ticket_ref(&row)
+    }
+
+    /// Ticket `number` for an admin's change: it must exist and not be merged away.
+    async fn ticket_to_change(&mut self, number: i64) -> Result<TicketRef> {
+        let t = self
+            .ticket_by_number(number)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no ticket #{number}")))?;
+        if let Some(target) = t.merged_into_id {
+            let target = self.ticket_by_id(target).await?;
+            return Err(StoreError::Invalid(format!(
+                "ticket #{number} is merged into #{}; change that one",
+                target.number
+            )));
+        }
+        Ok(t)
     }
 
     /// Follows merges to the ticket that now holds the conversation.
@@ -502,6 +555,66 @@ impl Tx {
             .await
     }
 
+    /// Sets or clears a ticket's assignee and logs it by login; returns the old and the new
+    /// login (empty for none). No-op when unchanged.
+    pub async fn set_assignee(
+        &mut self,
+        t: &TicketRef,
+        agent: Option<(i64, &str)>,
+        actor: &Actor,
+    ) -> Result<(String, String)> {
+        let old: String = match t.assignee_id {
+            Some(id) => sqlx::query_scalar("SELECT login FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.conn().await?)
+                .await?
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let new = agent
+            .map(|(_, login)| login.to_string())
+            .unwrap_or_default();
+        if t.assignee_id == agent.map(|(id, _)| id) {
+            return Ok((old, new));
+        }
+        sqlx::query(
+            "UPDATE tickets SET assignee_id = $1, updated_at = $2, version = version + 1 WHERE id = $3",
+        )
+        .bind(agent.map(|(id, _)| id))
+        .bind(now())
+        .bind(t.id)
+        .execute(self.conn().await?)
+        .await?;
+        self.history(t.id, actor, "assignee", &old, &new).await?;
+        Ok((old, new))
+    }
+
+    /// The key of the status named `name`: its key or its English or German name, in any
+    /// case (`closed`, `Geschlossen`, an admin's own status).
+    pub async fn status_key_by_name(&mut self, name: &str) -> Result<String> {
+        let wanted = name.trim().to_lowercase();
+        let rows = sqlx::query("SELECT key, name_en, name_de FROM statuses ORDER BY position, id")
+            .fetch_all(self.conn().await?)
+            .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key: String = r.try_get("key")?;
+            let names = [
+                key.clone(),
+                r.try_get::<String, _>("name_en")?,
+                r.try_get::<String, _>("name_de")?,
+            ];
+            if names.iter().any(|n| n.to_lowercase() == wanted) {
+                return Ok(key);
+            }
+            keys.push(key);
+        }
+        Err(StoreError::NotFound(format!(
+            "no status {name:?}; statuses: {}",
+            keys.join(", ")
+        )))
+    }
+
     /// Queues a history entry.
     pub async fn history(
         &mut self,
@@ -545,6 +658,92 @@ impl Tx {
             }
         }
         Ok(counts)
+    }
+
+    /// Agents away at `at` (out-of-office from ≤ at ≤ until), by id.
+    pub async fn agents_away(&mut self, at: i64) -> Result<HashMap<i64, AgentAway>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.login, a.away_from, a.away_until, a.away_text, a.substitute_id, \
+             s.login AS substitute FROM agents a LEFT JOIN agents s ON s.id = a.substitute_id \
+             WHERE a.away_from <= $1 AND a.away_until >= $1",
+        )
+        .bind(at)
+        .fetch_all(self.conn().await?)
+        .await?;
+        let mut away = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let substitute = match (
+                r.try_get::<Option<i64>, _>("substitute_id")?,
+                r.try_get::<Option<String>, _>("substitute")?,
+            ) {
+                (Some(id), Some(login)) => Some((id, login)),
+                _ => None,
+            };
+            let id: i64 = r.try_get("id")?;
+            away.insert(
+                id,
+                AgentAway {
+                    agent_id: id,
+                    login: r.try_get("login")?,
+                    from: r.try_get("away_from")?,
+                    until: r.try_get("away_until")?,
+                    text: r.try_get("away_text")?,
+                    substitute,
+                },
+            );
+        }
+        Ok(away)
+    }
+
+    /// (ticket, agent) of every out-of-office note these agents sent since their absence
+    /// began.
+    pub async fn away_notes_sent(
+        &mut self,
+        away: &HashMap<i64, AgentAway>,
+    ) -> Result<HashSet<(i64, i64)>> {
+        let mut sent = HashSet::new();
+        let ids: Vec<i64> = away.keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(
+                "SELECT ticket_id, agent_id, at FROM autoresponses WHERE kind = 'away' AND agent_id IN (",
+            );
+            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+            sql.push(")");
+            for row in sql.query().fetch_all(self.conn().await?).await? {
+                let agent: i64 = row.try_get("agent_id")?;
+                let at: i64 = row.try_get("at")?;
+                if let (Some(ticket), Some(a)) = (
+                    row.try_get::<Option<i64>, _>("ticket_id")?,
+                    away.get(&agent),
+                ) && at >= a.from
+                {
+                    sent.insert((ticket, agent));
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// (ticket, agent) of every ticket these agents watch.
+    pub async fn watched_by(&mut self, agents: &[i64]) -> Result<HashSet<(i64, i64)>> {
+        let mut watched = HashSet::new();
+        for chunk in agents.chunks(500) {
+            let mut sql =
+                Sql::new("SELECT ticket_id, agent_id FROM ticket_watchers WHERE agent_id IN (");
+            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+            sql.push(")");
+            for row in sql.query().fetch_all(self.conn().await?).await? {
+                watched.insert((row.try_get("ticket_id")?, row.try_get("agent_id")?));
+            }
+        }
+        Ok(watched)
+    }
+
+    /// Queues an agent as watcher of a ticket (nothing happens when it watches already).
+    pub fn add_watcher(&mut self, ticket_id: i64, agent_id: i64) {
+        self.pending
+            .ticket_watchers
+            .push([Arg::Int(ticket_id), Arg::Int(agent_id)]);
     }
 
     /// Queues an entry of the autoresponse log (the per-sender cap counts these).
@@ -1099,6 +1298,54 @@ impl Store {
             history,
             other_tickets,
         })
+    }
+
+    /// Assigns ticket `number` to the agent with `login`, or to nobody.
+    pub async fn ticket_assign(
+        &self,
+        number: i64,
+        login: Option<&str>,
+        actor: &Actor,
+    ) -> Result<TicketChange> {
+        let mut tx = self.begin().await?;
+        let t = tx.ticket_to_change(number).await?;
+        let agent = match login {
+            Some(login) => {
+                let id: i64 = sqlx::query_scalar("SELECT id FROM agents WHERE login = $1")
+                    .bind(login.to_string())
+                    .fetch_optional(tx.conn().await?)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("no agent with login {login:?}"))
+                    })?;
+                Some((id, login))
+            }
+            None => None,
+        };
+        let (old, new) = tx.set_assignee(&t, agent, actor).await?;
+        tx.commit().await?;
+        Ok(TicketChange::new(number, "assignee", old, new))
+    }
+
+    /// Sets the status of ticket `number`, named by key or localized name. `merged` is
+    /// refused: only a merge sets it.
+    pub async fn ticket_set_status(
+        &self,
+        number: i64,
+        status: &str,
+        actor: &Actor,
+    ) -> Result<TicketChange> {
+        let mut tx = self.begin().await?;
+        let t = tx.ticket_to_change(number).await?;
+        let key = tx.status_key_by_name(status).await?;
+        if key == crate::core::model::status_key::MERGED {
+            return Err(StoreError::Invalid(
+                "a ticket becomes merged only by a merge (ticket merge A B)".into(),
+            ));
+        }
+        tx.set_status(&t, &key, actor).await?;
+        tx.commit().await?;
+        Ok(TicketChange::new(number, "status", t.status_key, key))
     }
 
     /// Merges ticket `from` into `into` (by number).

@@ -394,15 +394,9 @@ impl Submission {
         if !applied.status_set {
             tx.set_status(&ticket, status_key::WAITING, &actor).await?;
         }
-        if !applied.assignee_set && fields.assignee.is_none() && ticket.assignee_id.is_none() {
-            tx.set_field(
-                ticket.id,
-                Field::Assignee,
-                Arg::OptInt(Some(agent.id)),
-                ("", &agent.login),
-                &actor,
-            )
-            .await?;
+        if !applied.assignee_set && ticket.assignee_id.is_none() {
+            tx.set_assignee(&ticket, Some((agent.id, &agent.login)), &actor)
+                .await?;
         }
         tx.commit().await?;
         self.outbox_wake.notify_one();
@@ -570,14 +564,17 @@ async fn apply(
     queues: &[Queue],
 ) -> Result<Applied, Refusal> {
     let mut applied = Applied::default();
-    let mut assignee = fields.assignee.clone();
     for line in lines {
         match &line.command {
             Command::Status(name) => {
-                let key = tx
-                    .status_key_by_name(name)
-                    .await?
-                    .ok_or_else(|| line.error(format!("no status named {name:?}")))?;
+                let key = match tx.status_key_by_name(name).await {
+                    Ok(key) => key,
+                    Err(StoreError::NotFound(why)) => return Err(line.error(why).into()),
+                    Err(e) => return Err(e.into()),
+                };
+                if key == status_key::MERGED {
+                    return Err(line.error("a ticket becomes merged only by #merge").into());
+                }
                 tx.set_status(ticket, &key, actor).await?;
                 ticket.status_key = key;
                 applied.status_set = true;
@@ -602,17 +599,13 @@ async fn apply(
                             .ok_or_else(|| line.error(format!("no agent with login {login:?}")))?,
                     ),
                 };
-                let new = target.as_ref().map(|(_, l)| l.as_str()).unwrap_or("");
-                tx.set_field(
-                    ticket.id,
-                    Field::Assignee,
-                    Arg::OptInt(target.as_ref().map(|(id, _)| *id)),
-                    (assignee.as_deref().unwrap_or(""), new),
+                tx.set_assignee(
+                    ticket,
+                    target.as_ref().map(|(id, l)| (*id, l.as_str())),
                     actor,
                 )
                 .await?;
                 ticket.assignee_id = target.as_ref().map(|(id, _)| *id);
-                assignee = target.map(|(_, l)| l);
                 applied.assignee_set = true;
             }
             Command::Queue(name) => {

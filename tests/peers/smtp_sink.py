@@ -6,7 +6,9 @@ DIR/NNNNNN.json ({"mail_from", "rcpt_tos"}), atomically (tmp + rename; the .json
 lands last, so a reader that sees it sees a complete .eml).
 
 Faults come from --control FILE, re-read for every command that consults it:
-  {"rcpt": "tempfail"|"reject"|null, "data": "tempfail"|"reject"|null, "delay": 0.0}
+  {"rcpt": "tempfail"|"reject"|null, "data": "tempfail"|"reject"|null, "delay": 0.0,
+   "only": ["addr", ...]|null}
+With "only", faults hit just those recipients (RCPT) and transactions to any of them (DATA).
 Prints READY once every port listens.
 """
 import argparse
@@ -52,22 +54,27 @@ class Recorder:
         existing = [int(n[:6]) for n in os.listdir(directory) if n.endswith(".json")]
         self.counter = itertools.count(max(existing, default=0) + 1)
 
-    async def _fault(self, stage):
+    async def _fault(self, stage, addresses):
         ctl = load_control(self.control)
         delay = float(ctl.get("delay") or 0)
         if delay > 0:
             await asyncio.sleep(delay)
+        only = ctl.get("only")
+        if only is not None:
+            only = {a.lower() for a in only}
+            if not any(a.lower() in only for a in addresses):
+                return None
         return FAULTS[stage].get(ctl.get(stage))
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        fault = await self._fault("rcpt")
+        fault = await self._fault("rcpt", [address])
         if fault:
             return fault
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        fault = await self._fault("data")
+        fault = await self._fault("data", envelope.rcpt_tos)
         if fault:
             return fault
         n = next(self.counter)

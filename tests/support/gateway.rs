@@ -27,6 +27,8 @@ pub fn free_port() -> u16 {
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The database the gateway uses, for tests that reach into the store.
+    pub db_url: String,
     pub inbound_port: u16,
     pub lmtp_port: u16,
     /// Agents' SMTP submission: STARTTLS, and implicit TLS.
@@ -45,6 +47,8 @@ pub struct Options {
     pub locale: &'static str,
     /// `sqlite` or `postgres`; `None` follows `MTICKET_TEST_DB`.
     pub backend: Option<&'static str>,
+    /// `outbox.give_up_after`: how long outgoing mail is retried.
+    pub give_up_after: &'static str,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             dns_records: String::new(),
             locale: "en",
             backend: None,
+            give_up_after: "2days",
         }
     }
 }
@@ -71,6 +76,7 @@ impl Gateway {
         let records = dir.path().join("dns.txt");
         std::fs::write(&records, &opts.dns_records).unwrap();
         let config = dir.path().join("mticket.toml");
+        let db_url = db::url_for(opts.backend.unwrap_or(db::backend()), dir.path());
         let text = format!(
             r#"hostname = "gateway.example.test"
 locale = "{locale}"
@@ -96,6 +102,7 @@ max_per_sender_per_day = {cap}
 [outbox]
 retry_initial = "1s"
 retry_max = "2s"
+give_up_after = "{give_up}"
 [auth]
 resolver = "static"
 records = "{records}"
@@ -103,16 +110,18 @@ records = "{records}"
 auth_failure_delay = "20ms"
 "#,
             locale = opts.locale,
-            url = db::url_for(opts.backend.unwrap_or(db::backend()), dir.path()),
+            url = db_url,
             poll = opts.poll_interval,
             max = opts.max_message_size,
             cap = opts.max_per_sender_per_day,
             records = records.display(),
+            give_up = opts.give_up_after,
         );
         std::fs::write(&config, text).unwrap();
         let g = Gateway {
             dir,
             config,
+            db_url,
             inbound_port,
             lmtp_port,
             submission_port,

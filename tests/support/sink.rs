@@ -142,11 +142,25 @@ impl Sink {
 
     /// Takes effect with the next command the sink handles.
     pub fn set_fault(&self, rcpt: Option<Fault>, data: Option<Fault>, delay: Duration) {
-        let json = serde_json::json!({
+        self.write_control(serde_json::json!({
             "rcpt": Fault::json(rcpt),
             "data": Fault::json(data),
             "delay": delay.as_secs_f64(),
-        });
+        }));
+    }
+
+    /// Faults for these recipients only: at RCPT for each of them, at DATA for a
+    /// transaction to any of them. Takes effect with the next command the sink handles.
+    pub fn set_fault_for(&self, addresses: &[&str], rcpt: Option<Fault>, data: Option<Fault>) {
+        self.write_control(serde_json::json!({
+            "rcpt": Fault::json(rcpt),
+            "data": Fault::json(data),
+            "delay": 0.0,
+            "only": addresses,
+        }));
+    }
+
+    fn write_control(&self, json: serde_json::Value) {
         let path = self.dir.path().join("control.json");
         let tmp = self.dir.path().join("control.json.tmp");
         std::fs::write(&tmp, json.to_string()).expect("write control");
