@@ -773,3 +773,175 @@ fn a_mail_from_a_queue_identity_opens_a_ticket_for_its_recipient() {
     assert!(String::from_utf8_lossy(&got[0].raw).contains("Dear Sir or Madam"));
     assert_eq!(got[0].rcpt_tos, vec!["neukunde@example.org".to_string()]);
 }
+
+/// The Message-IDs the sink got, with how often each came.
+fn delivered_ids(sink: &Sink) -> std::collections::HashMap<String, usize> {
+    let mut ids = std::collections::HashMap::new();
+    for m in sink.messages() {
+        if let Some(id) = header(&m.raw, "Message-ID") {
+            *ids.entry(id).or_insert(0) += 1;
+        }
+    }
+    ids
+}
+
+#[test]
+fn replies_wait_out_an_upstream_outage_and_a_refusal_comes_back_to_the_agent() {
+    let (gateway, mut sink) = setup();
+    let (n, id) = ticket_from_customer(&gateway, "Ausfall");
+    sink.stop();
+    let raws: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            Draft {
+                from: "anna@shop.test",
+                to: &[CUSTOMER],
+                cc: &[],
+                subject: "Re: Ausfall",
+                in_reply_to: Some(&id),
+                body: &format!("Antwort OUTAGE-{i:03}.\n"),
+            }
+            .raw()
+        })
+        .collect();
+    let answers =
+        agent(&gateway, "anna", "anna-secret").send_many("anna@shop.test", &[CUSTOMER], &raws, 4);
+    for a in &answers {
+        assert!(a.accepted(), "accepted while upstream is down: {a:?}");
+    }
+    assert_eq!(items_of(&gateway, n, "reply").len(), 100);
+    std::thread::sleep(Duration::from_secs(2));
+    sink.restart();
+    sink.wait_for(100, Duration::from_secs(90));
+    // Give a double the time to show up.
+    std::thread::sleep(Duration::from_secs(3));
+    let ids = delivered_ids(&sink);
+    assert_eq!(ids.len(), 100, "each reply arrives");
+    assert!(ids.values().all(|&c| c == 1), "each exactly once: {ids:?}");
+    for i in 0..100 {
+        let marker = format!("OUTAGE-{i:03}");
+        assert!(
+            sink.messages()
+                .iter()
+                .any(|m| String::from_utf8_lossy(&m.raw).contains(&marker)),
+            "{marker} missing"
+        );
+    }
+
+    // A permanent refusal upstream: a delivery status notification to the agent, a note.
+    sink.set_fault_for(
+        &["bounce@kunde.example"],
+        Some(support::sink::Fault::Reject),
+        None,
+    );
+    let answer = agent(&gateway, "anna", "anna-secret").send(
+        "anna@shop.test",
+        &["bounce@kunde.example"],
+        &Draft {
+            from: "anna@shop.test",
+            to: &["bounce@kunde.example"],
+            cc: &[],
+            subject: "Re: Ausfall",
+            in_reply_to: Some(&id),
+            body: "Diese Antwort kommt nicht an.\n",
+        }
+        .raw(),
+    );
+    assert!(answer.accepted(), "{answer:?}");
+    let dsn = gateway.wait_for("the delivery status notification", WAIT, || {
+        sink.messages()
+            .into_iter()
+            .find(|m| m.rcpt_tos == vec!["anna@shop.test".to_string()])
+    });
+    assert!(
+        dsn.mail_from.is_empty() || dsn.mail_from == "<>",
+        "a DSN has the null sender: {:?}",
+        dsn.mail_from
+    );
+    let text = String::from_utf8_lossy(&dsn.raw);
+    assert!(
+        text.contains("multipart/report") && text.contains("delivery-status"),
+        "{text}"
+    );
+    assert!(text.contains("bounce@kunde.example"), "{text}");
+    gateway.wait_for("the ticket note", WAIT, || {
+        gateway.ticket(n)["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| {
+                h["field"] == "delivery"
+                    && h["new"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("bounce@kunde.example")
+            })
+            .then_some(())
+    });
+}
+
+#[test]
+fn kill_9_during_200_concurrent_submissions_loses_no_acknowledged_reply() {
+    let (mut gateway, sink) = setup();
+    let (n, id) = ticket_from_customer(&gateway, "Absturz");
+    let raws: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            Draft {
+                from: "anna@shop.test",
+                to: &[CUSTOMER],
+                cc: &[],
+                subject: "Re: Absturz",
+                in_reply_to: Some(&id),
+                body: &format!("Antwort CRASH-{i:03}.\n"),
+            }
+            .raw()
+        })
+        .collect();
+    let sending =
+        agent(&gateway, "anna", "anna-secret").start_many("anna@shop.test", &[CUSTOMER], &raws, 8);
+    // Kill once some replies are in and others are on the wire.
+    gateway.wait_for("the first replies", WAIT, || {
+        (items_of(&gateway, n, "reply").len() >= 20).then_some(())
+    });
+    gateway.kill();
+    let answers = sending.finish();
+    gateway.start();
+    let acked: Vec<usize> = (0..200).filter(|&i| answers[i].accepted()).collect();
+    println!("{} of 200 answered 250 before the kill", acked.len());
+    assert!(
+        acked.len() >= 20 && acked.len() < 200,
+        "the kill came mid-run: {}",
+        acked.len()
+    );
+    let stored: Vec<String> = items_of(&gateway, n, "reply")
+        .iter()
+        .map(|i| i["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    for &i in &acked {
+        let marker = format!("CRASH-{i:03}");
+        assert!(
+            stored.iter().any(|t| t.contains(&marker)),
+            "{marker} answered 250 but not stored"
+        );
+    }
+    gateway.wait_for(
+        "every stored reply upstream",
+        Duration::from_secs(90),
+        || {
+            let got = sink.messages();
+            let all = stored.iter().all(|t| {
+                let marker = &t[t.find("CRASH-").unwrap()..][..9];
+                got.iter()
+                    .any(|m| String::from_utf8_lossy(&m.raw).contains(marker))
+            });
+            all.then_some(())
+        },
+    );
+    let ids = delivered_ids(&sink);
+    let doubles = ids.values().filter(|&&c| c > 1).count();
+    println!(
+        "{} replies stored, {} delivered, {doubles} delivered twice",
+        stored.len(),
+        ids.len()
+    );
+    assert!(ids.len() >= acked.len());
+}

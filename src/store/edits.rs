@@ -8,7 +8,7 @@ use super::tickets::{TicketRef, item_text};
 use super::{Actor, Arg, Result, Sql, Tx, now, push_list};
 use crate::core::model::{ItemKind, Priority};
 
-/// One item of a ticket as a reply quotes it or a collision names it.
+/// One item of a ticket as a collision names it and a reply threads and quotes it.
 #[derive(Debug, Clone)]
 pub struct ItemBrief {
     pub id: i64,
@@ -19,8 +19,6 @@ pub struct ItemBrief {
     pub from_address: String,
     pub date: i64,
     pub message_id: String,
-    pub text: String,
-    pub html: Option<String>,
 }
 
 /// The fields of a ticket that commands change, as they are before the mail.
@@ -87,14 +85,11 @@ impl Tx {
         })
     }
 
-    /// The ticket's items, oldest first, with their text (comments included: the caller
-    /// decides what to quote).
+    /// The ticket's items, oldest first, without their bodies (see [`Tx::item_bodies`]).
     pub async fn item_briefs(&mut self, ticket_id: i64) -> Result<Vec<ItemBrief>> {
         let rows = sqlx::query(
             "SELECT i.id, i.kind, i.agent_id, a.login AS agent, i.from_name, i.from_address, \
-             i.date, i.message_id, i.text, i.html, \
-             CASE WHEN i.body_from_raw = 1 THEN i.raw END AS body_raw \
-             FROM items i LEFT JOIN agents a ON a.id = i.agent_id \
+             i.date, i.message_id FROM items i LEFT JOIN agents a ON a.id = i.agent_id \
              WHERE i.ticket_id = $1 ORDER BY i.date, i.id",
         )
         .bind(ticket_id)
@@ -103,14 +98,6 @@ impl Tx {
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
             let kind: String = r.try_get("kind")?;
-            let body_raw: Option<Vec<u8>> = r.try_get("body_raw")?;
-            let (text, html) = match &body_raw {
-                Some(raw) => {
-                    let m = crate::core::mail::parse(raw);
-                    (m.text, m.html)
-                }
-                None => (item_text(r)?, r.try_get("html")?),
-            };
             items.push(ItemBrief {
                 id: r.try_get("id")?,
                 kind: kind.parse().unwrap_or(ItemKind::Customer),
@@ -120,11 +107,38 @@ impl Tx {
                 from_address: r.try_get("from_address")?,
                 date: r.try_get("date")?,
                 message_id: r.try_get("message_id")?,
-                text,
-                html,
             });
         }
         Ok(items)
+    }
+
+    /// The text and HTML of these items (parsed from the raw mail where only that is kept).
+    pub async fn item_bodies(
+        &mut self,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, (String, Option<String>)>> {
+        let mut bodies = HashMap::new();
+        if ids.is_empty() {
+            return Ok(bodies);
+        }
+        let mut sql = Sql::new(
+            "SELECT id, text, html, CASE WHEN body_from_raw = 1 THEN raw END AS body_raw \
+             FROM items WHERE id IN (",
+        );
+        push_list(&mut sql, ids.iter().map(|id| Arg::Int(*id)));
+        sql.push(")");
+        for r in sql.query().fetch_all(self.conn().await?).await? {
+            let body_raw: Option<Vec<u8>> = r.try_get("body_raw")?;
+            let body = match &body_raw {
+                Some(raw) => {
+                    let m = crate::core::mail::parse(raw);
+                    (m.text, m.html)
+                }
+                None => (item_text(&r)?, r.try_get("html")?),
+            };
+            bodies.insert(r.try_get("id")?, body);
+        }
+        Ok(bodies)
     }
 
     pub async fn ticket_fields(&mut self, t: &TicketRef) -> Result<TicketFields> {

@@ -13,7 +13,7 @@ use crate::core::checks;
 use crate::core::commands::{self, Assignee, Changes, Command, CommandError, CommandLine};
 use crate::core::compose;
 use crate::core::mail::{self, IncomingMail};
-use crate::core::model::{Agent, ItemKind, Queue, status_key};
+use crate::core::model::{Agent, ItemKind, Queue, ReplyQuote, status_key};
 use crate::core::password;
 use crate::core::quote;
 use crate::core::reply::{self, QuoteEntry, ReplyPlan};
@@ -306,21 +306,38 @@ impl Submission {
             .map(|i| i.message_id.clone())
             .collect();
         let references: Vec<String> = customer_ids.iter().rev().take(10).rev().cloned().collect();
-        let quotable: Vec<QuoteEntry> = items
+        // The queue's policy picks the newest customer mails and replies; only their
+        // bodies are read.
+        let wanted = match queue.reply_quote {
+            ReplyQuote::None => 0,
+            ReplyQuote::Last => 1,
+            ReplyQuote::Last3 => 3,
+            ReplyQuote::All => usize::MAX,
+        };
+        let picked: Vec<&ItemBrief> = items
             .iter()
             .rev()
             .filter(|i| i.kind != ItemKind::Comment)
-            .map(|i| QuoteEntry {
-                kind: i.kind,
-                from: if i.from_name.is_empty() {
-                    i.from_address.clone()
-                } else {
-                    format!("{} <{}>", i.from_name, i.from_address)
-                },
-                date: i.date,
-                // Each item's own words: the quotes inside them would nest otherwise.
-                text: quote::own_text(&i.text),
-                html: i.html.as_deref().map(quote::strip_html_quote),
+            .take(wanted)
+            .collect();
+        let ids: Vec<i64> = picked.iter().map(|i| i.id).collect();
+        let mut bodies = tx.item_bodies(&ids).await?;
+        let quoted: Vec<QuoteEntry> = picked
+            .iter()
+            .map(|i| {
+                let (text, html) = bodies.remove(&i.id).unwrap_or_default();
+                QuoteEntry {
+                    kind: i.kind,
+                    from: if i.from_name.is_empty() {
+                        i.from_address.clone()
+                    } else {
+                        format!("{} <{}>", i.from_name, i.from_address)
+                    },
+                    date: i.date,
+                    // Each item's own words: the quotes inside them would nest otherwise.
+                    text: quote::own_text(&text),
+                    html: html.as_deref().map(quote::strip_html_quote),
+                }
             })
             .collect();
         let message_id = compose::message_id(ticket.number, "re", &self.config.hostname);
@@ -340,7 +357,7 @@ impl Submission {
                 in_reply_to: customer_ids.last().map(String::as_str),
                 references: &references,
                 date: now,
-                quote: reply::select(queue.reply_quote, &quotable),
+                quote: reply::select(queue.reply_quote, &quoted),
                 placeholders: &placeholders,
                 template: template.as_deref(),
                 locale: self.config.locale,

@@ -50,6 +50,53 @@ pub struct Sink {
     port: u16,
     smtps_port: u16,
     ca_pem: String,
+    auth: Option<String>,
+}
+
+/// Runs tests/peers/smtp_sink.py on `dir` and waits until it listens.
+fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>) -> Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_sink.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .args(["--port", &port.to_string()])
+        .args(["--smtps-port", &smtps_port.to_string()])
+        .arg("--cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--key")
+        .arg(dir.join("key.pem"))
+        .arg("--dir")
+        .arg(dir.join("mail"))
+        .arg("--control")
+        .arg(dir.join("control.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(auth) = auth {
+        cmd.args(["--auth", auth]);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {INSTALL_HINT}"));
+
+    // Wait for READY on a thread so a hung interpreter cannot hang the test.
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) if line.trim() == "READY" => child,
+        other => {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            let stderr = out
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default();
+            panic!("SMTP sink did not start ({other:?}); {INSTALL_HINT}\nstderr:\n{stderr}");
+        }
+    }
 }
 
 impl Sink {
@@ -72,55 +119,32 @@ impl Sink {
         std::fs::create_dir(dir.path().join("mail")).expect("mail dir");
         let port = free_port();
         let smtps_port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_sink.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(&script)
-            .args(["--port", &port.to_string()])
-            .args(["--smtps-port", &smtps_port.to_string()])
-            .arg("--cert")
-            .arg(dir.path().join("cert.pem"))
-            .arg("--key")
-            .arg(dir.path().join("key.pem"))
-            .arg("--dir")
-            .arg(dir.path().join("mail"))
-            .arg("--control")
-            .arg(dir.path().join("control.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(auth) = &auth {
-            cmd.args(["--auth", auth]);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {INSTALL_HINT}"));
-
-        // Wait for READY on a thread so a hung interpreter cannot hang the test.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.trim() == "READY" => {}
-            other => {
-                let _ = child.kill();
-                let out = child.wait_with_output().ok();
-                let stderr = out
-                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                    .unwrap_or_default();
-                panic!("SMTP sink did not start ({other:?}); {INSTALL_HINT}\nstderr:\n{stderr}");
-            }
-        }
+        let child = launch(dir.path(), port, smtps_port, auth.as_deref());
         Sink {
             child,
             dir,
             port,
             smtps_port,
             ca_pem,
+            auth,
         }
+    }
+
+    /// Stops the sink as an outage would: connections are refused until [`Sink::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped sink again on the same ports, keeping what it stored.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = launch(
+            self.dir.path(),
+            self.port,
+            self.smtps_port,
+            self.auth.as_deref(),
+        );
     }
 
     pub fn port(&self) -> u16 {

@@ -1,7 +1,7 @@
 //! Agents' mail clients against the gateway's submission ports: Python's smtplib
 //! (tests/peers/submit.py), swaks and mutt, plus the mails agents write.
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use super::gateway::Gateway;
 
@@ -55,6 +55,17 @@ impl Agent<'_> {
         raws: &[Vec<u8>],
         parallel: usize,
     ) -> Vec<Answer> {
+        self.start_many(from, to, raws, parallel).finish()
+    }
+
+    /// As [`Agent::send_many`], in the background: [`Sending::finish`] collects the answers.
+    pub fn start_many(
+        &self,
+        from: &str,
+        to: &[&str],
+        raws: &[Vec<u8>],
+        parallel: usize,
+    ) -> Sending {
         let dir = tempfile::tempdir().expect("tempdir");
         let files: Vec<String> = raws
             .iter()
@@ -71,7 +82,7 @@ impl Agent<'_> {
             Security::Implicit => "implicit",
             Security::Plain => "none",
         };
-        let out = Command::new("python3")
+        let child = Command::new("python3")
             .arg(script)
             .args(["--port", &self.port().to_string(), "--tls", tls])
             .args(["--user", self.login, "--from", from, "--to", &to.join(",")])
@@ -79,8 +90,29 @@ impl Agent<'_> {
             .args(["--parallel", &parallel.to_string()])
             .args(&files)
             .env("SUBMIT_PASSWORD", self.password)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("python3 not found (it runs tests/peers/submit.py)");
+        Sending {
+            child,
+            count: raws.len(),
+            _dir: dir,
+        }
+    }
+}
+
+/// Mails on their way through tests/peers/submit.py.
+pub struct Sending {
+    child: Child,
+    count: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Sending {
+    /// Waits for the client; one answer per mail, in order.
+    pub fn finish(self) -> Vec<Answer> {
+        let out = self.child.wait_with_output().expect("submit.py");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let answers: Vec<Answer> = stdout
             .lines()
@@ -94,10 +126,10 @@ impl Agent<'_> {
             .collect();
         assert_eq!(
             answers.len(),
-            raws.len(),
+            self.count,
             "submit.py answered {} of {} mails: {}",
             answers.len(),
-            raws.len(),
+            self.count,
             String::from_utf8_lossy(&out.stderr)
         );
         answers
