@@ -15,13 +15,25 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "support@shop.test";
 const CUSTOMER: &str = "erika@kunde.example";
 
-/// A gateway with queue Support (relaying to a sink), agents anna and ben in it, and
-/// carla in no queue.
+/// A gateway with queues Support and Sales (relaying to a sink), agents anna (both
+/// queues) and ben (Support), and carla in no queue.
 fn setup() -> (Gateway, Sink) {
     let sink = Sink::start();
     let mut gateway = Gateway::new(Options::default());
     gateway.add_queue("Support", QUEUE, None, Some(&sink), &["--no-autoresponder"]);
-    gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+    gateway.add_queue(
+        "Sales",
+        "sales@shop.test",
+        None,
+        Some(&sink),
+        &["--no-autoresponder"],
+    );
+    gateway.add_agent(
+        "anna",
+        "anna@shop.test",
+        "anna-secret",
+        &["Support", "Sales"],
+    );
     gateway.add_agent("ben", "ben@shop.test", "ben-secret", &["Support"]);
     gateway.add_agent("carla", "carla@shop.test", "carla-secret", &[]);
     gateway.start();
@@ -440,6 +452,82 @@ fn every_command_changes_the_ticket_and_a_bad_one_changes_nothing() {
     assert_eq!(t["status"], "closed");
     let got = sink.wait_for(2, WAIT);
     assert!(!got[1].rcpt_tos.contains(&"chef@kunde.example".to_string()));
+
+    // #queue: only into a queue the agent works in; the reply then comes from there.
+    let (moved, moved_id) = ticket_from_customer(&gateway, "Angebot gewünscht");
+    let answer = reply(
+        &gateway,
+        "ben",
+        &moved_id,
+        "Re: Angebot gewünscht",
+        "#queue Sales\nGern.\n",
+    );
+    assert_eq!(answer.code, 554, "{answer:?}");
+    assert!(
+        answer.text.contains("no access to queue Sales"),
+        "{answer:?}"
+    );
+    let answer = reply(
+        &gateway,
+        "anna",
+        &moved_id,
+        "Re: Angebot gewünscht",
+        "#queue sales\nGern.\n",
+    );
+    assert!(answer.accepted(), "{answer:?}");
+    assert_eq!(gateway.ticket(moved)["queue"], "Sales");
+    assert!(history_has(&gateway, moved, "queue", "Sales"));
+    let got = sink.wait_for(3, WAIT);
+    assert!(
+        header(&got[2].raw, "From")
+            .unwrap()
+            .contains("sales@shop.test")
+    );
+    assert_eq!(
+        mticket::core::mail::parse(&got[2].raw).subject,
+        format!("Re: [Sales #{moved}] Angebot gewünscht")
+    );
+}
+
+#[test]
+fn auth_without_tls_only_on_a_loopback_listener_that_allows_it() {
+    let probe = |gateway: &Gateway| -> String {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import smtplib,sys\n\
+                 s=smtplib.SMTP('127.0.0.1',int(sys.argv[1]))\n\
+                 s.ehlo('x')\n\
+                 print('auth-offered' if s.has_extn('auth') else 'no-auth')\n\
+                 print(s.docmd('AUTH','PLAIN AGFubmEAYW5uYS1zZWNyZXQ='))\n",
+                &gateway.submission_port.to_string(),
+            ])
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    for (host, allowed) in [("127.0.0.1", true), ("0.0.0.0", false)] {
+        let mut gateway = Gateway::new(Options {
+            submission_host: host,
+            allow_plain_on_loopback: true,
+            ..Options::default()
+        });
+        gateway.add_queue("Support", QUEUE, None, None, &["--no-autoresponder"]);
+        gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+        gateway.start();
+        let said = probe(&gateway);
+        if allowed {
+            assert!(
+                said.contains("auth-offered") && said.contains("(235"),
+                "{host}: {said}"
+            );
+        } else {
+            assert!(
+                said.contains("no-auth") && said.contains("(538"),
+                "{host}: {said}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub struct Options {
     pub backend: Option<&'static str>,
     /// `outbox.give_up_after`: how long outgoing mail is retried.
     pub give_up_after: &'static str,
+    /// The address the submission ports listen on (loopback unless set).
+    pub submission_host: &'static str,
+    /// `submission.allow_plain_on_loopback`.
+    pub allow_plain_on_loopback: bool,
 }
 
 impl Default for Options {
@@ -61,6 +65,8 @@ impl Default for Options {
             locale: "en",
             backend: None,
             give_up_after: "2days",
+            submission_host: "127.0.0.1",
+            allow_plain_on_loopback: false,
         }
     }
 }
@@ -86,8 +92,8 @@ url = "{url}"
 cert = "certs/cert.pem"
 key = "certs/key.pem"
 [listen]
-submission = "127.0.0.1:{submission_port}"
-submissions = "127.0.0.1:{submissions_port}"
+submission = "{submission_host}:{submission_port}"
+submissions = "{submission_host}:{submissions_port}"
 imap = ""
 imaps = ""
 pop3 = ""
@@ -108,7 +114,10 @@ resolver = "static"
 records = "{records}"
 [submission]
 auth_failure_delay = "20ms"
+allow_plain_on_loopback = {allow_plain}
 "#,
+            submission_host = opts.submission_host,
+            allow_plain = opts.allow_plain_on_loopback,
             locale = opts.locale,
             url = db_url,
             poll = opts.poll_interval,
