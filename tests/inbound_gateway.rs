@@ -95,7 +95,7 @@ fn swaks_to_a_queue_makes_a_ticket_and_to_a_stranger_gets_550() {
 }
 
 #[test]
-fn serve_demo_then_its_swaks_line_shows_a_ticket() {
+fn serve_demo_then_its_swaks_lines_make_a_ticket_and_a_reply() {
     let mut gateway = Gateway::new(Options::default());
     gateway.start_with(&["--demo"]);
     let log = gateway.wait_for("the demo instructions", WAIT, || {
@@ -124,6 +124,28 @@ fn serve_demo_then_its_swaks_line_shows_a_ticket() {
     assert!(list.contains("My first ticket"), "{list}");
     // The known demo customer was assigned.
     assert_eq!(gateway.ticket(1)["customer"]["number"], "10001");
+
+    // The second printed command answers as the demo agent through the submission port.
+    let start = log.rfind("swaks --server").unwrap();
+    let command: String = log[start..]
+        .lines()
+        .take(3)
+        .map(|l| l.trim().trim_end_matches('\\').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let items = gateway.ticket(1)["items"].clone();
+    assert_eq!(items[1]["kind"], "reply", "{items}");
+    assert_eq!(gateway.ticket(1)["status"], "waiting");
     gateway.stop();
     assert!(gateway.path().join("certs/cert.pem").exists());
 }

@@ -108,6 +108,12 @@ pub async fn setup(store: &Store, config: &Config) -> anyhow::Result<()> {
     } else {
         &config.listen.inbound
     };
+    let submissions = if config.listen.submissions.is_empty() {
+        "127.0.0.1:1465"
+    } else {
+        &config.listen.submissions
+    };
+    let agent_address = format!("agent@{}", config.hostname);
     println!(
         "\nmticket demo is ready.\n\n\
          Send a test mail as a known customer:\n\
@@ -116,6 +122,11 @@ pub async fn setup(store: &Store, config: &Config) -> anyhow::Result<()> {
          Then list the tickets (in another terminal, same folder):\n\
          \x20 mticket ticket list\n\
          \x20 mticket ticket show 1\n\n\
+         Answer it as the demo agent through the submission port (the demo queue has no\n\
+         upstream SMTP server: the reply is stored on the ticket and waits in the outbox):\n\
+         \x20 swaks --server {submissions} --tls-on-connect --auth LOGIN --auth-user {DEMO_LOGIN} \\\n\
+         \x20       --auth-password {DEMO_PASSWORD} --from {agent_address} --to erika@example.com \\\n\
+         \x20       --header 'Subject: Re: [Demo #1] My first ticket' --body 'It is on its way.'\n\n\
          Demo agent: login {DEMO_LOGIN}, password {DEMO_PASSWORD}\n"
     );
     Ok(())
