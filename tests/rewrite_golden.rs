@@ -166,6 +166,7 @@ fn every_fixture_under_every_policy() {
                     placeholders: &placeholders,
                     template: with_template.then_some(TEMPLATE),
                     locale: Locale::De,
+                    utc_offset: 0,
                     ticket_number: 42,
                 };
                 let label = format!(

@@ -5,7 +5,7 @@
 //! inline images, forwarded mails) and every header not named here keeps its bytes.
 use std::ops::Range;
 
-use chrono::DateTime;
+use chrono::{DateTime, FixedOffset};
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::config::Locale;
@@ -65,7 +65,19 @@ pub struct ReplyPlan<'a> {
     pub template: Option<&'a str>,
     /// Language of the quote's attribution lines.
     pub locale: Locale,
+    /// The gateway's offset from UTC in seconds: times in the Date header and the quote's
+    /// attribution lines are local, as the customer's client would write them.
+    pub utc_offset: i32,
     pub ticket_number: i64,
+}
+
+/// `at` in the local time of `utc_offset` (UTC when the offset is out of range).
+fn local(at: i64, utc_offset: i32) -> DateTime<FixedOffset> {
+    let offset =
+        FixedOffset::east_opt(utc_offset).unwrap_or(FixedOffset::east_opt(0).expect("zero offset"));
+    DateTime::from_timestamp(at, 0)
+        .unwrap_or_default()
+        .with_timezone(&offset)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,9 +381,9 @@ fn quoted_entries<'p>(plan: &'p ReplyPlan<'_>) -> impl Iterator<Item = &'p Quote
     plan.quote.iter().filter(|e| e.kind != ItemKind::Comment)
 }
 
-/// `Am 26.11.2026 10:00 schrieb …:` / `On 2026-11-26 10:00, … wrote:` (UTC).
-fn attribution(entry: &QuoteEntry, locale: Locale) -> String {
-    let when = DateTime::from_timestamp(entry.date, 0).unwrap_or_default();
+/// `Am 26.11.2026 10:00 schrieb …:` / `On 2026-11-26 10:00, … wrote:` (local time).
+fn attribution(entry: &QuoteEntry, locale: Locale, utc_offset: i32) -> String {
+    let when = local(entry.date, utc_offset);
     let from = one_line(&entry.from);
     match locale {
         Locale::De => format!("Am {} schrieb {from}:", when.format("%d.%m.%Y %H:%M")),
@@ -382,7 +394,7 @@ fn attribution(entry: &QuoteEntry, locale: Locale) -> String {
 fn text_quote(plan: &ReplyPlan<'_>) -> String {
     let mut blocks = Vec::new();
     for entry in quoted_entries(plan) {
-        let mut block = attribution(entry, plan.locale);
+        let mut block = attribution(entry, plan.locale, plan.utc_offset);
         let text = entry.text.replace("\r\n", "\n");
         for line in text.trim_end().split('\n') {
             block.push('\n');
@@ -414,7 +426,7 @@ fn html_quote(plan: &ReplyPlan<'_>) -> String {
         };
         out.push_str(&format!(
             "<div class=\"mticket-cite\">{}</div>\n<blockquote type=\"cite\">{}</blockquote>\n",
-            html::escape(&attribution(entry, plan.locale)),
+            html::escape(&attribution(entry, plan.locale, plan.utc_offset)),
             content
         ));
     }
@@ -648,10 +660,9 @@ fn new_headers(plan: &ReplyPlan<'_>) -> String {
         plan.subject,
         plan.placeholders,
     )));
-    let date = DateTime::from_timestamp(plan.date, 0).unwrap_or_default();
     h.push_str(&format!(
         "Date: {}\r\n",
-        date.format("%a, %d %b %Y %H:%M:%S +0000")
+        local(plan.date, plan.utc_offset).format("%a, %d %b %Y %H:%M:%S %z")
     ));
     if let Some(id) = msg_id(plan.message_id) {
         h.push_str(&format!("Message-ID: {id}\r\n"));
@@ -871,6 +882,7 @@ mod tests {
             placeholders: &placeholders,
             template,
             locale: Locale::De,
+            utc_offset: 0,
             ticket_number: 42,
         };
         String::from_utf8(rewrite(raw, &plan).unwrap()).unwrap()
@@ -878,6 +890,21 @@ mod tests {
 
     fn header_block(out: &str) -> &str {
         &out[..out.find("\r\n\r\n").unwrap()]
+    }
+
+    #[test]
+    fn times_are_written_in_the_gateways_local_time() {
+        let e = entry(ItemKind::Customer, "M", 1_795_690_800);
+        assert_eq!(
+            attribution(&e, Locale::De, 0),
+            attribution(
+                &entry(ItemKind::Customer, "M", 1_795_690_800 - 3600),
+                Locale::De,
+                3600
+            )
+        );
+        assert!(local(1_795_690_800, 3600).format("%z").to_string() == "+0100");
+        assert!(local(0, i32::MAX).format("%z").to_string() == "+0000");
     }
 
     #[test]
@@ -1013,6 +1040,7 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
             placeholders: &placeholders,
             template: None,
             locale: Locale::En,
+            utc_offset: 0,
             ticket_number: 1,
         };
         let err = rewrite(b"From: a@b\r\n\r\n#frobnicate\r\nHallo\r\n", &plan).unwrap_err();
@@ -1121,6 +1149,7 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
             placeholders: &placeholders,
             template: Some("t"),
             locale: Locale::En,
+            utc_offset: 0,
             ticket_number: 1,
         };
         let odd: &[&[u8]] = &[

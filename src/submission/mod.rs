@@ -361,6 +361,7 @@ impl Submission {
                 placeholders: &placeholders,
                 template: template.as_deref(),
                 locale: self.config.locale,
+                utc_offset: chrono::Local::now().offset().local_minus_utc(),
                 ticket_number: ticket.number,
             },
         )
