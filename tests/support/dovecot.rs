@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ impl Dovecot {
         fs::set_permissions(root.join("home"), fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("chmod home: {e}"))?;
 
-        let (pop3_port, pop3s_port) = free_ports();
+        let [pop3_port, pop3s_port] = super::gateway::free_ports();
         let config = config_text(&root, pop3_port, pop3s_port, mail_uid, mail_gid, is_root);
         let conf_path = root.join("dovecot.conf");
         write(&conf_path, &config);
@@ -362,14 +362,6 @@ service pop3-login {{
 {login_chroot}}}
 "#
     )
-}
-
-/// Two distinct free loopback ports (both held until both are known).
-fn free_ports() -> (u16, u16) {
-    let bind = || TcpListener::bind(("127.0.0.1", 0)).expect("free loopback port");
-    let (a, b) = (bind(), bind());
-    let port = |l: &TcpListener| l.local_addr().expect("local addr").port();
-    (port(&a), port(&b))
 }
 
 fn greets(port: u16) -> bool {

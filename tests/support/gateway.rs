@@ -17,6 +17,14 @@ pub fn ca_file(dir: &Path, pems: &[String]) -> String {
     path.display().to_string()
 }
 
+/// `n` different free loopback ports (held together while chosen, so none repeats).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("no free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -75,10 +83,7 @@ impl Gateway {
     /// Writes the config and runs migrations, but does not start `serve`.
     pub fn new(opts: Options) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let inbound_port = free_port();
-        let lmtp_port = free_port();
-        let submission_port = free_port();
-        let submissions_port = free_port();
+        let [inbound_port, lmtp_port, submission_port, submissions_port] = free_ports();
         let records = dir.path().join("dns.txt");
         std::fs::write(&records, &opts.dns_records).unwrap();
         let config = dir.path().join("mticket.toml");

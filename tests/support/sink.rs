@@ -117,8 +117,7 @@ impl Sink {
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write cert");
         std::fs::write(dir.path().join("key.pem"), key_pem).expect("write key");
         std::fs::create_dir(dir.path().join("mail")).expect("mail dir");
-        let port = free_port();
-        let smtps_port = free_port();
+        let [port, smtps_port] = super::gateway::free_ports();
         let child = launch(dir.path(), port, smtps_port, auth.as_deref());
         Sink {
             child,
