@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use mticket::outbox::relay::{RelayError, Upstream, UpstreamTls, relay};
-use support::sink::{Fault, Sink, free_port};
+use support::gateway::free_port;
+use support::sink::{Fault, Sink};
 
 const MAIL: &[u8] = b"From: Support <support@example.com>\r\n\
 To: customer@example.org\r\n\

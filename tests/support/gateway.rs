@@ -17,19 +17,23 @@ pub fn ca_file(dir: &Path, pems: &[String]) -> String {
     path.display().to_string()
 }
 
-/// `n` different free loopback ports (held together while chosen, so none repeats).
+/// `N` different free loopback ports for listeners (held together while chosen, so none
+/// repeats). They come from below the kernel's ephemeral range (32768 and up on Linux),
+/// where no client connection of a parallel test can take one before its server binds it.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("no free port"))
-        .collect();
+    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    while held.len() < N {
+        let port = rand::random_range(10_000..32_000);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
     std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    let [port] = free_ports();
+    port
 }
 
 pub struct Gateway {

@@ -61,7 +61,7 @@ impl Rt {
         // process could grab it in between, so retry a few times.
         let mut last_error = String::new();
         for _ in 0..3 {
-            let port = super::sink::free_port();
+            let port = super::gateway::free_port();
             write(&root.join("RT_SiteConfig.pm"), &site_config(&root, port))?;
             match start_server(&root, port) {
                 Ok(child) => return Ok(Rt { dir, child, port }),

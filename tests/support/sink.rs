@@ -4,7 +4,6 @@
 //! Helpers block (std::thread::sleep): call them outside of code the sink must wait for.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -248,14 +247,6 @@ impl Drop for Sink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port nobody listens on right now (the OS picks it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// (CA cert PEM, leaf cert PEM, leaf key PEM); the leaf covers localhost and 127.0.0.1.
