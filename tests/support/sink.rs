@@ -55,16 +55,22 @@ pub struct Sink {
 impl Sink {
     /// Plain port with STARTTLS offered, plus an implicit-TLS port; no AUTH.
     pub fn start() -> Sink {
-        Self::spawn(None)
+        Self::spawn(None, true)
     }
 
     /// As [`Sink::start`], with AUTH PLAIN/LOGIN required (offered after STARTTLS, and on
     /// the implicit-TLS port).
     pub fn start_with_auth(user: &str, password: &str) -> Sink {
-        Self::spawn(Some(format!("{user}:{password}")))
+        Self::spawn(Some(format!("{user}:{password}")), true)
     }
 
-    fn spawn(auth: Option<String>) -> Sink {
+    /// As [`Sink::start_with_auth`], but messages are written without fsync: a sink for
+    /// throughput runs, where receiving is all it should cost.
+    pub fn start_fast_with_auth(user: &str, password: &str) -> Sink {
+        Self::spawn(Some(format!("{user}:{password}")), false)
+    }
+
+    fn spawn(auth: Option<String>, fsync: bool) -> Sink {
         let dir = tempfile::tempdir().expect("temp dir for sink");
         let (ca_pem, cert_pem, key_pem) = test_certificates();
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write cert");
@@ -90,6 +96,9 @@ impl Sink {
             .stderr(Stdio::piped());
         if let Some(auth) = &auth {
             cmd.args(["--auth", auth]);
+        }
+        if !fsync {
+            cmd.arg("--no-fsync");
         }
         let mut child = cmd
             .spawn()
@@ -155,6 +164,20 @@ impl Sink {
 
     pub fn clear_faults(&self) {
         self.set_fault(None, None, Duration::ZERO);
+    }
+
+    /// How many messages are stored (without reading them).
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.mail_dir())
+            .expect("read sink dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    }
+
+    /// The process id of the sink's Python interpreter.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Every stored message, oldest first.
