@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// sysconf(_SC_CLK_TCK): 100 on every Linux this runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -106,11 +106,13 @@ impl RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let start = Instant::now();
             let mut samples = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 if let Some(kib) = rss_kib(pid) {
-                    samples.push((start.elapsed().as_secs_f64(), kib));
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    samples.push((now.as_secs_f64(), kib));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -119,7 +121,7 @@ impl RssSampler {
         RssSampler { stop, thread }
     }
 
-    /// (seconds since the start, KiB) for every sample.
+    /// (wall clock in Unix seconds, KiB) for every sample.
     pub fn finish(self) -> Vec<(f64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
