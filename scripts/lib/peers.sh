@@ -66,3 +66,24 @@ install_rt() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         "${debs[@]}" >/dev/null
 }
+
+# Postfix's smtp-source and smtp-sink, the reference SMTP load tools (the submission
+# benchmark's plain-SMTP row; they speak neither TLS nor AUTH). Installing postfix would
+# replace the machine's MTA and set up a mail service, so the package is only downloaded
+# and unpacked under target/peers/postfix, and wrappers there go on the PATH.
+fetch_postfix_tools() {
+    command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null && return 0
+    local dir="$PWD/target/peers/postfix" tool
+    if [ ! -x "$dir/bin/smtp-sink" ]; then
+        log "fetching Postfix's smtp-source and smtp-sink (unpacked under target/, not installed)"
+        rm -rf "$dir" && mkdir -p "$dir/bin"
+        (cd "$dir" && apt-get download postfix >/dev/null 2>&1) || return 1
+        dpkg-deb -x "$dir"/postfix_*.deb "$dir/root" || return 1
+        for tool in smtp-source smtp-sink; do
+            printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' \
+                "$dir/root/usr/lib/postfix" "$dir/root/usr/sbin/$tool" >"$dir/bin/$tool"
+            chmod +x "$dir/bin/$tool"
+        done
+    fi
+    export PATH="$PATH:$dir/bin"
+}

@@ -50,10 +50,12 @@ pub struct Sink {
     smtps_port: u16,
     ca_pem: String,
     auth: Option<String>,
+    /// Each message is synced to disk before the 250 (off for throughput runs).
+    fsync: bool,
 }
 
 /// Runs tests/peers/smtp_sink.py on `dir` and waits until it listens.
-fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>) -> Child {
+fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>, fsync: bool) -> Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_sink.py");
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
@@ -72,6 +74,9 @@ fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>) -> Child {
         .stderr(Stdio::piped());
     if let Some(auth) = auth {
         cmd.args(["--auth", auth]);
+    }
+    if !fsync {
+        cmd.arg("--no-fsync");
     }
     let mut child = cmd
         .spawn()
@@ -101,23 +106,29 @@ fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>) -> Child {
 impl Sink {
     /// Plain port with STARTTLS offered, plus an implicit-TLS port; no AUTH.
     pub fn start() -> Sink {
-        Self::spawn(None)
+        Self::spawn(None, true)
     }
 
     /// As [`Sink::start`], with AUTH PLAIN/LOGIN required (offered after STARTTLS, and on
     /// the implicit-TLS port).
     pub fn start_with_auth(user: &str, password: &str) -> Sink {
-        Self::spawn(Some(format!("{user}:{password}")))
+        Self::spawn(Some(format!("{user}:{password}")), true)
     }
 
-    fn spawn(auth: Option<String>) -> Sink {
+    /// As [`Sink::start_with_auth`], but messages are written without fsync: a sink for
+    /// throughput runs, where receiving is all it should cost.
+    pub fn start_fast_with_auth(user: &str, password: &str) -> Sink {
+        Self::spawn(Some(format!("{user}:{password}")), false)
+    }
+
+    fn spawn(auth: Option<String>, fsync: bool) -> Sink {
         let dir = tempfile::tempdir().expect("temp dir for sink");
         let (ca_pem, cert_pem, key_pem) = test_certificates();
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write cert");
         std::fs::write(dir.path().join("key.pem"), key_pem).expect("write key");
         std::fs::create_dir(dir.path().join("mail")).expect("mail dir");
         let [port, smtps_port] = super::gateway::free_ports();
-        let child = launch(dir.path(), port, smtps_port, auth.as_deref());
+        let child = launch(dir.path(), port, smtps_port, auth.as_deref(), fsync);
         Sink {
             child,
             dir,
@@ -125,6 +136,7 @@ impl Sink {
             smtps_port,
             ca_pem,
             auth,
+            fsync,
         }
     }
 
@@ -142,6 +154,7 @@ impl Sink {
             self.port,
             self.smtps_port,
             self.auth.as_deref(),
+            self.fsync,
         );
     }
 
@@ -191,6 +204,20 @@ impl Sink {
 
     pub fn clear_faults(&self) {
         self.set_fault(None, None, Duration::ZERO);
+    }
+
+    /// How many messages are stored (without reading them).
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.mail_dir())
+            .expect("read sink dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    }
+
+    /// The process id of the sink's Python interpreter.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Every stored message, oldest first.
