@@ -82,6 +82,10 @@ pub struct Store {
     syncs: Arc<Syncs>,
     /// SQLite's write-ahead log file (see [`Store::sync`]).
     wal: Option<std::path::PathBuf>,
+    /// SQLite has one writer at a time: write transactions of this process queue here
+    /// instead of in SQLite's busy handler, which sleeps in steps up to 100 ms and serves
+    /// waiters in no order.
+    writer: Arc<tokio::sync::Semaphore>,
 }
 
 /// Deferred commits counted against the syncs that covered them (SQLite).
@@ -112,6 +116,9 @@ pub struct Tx {
     pending: pending::Pending,
     ids: pending::Ids,
     status_ids: std::collections::HashMap<String, i64>,
+    /// SQLite: this process's turn to write, held until commit or rollback. Declared last,
+    /// so it is given back after `inner` ended.
+    _writer: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -161,6 +168,7 @@ impl Store {
             last_intake: Default::default(),
             syncs: Default::default(),
             wal,
+            writer: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -208,9 +216,12 @@ impl Store {
     }
 
     async fn begin_on(&self, pool: &AnyPool, deferred: Option<Arc<Syncs>>) -> Result<Tx> {
-        let inner = match self.backend {
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => pool.begin().await?,
+        let (inner, writer) = match self.backend {
+            Backend::Sqlite => {
+                let permit = self.writer.clone().acquire_owned().await;
+                (pool.begin_with("BEGIN IMMEDIATE").await?, permit.ok())
+            }
+            Backend::Postgres => (pool.begin().await?, None),
         };
         Ok(Tx {
             inner,
@@ -219,6 +230,7 @@ impl Store {
             pending: pending::Pending::new(),
             ids: pending::Ids::default(),
             status_ids: Default::default(),
+            _writer: writer,
         })
     }
 

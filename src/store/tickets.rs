@@ -410,11 +410,20 @@ impl Tx {
                 match stored {
                     Some(n) => n,
                     None => {
-                        sqlx::query("INSERT INTO counters (name, value) VALUES ('ticket', $1)")
-                            .bind(first - 1)
-                            .execute(&mut *self.inner)
-                            .await?;
-                        first - 1
+                        // Several first tickets at once: one row wins, the others wait for
+                        // it (PostgreSQL) and then count on from it.
+                        sqlx::query(
+                            "INSERT INTO counters (name, value) VALUES ('ticket', $1) \
+                             ON CONFLICT (name) DO NOTHING",
+                        )
+                        .bind(first - 1)
+                        .execute(&mut *self.inner)
+                        .await?;
+                        sqlx::query_scalar(
+                            "UPDATE counters SET value = value WHERE name = 'ticket' RETURNING value",
+                        )
+                        .fetch_one(&mut *self.inner)
+                        .await?
                     }
                 }
             }
