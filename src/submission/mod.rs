@@ -129,7 +129,10 @@ impl Submission {
         let (lines, rest) = commands::split(&body)?;
         let own = quote::own_text(rest);
 
-        let mut tx = self.store.begin().await?;
+        // Committed without waiting for the disk; the sync before the answer covers it,
+        // together with the replies other sessions committed meanwhile (one disk flush
+        // for several replies).
+        let mut tx = self.store.begin_deferred().await?;
         let actor = Actor {
             agent_id: Some(agent.id),
             name: agent.login.clone(),
@@ -245,6 +248,7 @@ impl Submission {
                 tx.history(ticket.id, &actor, "item", "", "comment").await?;
             }
             tx.commit().await?;
+            self.store.sync().await?;
             tracing::info!(ticket = ticket.number, agent = %agent.login, "comment");
             return Ok(());
         }
@@ -417,6 +421,7 @@ impl Submission {
                 .await?;
         }
         tx.commit().await?;
+        self.store.sync().await?;
         self.outbox_wake.notify_one();
         tracing::info!(ticket = ticket.number, agent = %agent.login, message_id = %message_id, "reply");
         Ok(())
