@@ -15,6 +15,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use mticket::store::{NewOutbound, Store};
 use serde_json::Value;
 use support::gateway::{Gateway, Options};
+use support::header;
 use support::sink::{Fault, Sink, SinkMessage};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -34,31 +35,6 @@ fn send(gateway: &Gateway, subject: &str) {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-fn add_agent(gateway: &Gateway, login: &str) {
-    let out = gateway.cli_with(
-        &[
-            "agent",
-            "add",
-            "--login",
-            login,
-            "--name",
-            login,
-            "--email",
-            &format!("{login}@example.test"),
-            "--queues",
-            "Support",
-            "--password-stdin",
-        ],
-        &[],
-        "agent-password-123\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -106,13 +82,6 @@ fn deliveries(ticket: &Value) -> Vec<String> {
         .collect()
 }
 
-fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
-    raw.lines().take_while(|l| !l.is_empty()).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then_some(v.trim())
-    })
-}
-
 /// The three parts of a report: (text for people, delivery-status, headers).
 fn report_parts(m: &SinkMessage) -> (String, String, String) {
     let parsed = MessageParser::default().parse(&m.raw).unwrap();
@@ -155,8 +124,18 @@ fn a_refused_reply_comes_back_to_its_agent_as_a_delivery_report() {
         Some(&sink),
         &["--autoresponder", "--friendly", "Example Support"],
     );
-    add_agent(&gateway, "anna");
-    add_agent(&gateway, "ben");
+    gateway.add_agent(
+        "anna",
+        &format!("{}@example.test", "anna"),
+        "agent-password-123",
+        &["Support"],
+    );
+    gateway.add_agent(
+        "ben",
+        &format!("{}@example.test", "ben"),
+        "agent-password-123",
+        &["Support"],
+    );
     // The customer's address is refused, and ben's own: a report to ben fails too.
     sink.set_fault_for(&[CUSTOMER, "ben@example.test"], Some(Fault::Reject), None);
     gateway.start();
@@ -196,13 +175,16 @@ fn a_refused_reply_comes_back_to_its_agent_as_a_delivery_report() {
     let dsn = got.iter().find(|m| m.mail_from == "<>").expect("a report");
     assert_eq!(dsn.rcpt_tos, ["anna@example.test"]);
     let raw = String::from_utf8_lossy(&dsn.raw).into_owned();
-    assert_eq!(header(&raw, "Auto-Submitted"), Some("auto-replied"));
     assert_eq!(
-        header(&raw, "From"),
+        header(raw.as_bytes(), "Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    assert_eq!(
+        header(raw.as_bytes(), "From").as_deref(),
         Some("\"Example Support\" <support@example.test>")
     );
     assert_eq!(
-        header(&raw, "Subject"),
+        header(raw.as_bytes(), "Subject").as_deref(),
         Some("Undelivered: [Support #1] Re: Paket fehlt")
     );
     let (text, status, headers) = report_parts(dsn);
@@ -260,7 +242,12 @@ fn a_reply_undelivered_when_the_retry_window_ends_gets_4_4_7() {
         Some(&sink),
         &["--no-autoresponder"],
     );
-    add_agent(&gateway, "anna");
+    gateway.add_agent(
+        "anna",
+        &format!("{}@example.test", "anna"),
+        "agent-password-123",
+        &["Support"],
+    );
     gateway.start();
     send(&gateway, "Paket fehlt");
     gateway.stop();

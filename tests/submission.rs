@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::gateway::{Gateway, Options};
+use support::header;
 use support::sink::{Sink, SinkMessage};
-use support::submit::{Agent, Draft, Security, customer_mail, deliver_inbound, header};
+use support::submit::{Agent, Draft, Security, customer_mail, deliver_inbound};
 
 const WAIT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "support@shop.test";

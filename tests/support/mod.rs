@@ -12,3 +12,27 @@ pub mod procstat;
 pub mod rt;
 pub mod sink;
 pub mod submit;
+
+/// The header `name` of a raw mail, unfolded.
+pub fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut value: Option<String> = None;
+    for line in head.split("\r\n") {
+        if let Some(v) = value.as_mut()
+            && (line.starts_with(' ') || line.starts_with('\t'))
+        {
+            v.push_str(line);
+            continue;
+        }
+        if value.is_some() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':')
+            && n.eq_ignore_ascii_case(name)
+        {
+            value = Some(v.trim().to_string());
+        }
+    }
+    value
+}
