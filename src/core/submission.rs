@@ -52,9 +52,8 @@ pub fn recipients(
         out
     };
     let mut to = pick(a.to, true);
-    let adds: Vec<String> = cc_edits.add.to_vec();
     let mut cc = pick(a.cc, true);
-    cc.extend(pick(&adds, true));
+    cc.extend(pick(&cc_edits.add, true));
     cc.retain(|c| !removed(c));
     if to.is_empty() && !fallback.is_empty() && !is_internal(fallback) {
         to.push(fallback.to_ascii_lowercase());

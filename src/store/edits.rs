@@ -31,8 +31,6 @@ pub struct TicketFields {
     pub document: Option<String>,
     pub customer_number: Option<String>,
     pub cc: Vec<String>,
-    pub tags: Vec<String>,
-    pub watcher_ids: Vec<i64>,
 }
 
 /// A column an agent's command sets; the names never come from input.
@@ -157,18 +155,6 @@ impl Tx {
         .bind(t.id)
         .fetch_all(self.conn().await?)
         .await?;
-        let tags: Vec<String> = sqlx::query_scalar(
-            "SELECT g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id \
-             WHERE tt.ticket_id = $1 ORDER BY g.name",
-        )
-        .bind(t.id)
-        .fetch_all(self.conn().await?)
-        .await?;
-        let watcher_ids: Vec<i64> =
-            sqlx::query_scalar("SELECT agent_id FROM ticket_watchers WHERE ticket_id = $1")
-                .bind(t.id)
-                .fetch_all(self.conn().await?)
-                .await?;
         let priority: String = row.try_get("priority")?;
         Ok(TicketFields {
             priority: priority.parse().unwrap_or(Priority::Low),
@@ -178,8 +164,6 @@ impl Tx {
             document: row.try_get("document")?,
             customer_number: row.try_get("customer")?,
             cc,
-            tags,
-            watcher_ids,
         })
     }
 
