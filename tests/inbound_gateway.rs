@@ -94,6 +94,27 @@ fn swaks_to_a_queue_makes_a_ticket_and_to_a_stranger_gets_550() {
     gateway.stop();
 }
 
+/// Runs the command printed at the start of `text` over `lines` lines (continuations
+/// joined), as a newcomer would paste it.
+fn run_printed(text: &str, lines: usize) {
+    let command: String = text
+        .lines()
+        .take(lines)
+        .map(|l| l.trim().trim_end_matches('\\').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn serve_demo_then_its_swaks_lines_make_a_ticket_and_a_reply() {
     let mut gateway = Gateway::new(Options::default());
@@ -102,24 +123,8 @@ fn serve_demo_then_its_swaks_lines_make_a_ticket_and_a_reply() {
         let log = gateway.log();
         log.contains("swaks --server").then_some(log)
     });
-    // The printed command, with its continuation line joined.
     let start = log.find("swaks --server").unwrap();
-    let command: String = log[start..]
-        .lines()
-        .take(2)
-        .map(|l| l.trim().trim_end_matches('\\').trim())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&command)
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{command}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_printed(&log[start..], 2);
     let list = gateway.cli_ok(&["ticket", "list"]);
     assert!(list.contains("My first ticket"), "{list}");
     // The known demo customer was assigned.
@@ -127,22 +132,7 @@ fn serve_demo_then_its_swaks_lines_make_a_ticket_and_a_reply() {
 
     // The second printed command answers as the demo agent through the submission port.
     let start = log.rfind("swaks --server").unwrap();
-    let command: String = log[start..]
-        .lines()
-        .take(3)
-        .map(|l| l.trim().trim_end_matches('\\').trim())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&command)
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{command}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_printed(&log[start..], 3);
     let items = gateway.ticket(1)["items"].clone();
     assert_eq!(items[1]["kind"], "reply", "{items}");
     assert_eq!(gateway.ticket(1)["status"], "waiting");

@@ -123,15 +123,12 @@ fn smtplib_swaks_and_mutt_replies_arrive_rewritten_and_are_stored() {
     let answer = agent(&gateway, "anna", "anna-secret").send(
         "anna@shop.test",
         &[CUSTOMER],
-        &Draft {
-            from: "Anna Agent <anna@shop.test>",
-            to: &[CUSTOMER],
-            cc: &[],
-            subject: "Re: Drucker defekt",
-            in_reply_to: Some(&id1),
-            body: "Guten Tag,\n\nbitte starten Sie den Drucker neu.\n\nAnna\n",
-        }
-        .raw(),
+        &to_customer(
+            "Anna Agent <anna@shop.test>",
+            "Re: Drucker defekt",
+            Some(&id1),
+            "Guten Tag,\n\nbitte starten Sie den Drucker neu.\n\nAnna\n",
+        ),
     );
     assert!(answer.accepted(), "{answer:?}\n{}", gateway.log());
     let got = sink.wait_for(1, WAIT);
@@ -153,15 +150,12 @@ fn smtplib_swaks_and_mutt_replies_arrive_rewritten_and_are_stored() {
     let file = dir.path().join("reply.eml");
     std::fs::write(
         &file,
-        Draft {
-            from: QUEUE,
-            to: &[CUSTOMER],
-            cc: &[],
-            subject: "AW: Rechnung falsch",
-            in_reply_to: Some(&id2),
-            body: "Die Rechnung wird korrigiert.\n",
-        }
-        .raw(),
+        to_customer(
+            QUEUE,
+            "AW: Rechnung falsch",
+            Some(&id2),
+            "Die Rechnung wird korrigiert.\n",
+        ),
     )
     .unwrap();
     let out = Command::new("swaks")
@@ -241,6 +235,19 @@ fn smtplib_swaks_and_mutt_replies_arrive_rewritten_and_are_stored() {
     assert_rewritten(m, n3, &id3);
     assert_eq!(items_of(&gateway, n3, "reply").len(), 1);
     assert_eq!(replies(&sink).len(), 3, "nothing else went out");
+}
+
+/// An agent's mail to the customer, nobody in Cc.
+fn to_customer(from: &str, subject: &str, in_reply_to: Option<&str>, body: &str) -> Vec<u8> {
+    Draft {
+        from,
+        to: &[CUSTOMER],
+        cc: &[],
+        subject,
+        in_reply_to,
+        body,
+    }
+    .raw()
 }
 
 /// A reply to ticket `n`'s customer mail `id` with `body`, sent by `login`.
@@ -683,15 +690,12 @@ fn a_second_answer_to_the_same_version_is_refused_unless_forced() {
     let answer = agent(&gateway, "ben", "ben-secret").send(
         "ben@shop.test",
         &[CUSTOMER],
-        &Draft {
-            from: "ben@shop.test",
-            to: &[CUSTOMER],
-            cc: &[],
-            subject: &format!("Re: [Support #{n}] Kollision"),
-            in_reply_to: None,
-            body: "Noch ein Nachtrag.\n",
-        }
-        .raw(),
+        &to_customer(
+            "ben@shop.test",
+            &format!("Re: [Support #{n}] Kollision"),
+            None,
+            "Noch ein Nachtrag.\n",
+        ),
     );
     assert!(answer.accepted(), "{answer:?}");
     assert_eq!(sink.wait_for(3, WAIT).len(), 3);
@@ -728,15 +732,7 @@ fn strangers_forged_senders_and_foreign_queues_are_refused() {
         password: "wrong-password",
         tls: Security::StartTls,
     };
-    let draft = Draft {
-        from: "anna@shop.test",
-        to: &[CUSTOMER],
-        cc: &[],
-        subject: "Re: Sicherheit",
-        in_reply_to: Some(&id),
-        body: "x\n",
-    }
-    .raw();
+    let draft = to_customer("anna@shop.test", "Re: Sicherheit", Some(&id), "x\n");
     for _ in 0..5 {
         let a = wrong.send("anna@shop.test", &[CUSTOMER], &draft);
         assert_eq!(a.code, 535, "{a:?}");
@@ -747,15 +743,7 @@ fn strangers_forged_senders_and_foreign_queues_are_refused() {
     let a = agent(&gateway, "ben", "ben-secret").send(
         "ben@shop.test",
         &[CUSTOMER],
-        &Draft {
-            from: "ben@shop.test",
-            to: &[CUSTOMER],
-            cc: &[],
-            subject: "Re: Sicherheit",
-            in_reply_to: Some(&id),
-            body: "x\n",
-        }
-        .raw(),
+        &to_customer("ben@shop.test", "Re: Sicherheit", Some(&id), "x\n"),
     );
     assert!(a.accepted(), "{a:?}");
 
@@ -763,15 +751,7 @@ fn strangers_forged_senders_and_foreign_queues_are_refused() {
     let a = agent(&gateway, "ben", "ben-secret").send(
         "ben@shop.test",
         &[CUSTOMER],
-        &Draft {
-            from: "chef@shop.test",
-            to: &[CUSTOMER],
-            cc: &[],
-            subject: "Re: Sicherheit",
-            in_reply_to: Some(&id),
-            body: "x\n",
-        }
-        .raw(),
+        &to_customer("chef@shop.test", "Re: Sicherheit", Some(&id), "x\n"),
     );
     assert_eq!(a.code, 550, "{a:?}");
     assert!(a.text.contains("chef@shop.test"), "{a:?}");
@@ -795,15 +775,7 @@ fn strangers_forged_senders_and_foreign_queues_are_refused() {
     let a = agent(&gateway, "carla", "carla-secret").send(
         "carla@shop.test",
         &[CUSTOMER],
-        &Draft {
-            from: "carla@shop.test",
-            to: &[CUSTOMER],
-            cc: &[],
-            subject: "Re: Sicherheit",
-            in_reply_to: Some(&id),
-            body: "x\n",
-        }
-        .raw(),
+        &to_customer("carla@shop.test", "Re: Sicherheit", Some(&id), "x\n"),
     );
     assert_eq!(a.code, 550, "{a:?}");
     assert!(a.text.contains("no access"), "{a:?}");
@@ -881,15 +853,12 @@ fn replies_wait_out_an_upstream_outage_and_a_refusal_comes_back_to_the_agent() {
     sink.stop();
     let raws: Vec<Vec<u8>> = (0..100)
         .map(|i| {
-            Draft {
-                from: "anna@shop.test",
-                to: &[CUSTOMER],
-                cc: &[],
-                subject: "Re: Ausfall",
-                in_reply_to: Some(&id),
-                body: &format!("Antwort OUTAGE-{i:03}.\n"),
-            }
-            .raw()
+            to_customer(
+                "anna@shop.test",
+                "Re: Ausfall",
+                Some(&id),
+                &format!("Antwort OUTAGE-{i:03}.\n"),
+            )
         })
         .collect();
     let answers =
@@ -974,15 +943,12 @@ fn kill_9_during_200_concurrent_submissions_loses_no_acknowledged_reply() {
     let (n, id) = ticket_from_customer(&gateway, "Absturz");
     let raws: Vec<Vec<u8>> = (0..200)
         .map(|i| {
-            Draft {
-                from: "anna@shop.test",
-                to: &[CUSTOMER],
-                cc: &[],
-                subject: "Re: Absturz",
-                in_reply_to: Some(&id),
-                body: &format!("Antwort CRASH-{i:03}.\n"),
-            }
-            .raw()
+            to_customer(
+                "anna@shop.test",
+                "Re: Absturz",
+                Some(&id),
+                &format!("Antwort CRASH-{i:03}.\n"),
+            )
         })
         .collect();
     let sending =

@@ -729,12 +729,22 @@ fn recipient(r: &str) -> String {
 }
 
 fn address_field(name: &str, items: &[String]) -> String {
+    fold(name, items, ",")
+}
+
+/// `Name: a b c`, folded before a word that would pass 78 characters.
+fn folded(name: &str, words: Vec<String>) -> String {
+    fold(name, &words, "")
+}
+
+/// `Name: a<sep> b<sep> c`, folded before an item that would pass 78 characters.
+fn fold(name: &str, items: &[String], separator: &str) -> String {
     let mut out = format!("{name}:");
     let mut line = out.len();
     for (k, item) in items.iter().enumerate() {
         if k > 0 {
-            out.push(',');
-            line += 1;
+            out.push_str(separator);
+            line += separator.len();
         }
         if k > 0 && line + 1 + item.len() > 78 {
             out.push_str("\r\n ");
@@ -745,25 +755,6 @@ fn address_field(name: &str, items: &[String]) -> String {
         }
         out.push_str(item);
         line += item.len();
-    }
-    out.push_str("\r\n");
-    out
-}
-
-/// `Name: a b c`, folded before a word that would pass 78 characters.
-fn folded(name: &str, words: Vec<String>) -> String {
-    let mut out = format!("{name}:");
-    let mut line = out.len();
-    for (k, w) in words.iter().enumerate() {
-        if k > 0 && line + 1 + w.len() > 78 {
-            out.push_str("\r\n ");
-            line = 1;
-        } else {
-            out.push(' ');
-            line += 1;
-        }
-        out.push_str(w);
-        line += w.len();
     }
     out.push_str("\r\n");
     out

@@ -9,6 +9,14 @@ pub struct TicketTag {
     pub number: i64,
 }
 
+/// A new ticket's subject: the mail's, or a placeholder when it has none.
+pub fn ticket_subject(mail_subject: &str) -> &str {
+    match mail_subject.trim() {
+        "" => "(no subject)",
+        s => s,
+    }
+}
+
 /// The tag for ticket `number` of `queue`.
 pub fn tag(queue: &str, number: i64) -> String {
     format!("[{} #{}]", queue.trim(), number)

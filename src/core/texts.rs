@@ -85,6 +85,15 @@ pub fn delivery_failure_text(
     out
 }
 
+/// `@Briefanrede@` without a customer in `queue`: its own salutation, else the locale's.
+pub fn queue_salutation(queue: &crate::core::model::Queue, locale: Locale) -> &str {
+    if queue.salutation.is_empty() {
+        neutral_salutation(locale)
+    } else {
+        &queue.salutation
+    }
+}
+
 /// What the placeholders are filled with.
 pub struct Placeholders<'a> {
     pub customer: Option<&'a Customer>,

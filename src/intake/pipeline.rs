@@ -349,11 +349,7 @@ impl Pipeline {
                         cc.push(addr.clone());
                     }
                 }
-                let subject_text = if m.subject.trim().is_empty() {
-                    "(no subject)"
-                } else {
-                    m.subject.trim()
-                };
+                let subject_text = subject::ticket_subject(&m.subject);
                 let t = tx
                     .create_ticket(
                         &NewTicket {
@@ -601,11 +597,7 @@ impl Pipeline {
             // A follow-up's ticket may have a customer other than the batch's senders.
             batch.customers.extend(tx.customers_by_ids(&[id]).await?);
         }
-        let neutral = if queue.salutation.is_empty() {
-            texts::neutral_salutation(self.config.locale)
-        } else {
-            &queue.salutation
-        };
+        let neutral = texts::queue_salutation(queue, self.config.locale);
         let placeholders = Placeholders {
             customer: ticket.customer_id.and_then(|id| batch.customers.get(&id)),
             ticket_number: ticket.number,

@@ -261,11 +261,7 @@ impl Submission {
             Some(id) => tx.customers_by_ids(&[id]).await?.remove(&id),
             None => None,
         };
-        let neutral = if queue.salutation.is_empty() {
-            texts::neutral_salutation(self.config.locale)
-        } else {
-            &queue.salutation
-        };
+        let neutral = texts::queue_salutation(queue, self.config.locale);
         let placeholders = Placeholders {
             customer: customer.as_ref(),
             ticket_number: ticket.number,
@@ -544,11 +540,7 @@ impl Submission {
                 _ => None,
             }
         };
-        let subject_text = if m.subject.trim().is_empty() {
-            "(no subject)"
-        } else {
-            m.subject.trim()
-        };
+        let subject_text = subject::ticket_subject(&m.subject);
         let cc: Vec<String> = if is_comment {
             Vec::new()
         } else {
