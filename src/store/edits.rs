@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::tickets::{TicketRef, item_text};
-use super::{Actor, Arg, Result, Sql, Tx, now, push_list};
+use super::{Actor, Arg, Backend, Result, Sql, Tx, now, push_list};
 use crate::core::model::{ItemKind, Priority};
 
 /// One item of a ticket as a collision names it and a reply threads and quotes it.
@@ -228,6 +228,30 @@ impl Tx {
         )
     }
 
+    /// The ticket's version, which every change of it bumps. In a write transaction on
+    /// PostgreSQL this also locks the ticket's row until the end of the transaction, so no
+    /// other writer changes the ticket meanwhile (SQLite has one writer anyway).
+    pub async fn ticket_version(&mut self, ticket_id: i64) -> Result<i64> {
+        let sql = match (self.backend, self.read_only) {
+            (Backend::Postgres, false) => "SELECT version FROM tickets WHERE id = $1 FOR UPDATE",
+            _ => "SELECT version FROM tickets WHERE id = $1",
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(ticket_id)
+            .fetch_one(self.conn().await?)
+            .await?)
+    }
+
+    /// Bumps the ticket's version for a change of the rows around it (tags, watchers, CC).
+    async fn touch(&mut self, ticket_id: i64) -> Result<()> {
+        sqlx::query("UPDATE tickets SET updated_at = $1, version = version + 1 WHERE id = $2")
+            .bind(now())
+            .bind(ticket_id)
+            .execute(self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Sets one field of a ticket and logs `old` → `new` (as people read them).
     pub(crate) async fn set_field(
         &mut self,
@@ -267,6 +291,7 @@ impl Tx {
         .execute(self.conn().await?)
         .await?;
         if done.rows_affected() > 0 {
+            self.touch(ticket_id).await?;
             self.history(ticket_id, actor, "tag", "", name).await?;
         }
         Ok(())
@@ -284,6 +309,7 @@ impl Tx {
             .execute(self.conn().await?)
             .await?;
         if done.rows_affected() > 0 {
+            self.touch(ticket_id).await?;
             self.history(ticket_id, actor, "tag", name, "").await?;
         }
         Ok(())
@@ -310,6 +336,7 @@ impl Tx {
             .execute(self.conn().await?)
             .await?;
         if done.rows_affected() > 0 {
+            self.touch(ticket_id).await?;
             let (old, new) = if watching { ("", login) } else { (login, "") };
             self.history(ticket_id, actor, "watcher", old, new).await?;
         }
@@ -340,6 +367,7 @@ impl Tx {
             .execute(self.conn().await?)
             .await?;
         }
+        self.touch(ticket_id).await?;
         self.history(ticket_id, actor, "cc", &old.join(", "), &new.join(", "))
             .await
     }

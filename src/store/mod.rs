@@ -107,12 +107,15 @@ impl Syncs {
     }
 }
 
-/// A write transaction. Commit with [`Tx::commit`]; dropping it rolls back. Inserts are
-/// queued and sent together (see `pending`); every statement goes through [`Tx::conn`],
-/// which sends them first, so reads always see the transaction's own writes.
+/// A write transaction, or a read-only view (see [`Store::snapshot`]). Commit with
+/// [`Tx::commit`]; dropping it rolls back. Inserts are queued and sent together (see
+/// `pending`); every statement goes through [`Tx::conn`], which sends them first, so reads
+/// always see the transaction's own writes.
 pub struct Tx {
     inner: Transaction<'static, Any>,
     backend: Backend,
+    /// A view from [`Store::snapshot`]: it takes no lock and writes nothing.
+    read_only: bool,
     /// Set for a deferred transaction (see [`Store::begin_deferred`]).
     deferred: Option<Arc<Syncs>>,
     pending: pending::Pending,
@@ -218,6 +221,23 @@ impl Store {
         }
     }
 
+    /// A read-only view of the store, consistent in itself, that holds up no writer: work
+    /// done on it before a write transaction (lookups, rewriting a mail) does not keep other
+    /// writers waiting for SQLite's one write lock. The view may be stale by the time the
+    /// write starts: check what it read (e.g. [`Tx::ticket_version`]) again there.
+    pub async fn snapshot(&self) -> Result<Tx> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            backend: self.backend,
+            read_only: true,
+            deferred: None,
+            pending: pending::Pending::new(),
+            ids: pending::Ids::default(),
+            status_ids: Default::default(),
+            _writer: None,
+        })
+    }
+
     async fn begin_on(&self, pool: &AnyPool, deferred: Option<Arc<Syncs>>) -> Result<Tx> {
         let (inner, writer) = match self.backend {
             Backend::Sqlite => {
@@ -229,6 +249,7 @@ impl Store {
         Ok(Tx {
             inner,
             backend: self.backend,
+            read_only: false,
             deferred,
             pending: pending::Pending::new(),
             ids: pending::Ids::default(),
@@ -309,6 +330,10 @@ impl Tx {
 
     /// The connection, after the queued writes went out.
     async fn conn(&mut self) -> Result<&mut AnyConnection> {
+        debug_assert!(
+            !self.read_only || self.pending.is_empty(),
+            "a write queued on a read-only view"
+        );
         self.pending.flush(&mut self.inner, self.backend).await?;
         Ok(&mut *self.inner)
     }

@@ -784,23 +784,7 @@ impl Tx {
     /// Merges ticket `from` into `into`: `from`'s items become older items of `into`,
     /// `from` becomes `merged` and forwards later mail to `into`.
     pub async fn merge(&mut self, from: &TicketRef, into: &TicketRef, actor: &Actor) -> Result<()> {
-        if from.id == into.id {
-            return Err(StoreError::Invalid(
-                "a ticket cannot be merged into itself".into(),
-            ));
-        }
-        if from.merged_into_id.is_some() {
-            return Err(StoreError::Invalid(format!(
-                "ticket #{} is already merged",
-                from.number
-            )));
-        }
-        if into.merged_into_id.is_some() {
-            return Err(StoreError::Invalid(format!(
-                "ticket #{} is merged itself; merge into its target",
-                into.number
-            )));
-        }
+        mergeable(from, into).map_err(StoreError::Invalid)?;
         for sql in [
             "UPDATE items SET ticket_id = $1 WHERE ticket_id = $2",
             "INSERT INTO message_ids (message_id, ticket_id) SELECT message_id, $1 FROM message_ids \
@@ -856,6 +840,23 @@ impl Tx {
         )
         .await
     }
+}
+
+/// Why ticket `from` cannot be merged into `into`, if it cannot.
+pub fn mergeable(from: &TicketRef, into: &TicketRef) -> Result<(), String> {
+    if from.id == into.id {
+        return Err("a ticket cannot be merged into itself".into());
+    }
+    if from.merged_into_id.is_some() {
+        return Err(format!("ticket #{} is already merged", from.number));
+    }
+    if into.merged_into_id.is_some() {
+        return Err(format!(
+            "ticket #{} is merged itself; merge into its target",
+            into.number
+        ));
+    }
+    Ok(())
 }
 
 impl Store {

@@ -22,7 +22,8 @@ use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
 use crate::net::smtp::{DeliverError, MailService};
 use crate::store::{
-    Actor, Arg, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
+    Actor, Arg, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef,
+    Tx, mergeable,
 };
 
 pub struct Submission {
@@ -82,13 +83,101 @@ struct Found {
     version: Option<i64>,
 }
 
-/// What the commands leave for the rest of the mail.
+/// An agent's mail, read and checked before any ticket is looked at.
+struct Mail<'a> {
+    agent: Agent,
+    actor: Actor,
+    /// The SMTP envelope's recipients.
+    rcpts: &'a [String],
+    raw: &'a [u8],
+    m: IncomingMail,
+    queues: Vec<Queue>,
+    /// The queue the mail is from (an index into `queues`), when it is from a queue address.
+    from_queue: Option<usize>,
+    is_comment: bool,
+    lines: Vec<CommandLine>,
+    /// The body after the command lines.
+    rest: String,
+    /// The agent's own words in `rest`: without the client's quote.
+    own: String,
+}
+
+impl Mail<'_> {
+    fn has(&self, command: Command) -> bool {
+        self.lines.iter().any(|l| l.command == command)
+    }
+
+    fn sending_queue(&self) -> Option<&Queue> {
+        self.from_queue.map(|i| &self.queues[i])
+    }
+}
+
+/// What one command changes, worked out before anything is written.
+enum Change {
+    Status {
+        before: TicketRef,
+        key: String,
+    },
+    Assignee {
+        before: TicketRef,
+        to: Option<(i64, String)>,
+    },
+    Field {
+        field: Field,
+        value: Arg,
+        old: String,
+        new: String,
+    },
+    Tag {
+        id: i64,
+        name: String,
+        on: bool,
+    },
+    Watch(bool),
+    Merge {
+        from: TicketRef,
+        into: TicketRef,
+    },
+}
+
+/// What the commands do, and what they leave for the rest of the mail.
 #[derive(Default)]
-struct Applied {
+struct Resolved {
+    changes: Vec<Change>,
     status_set: bool,
     assignee_set: bool,
     template: Option<String>,
     cc: Changes,
+    /// The tickets `#merge` brings in.
+    merged: Vec<TicketRef>,
+}
+
+/// Everything a mail writes, worked out from one view of the store. A write transaction
+/// applies it as it is when the tickets it read still have the versions it read.
+struct Plan {
+    /// Each ticket read, with its version.
+    read: Vec<(i64, i64)>,
+    /// The ticket as the commands leave it.
+    ticket: TicketRef,
+    is_new: bool,
+    changes: Vec<Change>,
+    status_set: bool,
+    assignee_set: bool,
+    /// The rewritten reply; none for a comment.
+    reply: Option<Box<Reply>>,
+}
+
+/// A reply as it goes to the customer.
+struct Reply {
+    queue: Queue,
+    /// The ticket's CC list before the mail.
+    cc_before: Vec<String>,
+    recipients: rules::Recipients,
+    subject: String,
+    message_id: String,
+    raw: Vec<u8>,
+    parsed: IncomingMail,
+    sha256: String,
 }
 
 impl Submission {
@@ -102,6 +191,61 @@ impl Submission {
     }
 
     async fn submit(&self, login: &str, rcpts: &[String], raw: &[u8]) -> Result<(), Refusal> {
+        let mail = self.read(login, rcpts, raw).await?;
+        // Worked out on a read-only view, so SQLite's one writer is not kept waiting while
+        // this session looks things up and rewrites the reply.
+        let early = {
+            let mut view = self.store.snapshot().await?;
+            match self.find_ticket(&mut view, &mail.m).await? {
+                Some(found) => Some(self.prepare(&mut view, &mail, found, false).await?),
+                None => None,
+            }
+        };
+        // Committed without waiting for the disk; the sync before the answer covers it,
+        // together with the replies other sessions committed meanwhile (one disk flush
+        // for several replies).
+        let mut tx = self.store.begin_deferred().await?;
+        let plan = match early {
+            Some(plan) if unchanged(&mut tx, &plan.read).await? => plan,
+            // A ticket changed since the view, or the mail opens one: worked out again
+            // inside the transaction.
+            _ => {
+                let (found, is_new) = match self.find_ticket(&mut tx, &mail.m).await? {
+                    Some(found) => (found, false),
+                    None => {
+                        let ticket = self.new_ticket(&mut tx, &mail).await?;
+                        let found = Found {
+                            ticket,
+                            version: None,
+                        };
+                        (found, true)
+                    }
+                };
+                self.prepare(&mut tx, &mail, found, is_new).await?
+            }
+        };
+        let number = plan.ticket.number;
+        let message_id = plan.reply.as_ref().map(|r| r.message_id.clone());
+        write(&mut tx, &mail, plan).await?;
+        tx.commit().await?;
+        self.store.sync().await?;
+        match message_id {
+            Some(message_id) => {
+                self.outbox_wake.notify_one();
+                tracing::info!(ticket = number, agent = %mail.agent.login, %message_id, "reply");
+            }
+            None => tracing::info!(ticket = number, agent = %mail.agent.login, "comment"),
+        }
+        Ok(())
+    }
+
+    /// The mail and its sender's rights, before any ticket is looked at.
+    async fn read<'a>(
+        &self,
+        login: &str,
+        rcpts: &'a [String],
+        raw: &'a [u8],
+    ) -> Result<Mail<'a>, Refusal> {
         // Fresh: queue access and settings may have changed since the login.
         let agent = self.store.agent_by_login(login).await?;
         let raw = without_return_path(raw);
@@ -112,7 +256,7 @@ impl Submission {
             .as_ref()
             .map(|a| a.address.to_ascii_lowercase())
             .unwrap_or_default();
-        let from_queue = queues.iter().find(|q| q.address == from);
+        let from_queue = queues.iter().position(|q| q.address == from);
         if from != agent.email.to_ascii_lowercase() && from_queue.is_none() {
             return Err(Refusal::Policy(format!(
                 "From <{from}> is neither a queue address nor your own address <{}>",
@@ -124,67 +268,52 @@ impl Submission {
             .iter()
             .chain(m.to.iter().chain(&m.cc).map(|a| &a.address))
             .any(|r| r.eq_ignore_ascii_case(&comment_address));
-
         let body = agent_text(&m);
         let (lines, rest) = commands::split(&body)?;
         let own = quote::own_text(rest);
-
-        // Committed without waiting for the disk; the sync before the answer covers it,
-        // together with the replies other sessions committed meanwhile (one disk flush
-        // for several replies).
-        let mut tx = self.store.begin_deferred().await?;
+        let rest = rest.to_string();
         let actor = Actor {
             agent_id: Some(agent.id),
             name: agent.login.clone(),
         };
-        let found = self.find_ticket(&mut tx, &m).await?;
-        let (mut ticket, version, is_new) = match found {
-            Some(f) => {
-                check_access(&agent, &f.ticket.queue_name)?;
-                (f.ticket, f.version, false)
-            }
-            None => {
-                let t = self
-                    .new_ticket(
-                        &mut tx, &agent, &actor, &m, &lines, from_queue, is_comment, &queues,
-                    )
-                    .await?;
-                (t, None, true)
-            }
-        };
-        let fields = tx.ticket_fields(&ticket).await?;
-        let items = tx.item_briefs(ticket.id).await?;
-        let force = lines.iter().any(|l| l.command == Command::Force);
-        if let Some(version) = version
-            && !force
-        {
-            let news: Vec<&ItemBrief> = items
-                .iter()
-                .filter(|i| i.id > version && i.kind != ItemKind::Comment)
-                .filter(|i| !(i.kind == ItemKind::Reply && i.agent_id == Some(agent.id)))
-                .collect();
-            if !news.is_empty() {
-                let dates: Vec<String> = news.iter().map(|i| format_date(i.date)).collect();
-                let news: Vec<News<'_>> = news
-                    .iter()
-                    .zip(&dates)
-                    .map(|(i, date)| News {
-                        kind: i.kind,
-                        who: match i.kind {
-                            ItemKind::Customer => &i.from_address,
-                            _ => i.agent.as_deref().unwrap_or(&i.from_address),
-                        },
-                        date,
-                    })
-                    .collect();
-                return Err(Refusal::Content(rules::collision_text(
-                    ticket.number,
-                    &news,
-                    fields.assignee.as_deref(),
-                )));
-            }
-        }
+        Ok(Mail {
+            agent,
+            actor,
+            rcpts,
+            raw,
+            m,
+            queues,
+            from_queue,
+            is_comment,
+            lines,
+            rest,
+            own,
+        })
+    }
 
+    /// Checks the mail against its ticket, resolves its commands and rewrites the reply:
+    /// everything but the writes, on `tx` (a read-only view or the write transaction).
+    async fn prepare(
+        &self,
+        tx: &mut Tx,
+        mail: &Mail<'_>,
+        found: Found,
+        is_new: bool,
+    ) -> Result<Plan, Refusal> {
+        let Found {
+            mut ticket,
+            version,
+        } = found;
+        let agent = &mail.agent;
+        check_access(agent, &ticket.queue_name)?;
+        let mut read = vec![(ticket.id, tx.ticket_version(ticket.id).await?)];
+        let fields = tx.ticket_fields(&ticket).await?;
+        let mut items = tx.item_briefs(ticket.id).await?;
+        if let Some(version) = version
+            && !mail.has(Command::Force)
+        {
+            check_collision(&items, version, agent, &ticket, &fields)?;
+        }
         let words: Vec<&str> = self
             .config
             .submission
@@ -192,68 +321,67 @@ impl Submission {
             .iter()
             .map(String::as_str)
             .collect();
-        let has_attachment = m
+        let has_attachment = mail
+            .m
             .attachments
             .iter()
             .any(|a| !(a.inline && a.content_id.is_some()));
         if agent.attachment_check
-            && !lines.iter().any(|l| l.command == Command::NoAttachCheck)
+            && !mail.has(Command::NoAttachCheck)
             && !has_attachment
-            && let Some(word) = checks::missing_attachment(&own, &words)
+            && let Some(word) = checks::missing_attachment(&mail.own, &words)
         {
             return Err(Refusal::Content(rules::missing_attachment_text(word)));
         }
 
-        let applied = apply(
-            &mut tx,
-            &mut ticket,
-            &fields,
-            &lines,
-            &agent,
-            &actor,
-            &queues,
-        )
-        .await?;
-
-        // The conversation as it is now (a #merge brings in older items).
-        let items = tx.item_briefs(ticket.id).await?;
-        let now = chrono::Utc::now().timestamp();
-        let sha = hex::encode(Sha256::digest(raw));
-        if is_comment {
-            let text = rest.trim_end().to_string();
-            tx.add_item(
-                ticket.id,
-                &NewItem {
-                    kind: ItemKind::Comment,
-                    agent_id: Some(agent.id),
-                    from_address: &agent.email,
-                    from_name: &agent.name,
-                    to: &[],
-                    cc: &[],
-                    subject: &m.subject,
-                    date: now,
-                    message_id: m.message_id.as_deref().unwrap_or(""),
-                    text: &text,
-                    html: None,
-                    body_in_raw: false,
-                    raw,
-                    raw_sha256: &sha,
-                    problems: &m.problems,
-                    attachments: &m.attachments,
-                },
-                now,
+        let resolved = resolve(tx, &mut ticket, &fields, mail).await?;
+        // The conversation as it will be (a #merge brings in older items).
+        for other in &resolved.merged {
+            read.push((other.id, tx.ticket_version(other.id).await?));
+            items.extend(tx.item_briefs(other.id).await?);
+        }
+        items.sort_by_key(|i| (i.date, i.id));
+        let mut plan = Plan {
+            read,
+            ticket,
+            is_new,
+            changes: resolved.changes,
+            status_set: resolved.status_set,
+            assignee_set: resolved.assignee_set,
+            reply: None,
+        };
+        if mail.is_comment {
+            return Ok(plan);
+        }
+        let reply = self
+            .rewrite(
+                tx,
+                mail,
+                &plan.ticket,
+                &items,
+                fields.cc,
+                resolved.template,
+                &resolved.cc,
             )
             .await?;
-            if !is_new {
-                tx.history(ticket.id, &actor, "item", "", "comment").await?;
-            }
-            tx.commit().await?;
-            self.store.sync().await?;
-            tracing::info!(ticket = ticket.number, agent = %agent.login, "comment");
-            return Ok(());
-        }
+        plan.reply = Some(Box::new(reply));
+        Ok(plan)
+    }
 
-        let queue = queues
+    /// The reply as the customer gets it (SPEC §4).
+    #[allow(clippy::too_many_arguments)]
+    async fn rewrite(
+        &self,
+        tx: &mut Tx,
+        mail: &Mail<'_>,
+        ticket: &TicketRef,
+        items: &[ItemBrief],
+        cc_before: Vec<String>,
+        template: Option<String>,
+        cc_edits: &Changes,
+    ) -> Result<Reply, Refusal> {
+        let queue = mail
+            .queues
             .iter()
             .find(|q| q.id == ticket.queue_id)
             .ok_or_else(|| Refusal::Transient("the ticket's queue is gone".into()))?;
@@ -268,22 +396,25 @@ impl Submission {
             queue: &queue.name,
             neutral_salutation: neutral,
         };
-        let internal: Vec<String> = queues
+        let comment_address = self.config.comment_address();
+        let internal: Vec<&str> = mail
+            .queues
             .iter()
-            .map(|q| q.address.clone())
-            .chain([comment_address.clone()])
+            .map(|q| q.address.as_str())
+            .chain([comment_address.as_str()])
             .collect();
         let is_internal = |a: &str| internal.iter().any(|i| i.eq_ignore_ascii_case(a));
+        let m = &mail.m;
         let to: Vec<String> = m.to.iter().map(|a| a.address.clone()).collect();
         let cc: Vec<String> = m.cc.iter().map(|a| a.address.clone()).collect();
         let recipients = rules::recipients(
             &Addressed {
                 to: &to,
                 cc: &cc,
-                envelope: rcpts,
+                envelope: mail.rcpts,
             },
-            &agent.email,
-            &applied.cc,
+            &mail.agent.email,
+            cc_edits,
             &ticket.creator_address,
             &is_internal,
         );
@@ -292,9 +423,6 @@ impl Submission {
                 "the mail has no recipient outside the gateway".into(),
             ));
         }
-        tx.set_cc(ticket.id, &fields.cc, &recipients.cc, &actor)
-            .await?;
-
         let subject = subject::reply_subject(
             &queue.name,
             ticket.number,
@@ -341,12 +469,9 @@ impl Submission {
             })
             .collect();
         let message_id = compose::message_id(ticket.number, "re", &self.config.hostname);
-        let template = applied
-            .template
-            .as_deref()
-            .map(|t| texts::fill(t, &placeholders));
-        let rewritten = reply::rewrite(
-            raw,
+        let template = template.as_deref().map(|t| texts::fill(t, &placeholders));
+        let raw = reply::rewrite(
+            mail.raw,
             &ReplyPlan {
                 from_name: &queue.friendly_name,
                 from_address: &queue.address,
@@ -356,7 +481,7 @@ impl Submission {
                 message_id: &message_id,
                 in_reply_to: customer_ids.last().map(String::as_str),
                 references: &references,
-                date: now,
+                date: chrono::Utc::now().timestamp(),
                 quote: reply::select(queue.reply_quote, &quoted),
                 placeholders: &placeholders,
                 template: template.as_deref(),
@@ -366,61 +491,18 @@ impl Submission {
             },
         )
         .map_err(|e| Refusal::Content(format!("the mail cannot be rewritten: {e}")))?;
-        let sent = mail::parse(&rewritten);
-        let sent_sha = hex::encode(Sha256::digest(&rewritten));
-        tx.add_item(
-            ticket.id,
-            &NewItem {
-                kind: ItemKind::Reply,
-                agent_id: Some(agent.id),
-                from_address: &queue.address,
-                from_name: &queue.friendly_name,
-                to: &recipients.to,
-                cc: &recipients.cc,
-                subject: &subject,
-                date: now,
-                message_id: &message_id,
-                text: &sent.text,
-                html: sent.html.as_deref(),
-                body_in_raw: true,
-                raw: &rewritten,
-                raw_sha256: &sent_sha,
-                problems: &sent.problems,
-                attachments: &sent.attachments,
-            },
-            now,
-        )
-        .await?;
-        tx.outbox_add(&NewOutbound {
-            queue_id: queue.id,
-            ticket_id: Some(ticket.id),
-            agent_id: Some(agent.id),
-            kind: "reply",
-            mail_from: &queue.address,
-            rcpt_to: &recipients.envelope,
-            message_id: &message_id,
-            raw: &rewritten,
-        });
-        tx.history(
-            ticket.id,
-            &actor,
-            "reply",
-            "",
-            &format!("to {}", recipients.envelope.join(", ")),
-        )
-        .await?;
-        if !applied.status_set {
-            tx.set_status(&ticket, status_key::WAITING, &actor).await?;
-        }
-        if !applied.assignee_set && ticket.assignee_id.is_none() {
-            tx.set_assignee(&ticket, Some((agent.id, &agent.login)), &actor)
-                .await?;
-        }
-        tx.commit().await?;
-        self.store.sync().await?;
-        self.outbox_wake.notify_one();
-        tracing::info!(ticket = ticket.number, agent = %agent.login, message_id = %message_id, "reply");
-        Ok(())
+        let parsed = mail::parse(&raw);
+        let sha256 = hex::encode(Sha256::digest(&raw));
+        Ok(Reply {
+            queue: queue.clone(),
+            cc_before,
+            recipients,
+            subject,
+            message_id,
+            raw,
+            parsed,
+            sha256,
+        })
     }
 
     /// The ticket an agent's mail belongs to: an item it answers (which also gives the
@@ -460,23 +542,13 @@ impl Submission {
 
     /// A mail without a ticket: a comment opens one in the `#queue` (or the agent's only
     /// queue); a mail from a queue address opens one in that queue for its recipient.
-    #[allow(clippy::too_many_arguments)]
-    async fn new_ticket(
-        &self,
-        tx: &mut Tx,
-        agent: &Agent,
-        actor: &Actor,
-        m: &IncomingMail,
-        lines: &[CommandLine],
-        from_queue: Option<&Queue>,
-        is_comment: bool,
-        queues: &[Queue],
-    ) -> Result<TicketRef, Refusal> {
-        let named_queue = lines.iter().find_map(|l| match &l.command {
+    async fn new_ticket(&self, tx: &mut Tx, mail: &Mail<'_>) -> Result<TicketRef, Refusal> {
+        let (agent, m, queues, is_comment) = (&mail.agent, &mail.m, &mail.queues, mail.is_comment);
+        let named_queue = mail.lines.iter().find_map(|l| match &l.command {
             Command::Queue(name) => Some((l, name)),
             _ => None,
         });
-        let queue = match (is_comment, named_queue, from_queue) {
+        let queue = match (is_comment, named_queue, mail.sending_queue()) {
             (true, Some((line, name)), _) => queues
                 .iter()
                 .find(|q| q.name.eq_ignore_ascii_case(name.trim()))
@@ -560,26 +632,71 @@ impl Submission {
                     assignee_id: Some(agent.id),
                     at: chrono::Utc::now().timestamp(),
                 },
-                actor,
+                &mail.actor,
             )
             .await?;
         Ok(t)
     }
 }
 
-/// Applies the agent's commands in order, each a history entry; the first one the store
-/// cannot apply refuses the mail (the transaction is dropped, so nothing stays applied).
-async fn apply(
+/// True when every ticket still has the version read (and, on PostgreSQL, is locked now).
+async fn unchanged(tx: &mut Tx, read: &[(i64, i64)]) -> Result<bool, Refusal> {
+    for &(id, version) in read {
+        if tx.ticket_version(id).await? != version {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Refuses a reply to `version` when the ticket has news since: a customer's mail or
+/// another agent's reply the agent has not seen.
+fn check_collision(
+    items: &[ItemBrief],
+    version: i64,
+    agent: &Agent,
+    ticket: &TicketRef,
+    fields: &crate::store::TicketFields,
+) -> Result<(), Refusal> {
+    let news: Vec<&ItemBrief> = items
+        .iter()
+        .filter(|i| i.id > version && i.kind != ItemKind::Comment)
+        .filter(|i| !(i.kind == ItemKind::Reply && i.agent_id == Some(agent.id)))
+        .collect();
+    if news.is_empty() {
+        return Ok(());
+    }
+    let dates: Vec<String> = news.iter().map(|i| format_date(i.date)).collect();
+    let news: Vec<News<'_>> = news
+        .iter()
+        .zip(&dates)
+        .map(|(i, date)| News {
+            kind: i.kind,
+            who: match i.kind {
+                ItemKind::Customer => &i.from_address,
+                _ => i.agent.as_deref().unwrap_or(&i.from_address),
+            },
+            date,
+        })
+        .collect();
+    Err(Refusal::Content(rules::collision_text(
+        ticket.number,
+        &news,
+        fields.assignee.as_deref(),
+    )))
+}
+
+/// Works out the agent's commands in order on the ticket as each leaves it; a command
+/// that names nothing known, or that may not be applied, refuses the whole mail.
+async fn resolve(
     tx: &mut Tx,
     ticket: &mut TicketRef,
     fields: &crate::store::TicketFields,
-    lines: &[CommandLine],
-    agent: &Agent,
-    actor: &Actor,
-    queues: &[Queue],
-) -> Result<Applied, Refusal> {
-    let mut applied = Applied::default();
-    for line in lines {
+    mail: &Mail<'_>,
+) -> Result<Resolved, Refusal> {
+    let agent = &mail.agent;
+    let mut r = Resolved::default();
+    for line in &mail.lines {
         match &line.command {
             Command::Status(name) => {
                 let key = match tx.status_key_by_name(name).await {
@@ -590,22 +707,21 @@ async fn apply(
                 if key == status_key::MERGED {
                     return Err(line.error("a ticket becomes merged only by #merge").into());
                 }
-                tx.set_status(ticket, &key, actor).await?;
+                r.changes.push(Change::Status {
+                    before: ticket.clone(),
+                    key: key.clone(),
+                });
                 ticket.status_key = key;
-                applied.status_set = true;
+                r.status_set = true;
             }
-            Command::Priority(p) => {
-                tx.set_field(
-                    ticket.id,
-                    Field::Priority,
-                    Arg::Text(p.as_str().into()),
-                    (fields.priority.as_str(), p.as_str()),
-                    actor,
-                )
-                .await?;
-            }
+            Command::Priority(p) => r.changes.push(Change::Field {
+                field: Field::Priority,
+                value: Arg::Text(p.as_str().into()),
+                old: fields.priority.as_str().into(),
+                new: p.as_str().into(),
+            }),
             Command::Assign(who) => {
-                let target = match who {
+                let to = match who {
                     Assignee::Me => Some((agent.id, agent.login.clone())),
                     Assignee::Nobody => None,
                     Assignee::Login(login) => Some(
@@ -614,17 +730,17 @@ async fn apply(
                             .ok_or_else(|| line.error(format!("no agent with login {login:?}")))?,
                     ),
                 };
-                tx.set_assignee(
-                    ticket,
-                    target.as_ref().map(|(id, l)| (*id, l.as_str())),
-                    actor,
-                )
-                .await?;
-                ticket.assignee_id = target.as_ref().map(|(id, _)| *id);
-                applied.assignee_set = true;
+                let assignee_id = to.as_ref().map(|(id, _)| *id);
+                r.changes.push(Change::Assignee {
+                    before: ticket.clone(),
+                    to,
+                });
+                ticket.assignee_id = assignee_id;
+                r.assignee_set = true;
             }
             Command::Queue(name) => {
-                let q = queues
+                let q = mail
+                    .queues
                     .iter()
                     .find(|q| q.name.eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| line.error(format!("no queue named {name:?}")))?;
@@ -633,14 +749,12 @@ async fn apply(
                         .error(format!("you have no access to queue {}", q.name))
                         .into());
                 }
-                tx.set_field(
-                    ticket.id,
-                    Field::Queue,
-                    Arg::Int(q.id),
-                    (&ticket.queue_name, &q.name),
-                    actor,
-                )
-                .await?;
+                r.changes.push(Change::Field {
+                    field: Field::Queue,
+                    value: Arg::Int(q.id),
+                    old: ticket.queue_name.clone(),
+                    new: q.name.clone(),
+                });
                 ticket.queue_id = q.id;
                 ticket.queue_name = q.name.clone();
             }
@@ -655,45 +769,38 @@ async fn apply(
                             .into());
                     }
                 }
-                for name in &changes.add {
-                    let (id, n) = &known[&name.to_lowercase()];
-                    tx.add_tag(ticket.id, (*id, n), actor).await?;
-                }
-                for name in &changes.remove {
-                    let (id, n) = &known[&name.to_lowercase()];
-                    tx.remove_tag(ticket.id, (*id, n), actor).await?;
+                let edits = [(&changes.add, true), (&changes.remove, false)];
+                for (names, on) in edits {
+                    for name in names {
+                        let (id, name) = &known[&name.to_lowercase()];
+                        r.changes.push(Change::Tag {
+                            id: *id,
+                            name: name.clone(),
+                            on,
+                        });
+                    }
                 }
             }
             Command::Due(date) => {
                 let new = date.map(|d| d.format("%Y-%m-%d").to_string());
-                tx.set_field(
-                    ticket.id,
-                    Field::Due,
-                    Arg::OptText(new.clone()),
-                    (
-                        fields.due_date.as_deref().unwrap_or(""),
-                        new.as_deref().unwrap_or(""),
-                    ),
-                    actor,
-                )
-                .await?;
+                r.changes.push(Change::Field {
+                    field: Field::Due,
+                    value: Arg::OptText(new.clone()),
+                    old: fields.due_date.clone().unwrap_or_default(),
+                    new: new.unwrap_or_default(),
+                });
             }
             Command::Billable(b) => {
                 let word = |b: bool| if b { "yes" } else { "no" };
-                tx.set_field(
-                    ticket.id,
-                    Field::Billable,
-                    Arg::Int(i64::from(*b)),
-                    (word(fields.billable), word(*b)),
-                    actor,
-                )
-                .await?;
+                r.changes.push(Change::Field {
+                    field: Field::Billable,
+                    value: Arg::Int(i64::from(*b)),
+                    old: word(fields.billable).into(),
+                    new: word(*b).into(),
+                });
             }
-            Command::Watch | Command::Unwatch => {
-                let on = matches!(line.command, Command::Watch);
-                tx.set_watcher(ticket.id, (agent.id, &agent.login), on, actor)
-                    .await?;
-            }
+            Command::Watch => r.changes.push(Change::Watch(true)),
+            Command::Unwatch => r.changes.push(Change::Watch(false)),
             Command::Merge(number) => {
                 let other = tx
                     .ticket_by_number(*number)
@@ -704,57 +811,185 @@ async fn apply(
                         .error(format!("you have no access to ticket #{number}"))
                         .into());
                 }
-                match tx.merge(&other, ticket, actor).await {
-                    Ok(()) => {}
-                    Err(StoreError::Invalid(why)) => return Err(line.error(why).into()),
-                    Err(e) => return Err(e.into()),
-                }
+                mergeable(&other, ticket).map_err(|why| line.error(why))?;
+                r.changes.push(Change::Merge {
+                    from: other.clone(),
+                    into: ticket.clone(),
+                });
+                r.merged.push(other);
             }
             Command::Link(number) => {
                 let id = tx
                     .document_id_by_number(number)
                     .await?
                     .ok_or_else(|| line.error(format!("no document {number:?}")))?;
-                tx.set_field(
-                    ticket.id,
-                    Field::Document,
-                    Arg::OptInt(Some(id)),
-                    (fields.document.as_deref().unwrap_or(""), number),
-                    actor,
-                )
-                .await?;
+                r.changes.push(Change::Field {
+                    field: Field::Document,
+                    value: Arg::OptInt(Some(id)),
+                    old: fields.document.clone().unwrap_or_default(),
+                    new: number.clone(),
+                });
             }
             Command::Customer(number) => {
                 let id = tx
                     .customer_id_by_number(number)
                     .await?
                     .ok_or_else(|| line.error(format!("no customer {number:?}")))?;
-                tx.set_field(
-                    ticket.id,
-                    Field::Customer,
-                    Arg::OptInt(Some(id)),
-                    (fields.customer_number.as_deref().unwrap_or(""), number),
-                    actor,
-                )
-                .await?;
+                r.changes.push(Change::Field {
+                    field: Field::Customer,
+                    value: Arg::OptInt(Some(id)),
+                    old: fields.customer_number.clone().unwrap_or_default(),
+                    new: number.clone(),
+                });
                 ticket.customer_id = Some(id);
             }
             Command::Cc(changes) => {
-                applied.cc.add.extend(changes.add.iter().cloned());
-                applied.cc.remove.extend(changes.remove.iter().cloned());
+                r.cc.add.extend(changes.add.iter().cloned());
+                r.cc.remove.extend(changes.remove.iter().cloned());
             }
             Command::Template(name) => {
                 let body = tx
                     .template_body(name)
                     .await?
                     .ok_or_else(|| line.error(format!("no template named {name:?}")))?;
-                applied.template = Some(body);
+                r.template = Some(body);
             }
             // Read before anything is applied: they switch checks off.
             Command::Force | Command::NoAttachCheck => {}
         }
     }
-    Ok(applied)
+    Ok(r)
+}
+
+/// Writes what `plan` worked out: the commands' changes, each with its history entry, then
+/// the comment or the reply with its outgoing mail.
+async fn write(tx: &mut Tx, mail: &Mail<'_>, plan: Plan) -> Result<(), Refusal> {
+    let (agent, actor) = (&mail.agent, &mail.actor);
+    let ticket = &plan.ticket;
+    for change in plan.changes {
+        match change {
+            Change::Status { before, key } => tx.set_status(&before, &key, actor).await?,
+            Change::Assignee { before, to } => {
+                let to = to.as_ref().map(|(id, login)| (*id, login.as_str()));
+                tx.set_assignee(&before, to, actor).await?;
+            }
+            Change::Field {
+                field,
+                value,
+                old,
+                new,
+            } => {
+                tx.set_field(ticket.id, field, value, (&old, &new), actor)
+                    .await?
+            }
+            Change::Tag { id, name, on } => match on {
+                true => tx.add_tag(ticket.id, (id, &name), actor).await?,
+                false => tx.remove_tag(ticket.id, (id, &name), actor).await?,
+            },
+            Change::Watch(on) => {
+                tx.set_watcher(ticket.id, (agent.id, &agent.login), on, actor)
+                    .await?
+            }
+            Change::Merge { from, into } => match tx.merge(&from, &into, actor).await {
+                Ok(()) => {}
+                Err(StoreError::Invalid(why)) => return Err(Refusal::Content(why)),
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    let m = &mail.m;
+    let Some(reply) = plan.reply else {
+        let sha = hex::encode(Sha256::digest(mail.raw));
+        tx.add_item(
+            ticket.id,
+            &NewItem {
+                kind: ItemKind::Comment,
+                agent_id: Some(agent.id),
+                from_address: &agent.email,
+                from_name: &agent.name,
+                to: &[],
+                cc: &[],
+                subject: &m.subject,
+                date: now,
+                message_id: m.message_id.as_deref().unwrap_or(""),
+                text: mail.rest.trim_end(),
+                html: None,
+                body_in_raw: false,
+                raw: mail.raw,
+                raw_sha256: &sha,
+                problems: &m.problems,
+                attachments: &m.attachments,
+            },
+            now,
+        )
+        .await?;
+        if !plan.is_new {
+            tx.history(ticket.id, actor, "item", "", "comment").await?;
+        }
+        return Ok(());
+    };
+    let Reply {
+        queue,
+        cc_before,
+        recipients,
+        subject,
+        message_id,
+        raw,
+        parsed,
+        sha256,
+    } = *reply;
+    tx.set_cc(ticket.id, &cc_before, &recipients.cc, actor)
+        .await?;
+    tx.add_item(
+        ticket.id,
+        &NewItem {
+            kind: ItemKind::Reply,
+            agent_id: Some(agent.id),
+            from_address: &queue.address,
+            from_name: &queue.friendly_name,
+            to: &recipients.to,
+            cc: &recipients.cc,
+            subject: &subject,
+            date: now,
+            message_id: &message_id,
+            text: &parsed.text,
+            html: parsed.html.as_deref(),
+            body_in_raw: true,
+            raw: &raw,
+            raw_sha256: &sha256,
+            problems: &parsed.problems,
+            attachments: &parsed.attachments,
+        },
+        now,
+    )
+    .await?;
+    tx.outbox_add(&NewOutbound {
+        queue_id: queue.id,
+        ticket_id: Some(ticket.id),
+        agent_id: Some(agent.id),
+        kind: "reply",
+        mail_from: &queue.address,
+        rcpt_to: &recipients.envelope,
+        message_id: &message_id,
+        raw: &raw,
+    });
+    tx.history(
+        ticket.id,
+        actor,
+        "reply",
+        "",
+        &format!("to {}", recipients.envelope.join(", ")),
+    )
+    .await?;
+    if !plan.status_set {
+        tx.set_status(ticket, status_key::WAITING, actor).await?;
+    }
+    if !plan.assignee_set && ticket.assignee_id.is_none() {
+        tx.set_assignee(ticket, Some((agent.id, &agent.login)), actor)
+            .await?;
+    }
+    Ok(())
 }
 
 fn check_access(agent: &Agent, queue: &str) -> Result<(), Refusal> {
