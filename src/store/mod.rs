@@ -93,16 +93,22 @@ pub struct Store {
 /// Deferred commits counted against the syncs that covered them (SQLite).
 #[derive(Default)]
 struct Syncs {
-    /// Deferred commits begun, counted while the transaction holds the write lock.
-    deferred: AtomicU64,
-    /// How many of them a sync is known to cover.
+    /// Deferred commits begun, counted while the transaction holds the write lock, before
+    /// its COMMIT: whoever sees a commit's rows sees it counted.
+    begun: AtomicU64,
+    /// Deferred commits whose COMMIT returned (whether it succeeded or not): their log
+    /// frames are written.
+    finished: tokio::sync::watch::Sender<u64>,
+    /// How many of the begun a sync is known to cover.
     covered: AtomicU64,
+    /// Flushes of the write-ahead log so far.
+    flushes: AtomicU64,
 }
 
 impl Syncs {
     /// The count a sync started now would cover, when some deferred commit is uncovered.
     fn uncovered(&self) -> Option<u64> {
-        let through = self.deferred.load(Ordering::Acquire);
+        let through = self.begun.load(Ordering::Acquire);
         (self.covered.load(Ordering::Acquire) < through).then_some(through)
     }
 }
@@ -258,34 +264,42 @@ impl Store {
         })
     }
 
-    /// Makes every commit so far durable, deferred ones included: one commit that waits for
-    /// the disk flushes the whole write-ahead log before it, and it can only start once
-    /// every earlier writer let go of SQLite's write lock.
+    /// Makes every commit so far durable, deferred ones included: once the deferred commits
+    /// begun so far have written their frames to the write-ahead log, the log goes to disk.
+    /// A commit with `synchronous = FULL` would flush the same log, but only after waiting
+    /// for SQLite's write lock behind every writer in line; this waits for no one but the
+    /// commit that may be under way.
     pub async fn sync(&self) -> Result<()> {
         let Some(through) = self.syncs.uncovered() else {
             return Ok(());
         };
-        // Concurrent callers (submissions, each before its 250) share one synced commit:
-        // whoever waited here finds its commits covered by the sync before it.
+        // Concurrent callers (submissions, each before its 250) share one flush: whoever
+        // waited here finds its commits covered by the flush before it.
         let _one_at_a_time = self.sync_turn.lock().await;
         if self.syncs.covered.load(Ordering::Acquire) >= through {
             return Ok(());
         }
-        // A head start: the log written so far goes to disk before the write lock is taken,
-        // so the synced commit holding it has little left to flush. Durability comes from
-        // that commit alone; a failure here only loses the head start.
+        // Writers take turns, so at most one commit is under way; its frames count too.
+        let _ = self
+            .syncs
+            .finished
+            .subscribe()
+            .wait_for(|finished| *finished >= through)
+            .await;
         if let Some(wal) = self.wal.clone() {
-            let _ =
-                tokio::task::spawn_blocking(move || std::fs::File::open(wal)?.sync_data()).await;
+            let flushed = tokio::task::spawn_blocking(move || match std::fs::File::open(&wal) {
+                Ok(log) => log.sync_data(),
+                // No log: the last connection checkpointed the database, synced, and
+                // removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|flushed| flushed);
+            flushed.map_err(sqlx::Error::Io)?;
         }
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO counters (name, value) VALUES ('syncs', 1) \
-             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1",
-        )
-        .execute(tx.conn().await?)
-        .await?;
-        tx.commit().await?;
+        self.syncs.flushes.fetch_add(1, Ordering::Relaxed);
         self.syncs.covered.fetch_max(through, Ordering::Release);
         Ok(())
     }
@@ -319,12 +333,16 @@ impl Store {
 impl Tx {
     pub async fn commit(mut self) -> Result<()> {
         self.pending.flush(&mut self.inner, self.backend).await?;
-        if let Some(syncs) = &self.deferred {
-            // Counted before the commit, under the write lock: a sync that reads the count
-            // afterwards starts after this commit, and whoever sees the rows sees the count.
-            syncs.deferred.fetch_add(1, Ordering::AcqRel);
-        }
-        self.inner.commit().await?;
+        let Some(syncs) = self.deferred.clone() else {
+            self.inner.commit().await?;
+            return Ok(());
+        };
+        // Counted before the commit, under the write lock: whoever sees the rows sees the
+        // count, and a sync that reads it waits for the commit to finish.
+        syncs.begun.fetch_add(1, Ordering::AcqRel);
+        let committed = self.inner.commit().await;
+        syncs.finished.send_modify(|finished| *finished += 1);
+        committed?;
         Ok(())
     }
 
@@ -540,14 +558,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
-        let syncs = || async {
-            let v: Option<i64> =
-                sqlx::query_scalar("SELECT value FROM counters WHERE name = 'syncs'")
-                    .fetch_optional(&store.pool)
-                    .await
-                    .unwrap();
-            v.unwrap_or(0)
-        };
+        let syncs = || store.syncs.flushes.load(Ordering::Relaxed);
         assert!(store.all_synced());
         store.begin().await.unwrap().commit().await.unwrap();
         assert!(store.all_synced(), "a synced commit needs no sync");
@@ -561,11 +572,11 @@ mod tests {
         drop(store.begin_deferred().await.unwrap());
         store.sync().await.unwrap();
         assert!(store.all_synced());
-        assert_eq!(syncs().await, 1, "one synced commit covered both");
+        assert_eq!(syncs(), 1, "one flush covered both");
         store.sync().await.unwrap();
-        assert_eq!(syncs().await, 1, "nothing left to sync: no commit");
+        assert_eq!(syncs(), 1, "nothing left to flush: no commit");
 
-        // Callers that sync at the same time share one synced commit.
+        // Callers that sync at the same time share one flush.
         for _ in 0..3 {
             store
                 .begin_deferred()
@@ -580,6 +591,6 @@ mod tests {
             r.unwrap();
         }
         assert!(store.all_synced());
-        assert_eq!(syncs().await, 2, "one more synced commit for all three");
+        assert_eq!(syncs(), 2, "one more flush for all three");
     }
 }
