@@ -207,7 +207,7 @@ impl Pipeline {
             outcomes.push(outcome);
         }
         tx.commit().await?;
-        self.store.note_intake();
+        self.store.note_mail();
         if autoresponded {
             self.outbox_wake.notify_one();
         }

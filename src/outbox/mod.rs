@@ -118,12 +118,8 @@ impl Worker {
         let due = self.store.outbox_due(crate::store::now(), 32).await?;
         // Mail that POP3 intake committed without waiting for the disk goes out once a sync
         // covered it, so a power failure cannot leave a customer with an autoresponse for a
-        // ticket the database lost. The poller syncs at the end of its session; in a pause
-        // the outbox syncs itself, but not beside a burst of intake, which it would slow.
+        // ticket the database lost.
         if !due.is_empty() && !self.store.all_synced() {
-            if !self.store.intake_quiet_for(Duration::from_secs(1)) {
-                return Ok(0);
-            }
             self.store.sync().await?;
         }
         let mut by_queue: std::collections::BTreeMap<i64, Vec<&Outbound>> = Default::default();

@@ -208,13 +208,13 @@ async fn checkpoints(store: Store, mut shutdown: Shutdown) {
     }
 }
 
-/// Puts new items into the full-text index outside the intake transactions. While
-/// intake is busy it adds only a few every two seconds, so a burst of mail keeps the write
-/// lock; in a pause it catches up. A search indexes whatever is left first, so it never
+/// Puts new items into the full-text index outside the transactions that store mail.
+/// While mail comes in (intake, agents' replies) it adds only a few every two seconds, so a
+/// burst of mail keeps the write lock and the processors; in a pause it catches up. A search indexes whatever is left first, so it never
 /// misses a committed item.
 async fn search_indexer(store: Store, mut shutdown: Shutdown) {
     loop {
-        let quiet = store.intake_quiet_for(Duration::from_millis(300));
+        let quiet = store.mail_quiet_for(Duration::from_millis(300));
         let idle = match store.index_for_search(64, true).await {
             Ok(0) => Duration::from_millis(500),
             Ok(_) if quiet => Duration::ZERO,

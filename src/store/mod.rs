@@ -77,8 +77,8 @@ pub struct Store {
     /// PostgreSQL shares `pool`.
     relaxed: AnyPool,
     backend: Backend,
-    /// When this process last committed intake, in Unix milliseconds.
-    last_intake: Arc<AtomicI64>,
+    /// When this process last committed mail (intake or submission), in Unix milliseconds.
+    last_mail: Arc<AtomicI64>,
     syncs: Arc<Syncs>,
     /// SQLite's write-ahead log file (see [`Store::sync`]).
     wal: Option<std::path::PathBuf>,
@@ -176,7 +176,7 @@ impl Store {
             pool,
             relaxed,
             backend,
-            last_intake: Default::default(),
+            last_mail: Default::default(),
             syncs: Default::default(),
             wal,
             writer: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -184,15 +184,15 @@ impl Store {
         })
     }
 
-    /// Notes that intake just committed mail (see [`Store::intake_quiet_for`]).
-    pub fn note_intake(&self) {
-        self.last_intake.store(millis_now(), Ordering::Relaxed);
+    /// Notes that intake or an agent's mail just committed (see [`Store::mail_quiet_for`]).
+    pub fn note_mail(&self) {
+        self.last_mail.store(millis_now(), Ordering::Relaxed);
     }
 
-    /// True when this process committed no intake for `d`: background work that competes
-    /// for SQLite's one write lock waits for such a pause.
-    pub fn intake_quiet_for(&self, d: Duration) -> bool {
-        let last = self.last_intake.load(Ordering::Relaxed);
+    /// True when this process committed no mail for `d`: background work that competes
+    /// with mail for the write lock and the processors waits for such a pause.
+    pub fn mail_quiet_for(&self, d: Duration) -> bool {
+        let last = self.last_mail.load(Ordering::Relaxed);
         millis_now() - last >= d.as_millis() as i64
     }
 

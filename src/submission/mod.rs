@@ -228,6 +228,7 @@ impl Submission {
         let message_id = plan.reply.as_ref().map(|r| r.message_id.clone());
         write(&mut tx, &mail, plan).await?;
         tx.commit().await?;
+        self.store.note_mail();
         self.store.sync().await?;
         match message_id {
             Some(message_id) => {
