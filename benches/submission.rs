@@ -16,7 +16,7 @@
 //! replies; PostgreSQL runs when MTICKET_TEST_POSTGRES names a server, as scripts/bench
 //! sets it up). For a closer look: BENCH_SUBMISSION_LATENCY_DIR=DIR keeps every mail's
 //! acknowledgment latency as CSV (session, seconds after the start, latency) per run, and
-//! BENCH_SUBMISSION_PERF_DIR=DIR records the gateway with `perf record -g` while the
+//! BENCH_SUBMISSION_PERF_DIR=DIR records the machine with `perf record -a -g` while the
 //! replies go in.
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -496,8 +496,7 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
     let rss_before = procstat::rss_kib(pid).unwrap_or(0);
     let perf = procstat::Perf::start(
         env_dir("BENCH_SUBMISSION_PERF_DIR").as_deref(),
-        &format!("{backend}-gateway"),
-        pid,
+        &format!("{backend}-submission"),
     );
     let sampler = procstat::RssSampler::start(pid);
     let machine = procstat::MachineCpu::now();

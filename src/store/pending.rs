@@ -49,10 +49,12 @@ impl Rows {
         while args.peek().is_some() {
             let mut sql = Sql::for_backend(backend, self.head);
             sql.push(" VALUES ");
+            let mut rows = 0;
             for r in 0..rows_per_statement {
                 if args.peek().is_none() {
                     break;
                 }
+                rows += 1;
                 sql.push(if r == 0 { "(" } else { ", (" });
                 for c in 0..self.width {
                     if c > 0 {
@@ -63,13 +65,22 @@ impl Rows {
                 sql.push(")");
             }
             sql.push(self.tail);
+            // One row is the common statement (one mail, one reply): kept prepared. Longer
+            // ones differ in length from batch to batch and would crowd the cache.
             sql.into_query()
-                .persistent(false)
+                .persistent(rows == 1)
                 .execute(&mut *conn)
                 .await?;
         }
         Ok(())
     }
+}
+
+/// A ticket's new status (by key) and assignee, when they change.
+#[derive(Default)]
+pub(super) struct TicketSet {
+    pub status: Option<String>,
+    pub assignee: Option<Option<i64>>,
 }
 
 /// Everything a transaction has queued, flushed in foreign-key order.
@@ -89,6 +100,8 @@ pub(super) struct Pending {
     pub pop3_marks: BTreeMap<(i64, String), (String, i64)>,
     /// Tickets that got an item: id → time of the newest.
     pub touched: BTreeMap<i64, i64>,
+    /// Tickets whose status or assignee changed, written with their touch in one UPDATE.
+    pub ticket_sets: BTreeMap<i64, TicketSet>,
     /// The ticket counter's new value, when tickets were numbered.
     pub ticket_counter: Option<i64>,
 }
@@ -149,6 +162,7 @@ impl Pending {
             ),
             pop3_marks: BTreeMap::new(),
             touched: BTreeMap::new(),
+            ticket_sets: BTreeMap::new(),
             ticket_counter: None,
         }
     }
@@ -170,6 +184,7 @@ impl Pending {
         .all(|r| r.args.is_empty())
             && self.pop3_marks.is_empty()
             && self.touched.is_empty()
+            && self.ticket_sets.is_empty()
             && self.ticket_counter.is_none()
     }
 
@@ -212,6 +227,25 @@ impl Pending {
                 .bind(value)
                 .execute(&mut *conn)
                 .await?;
+        }
+        // A changed ticket: its changes and its touch in one UPDATE.
+        for (id, set) in std::mem::take(&mut self.ticket_sets) {
+            let mut sql = Sql::for_backend(backend, "UPDATE tickets SET updated_at = ");
+            sql.bind(Arg::Int(super::now()));
+            if let Some(at) = self.touched.remove(&id) {
+                sql.push(", last_action_at = ").bind(Arg::Int(at));
+            }
+            if let Some(key) = set.status {
+                sql.push(", status_id = (SELECT id FROM statuses WHERE key = ")
+                    .bind(Arg::Text(key))
+                    .push(")");
+            }
+            if let Some(assignee) = set.assignee {
+                sql.push(", assignee_id = ").bind(Arg::OptInt(assignee));
+            }
+            sql.push(", version = version + 1 WHERE id = ")
+                .bind(Arg::Int(id));
+            sql.into_query().execute(&mut *conn).await?;
         }
         // One UPDATE per distinct time; a batch's items mostly share one second.
         let mut by_time: BTreeMap<i64, Vec<i64>> = BTreeMap::new();

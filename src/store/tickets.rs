@@ -548,18 +548,13 @@ impl Tx {
             .push([Arg::Text(message_id.to_string()), Arg::Int(ticket_id)]);
     }
 
-    /// Sets a ticket's status by key and logs it; no-op when unchanged.
+    /// Sets a ticket's status by key (one the statuses table has) and logs it; no-op when
+    /// unchanged. Queued: written with the ticket's other changes in this transaction.
     pub async fn set_status(&mut self, t: &TicketRef, key: &str, actor: &Actor) -> Result<()> {
         if t.status_key == key {
             return Ok(());
         }
-        let id = self.status_id(key).await?;
-        sqlx::query("UPDATE tickets SET status_id = $1, updated_at = $2, version = version + 1 WHERE id = $3")
-            .bind(id)
-            .bind(now())
-            .bind(t.id)
-            .execute(self.conn().await?)
-            .await?;
+        self.pending.ticket_sets.entry(t.id).or_default().status = Some(key.to_string());
         self.history(t.id, actor, "status", &t.status_key, key)
             .await
     }
@@ -586,14 +581,7 @@ impl Tx {
         if t.assignee_id == agent.map(|(id, _)| id) {
             return Ok((old, new));
         }
-        sqlx::query(
-            "UPDATE tickets SET assignee_id = $1, updated_at = $2, version = version + 1 WHERE id = $3",
-        )
-        .bind(agent.map(|(id, _)| id))
-        .bind(now())
-        .bind(t.id)
-        .execute(self.conn().await?)
-        .await?;
+        self.pending.ticket_sets.entry(t.id).or_default().assignee = Some(agent.map(|(id, _)| id));
         self.history(t.id, actor, "assignee", &old, &new).await?;
         Ok((old, new))
     }

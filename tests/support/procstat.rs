@@ -71,15 +71,17 @@ pub fn cpu_of_processes(comm: &str) -> f64 {
         .sum()
 }
 
-/// Waits until `pid` uses less than 2 % of a core over half a second (background work
-/// done), at most `limit`.
+/// Waits until `pid` and the PostgreSQL server (whose processes do the database's share of
+/// background work, such as the search index) together use less than 2 % of a core over
+/// half a second, at most `limit`.
 pub fn wait_quiet(pid: u32, limit: Duration) {
+    let busy = || cpu_total(pid) + cpu_of_processes("postgres");
     let deadline = Instant::now() + limit;
-    let mut last = cpu_total(pid);
+    let mut last = busy();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        let now = cpu_total(pid);
-        if now - last < 0.01 {
+        let now = busy();
+        if (now - last).abs() < 0.01 {
             return;
         }
         last = now;
@@ -168,19 +170,12 @@ impl MachineCpu {
 pub struct Perf(Option<Child>);
 
 impl Perf {
-    pub fn start(dir: Option<&Path>, label: &str, pid: u32) -> Perf {
+    /// Records the whole machine (the gateway, the database server, the peers: `perf
+    /// report --comm NAME` tells them apart) into `dir/label.data`, when `dir` is given.
+    pub fn start(dir: Option<&Path>, label: &str) -> Perf {
         let Some(dir) = dir else { return Perf(None) };
         let child = Command::new("perf")
-            .args([
-                "record",
-                "-q",
-                "-F",
-                "499",
-                "-g",
-                "-p",
-                &pid.to_string(),
-                "-o",
-            ])
+            .args(["record", "-q", "-F", "499", "-g", "-a", "-o"])
             .arg(dir.join(format!("{label}.data")))
             .stdout(Stdio::null())
             .spawn()
