@@ -128,7 +128,7 @@ impl Worker {
         }
         for (queue_id, entries) in by_queue {
             let queue = self.store.queue(queue_id).await?;
-            let session = if queue.smtp_host.is_empty() {
+            let mut session = if queue.smtp_host.is_empty() {
                 Err(Failure {
                     transient: true,
                     detail: format!("queue {} has no SMTP server configured", queue.name),
@@ -138,7 +138,7 @@ impl Worker {
                 relay::Session::new(&upstream(&queue, &self.hostname)).map_err(Failure::from)
             };
             for o in entries {
-                let attempt = match &session {
+                let attempt = match &mut session {
                     Ok(s) => send(s, o).await,
                     Err(f) => o
                         .rcpt_to
@@ -312,7 +312,7 @@ impl Worker {
 /// there are several, one refused address may have failed them all: each then gets a
 /// transaction of its own, so the others still get the mail and the refusal names its
 /// recipient. A failed transaction delivered to nobody, so this sends nothing twice.
-async fn send(s: &relay::Session, o: &Outbound) -> Attempt {
+async fn send(s: &mut relay::Session, o: &Outbound) -> Attempt {
     let all = s.send(&o.mail_from, &o.rcpt_to, &o.raw).await;
     match all {
         Err(e) if e.is_permanent() && o.rcpt_to.len() > 1 => {

@@ -7,15 +7,22 @@
 use std::fmt;
 use std::time::Duration;
 
-use lettre::address::{Address, Envelope};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-/// Per-command timeout towards the upstream (connect, each reply).
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Timeout for making a connection: connect, TLS, greeting, EHLO, login.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ceiling for one whole transaction, so a trickling upstream cannot hold a worker forever.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -129,32 +136,57 @@ pub async fn relay(
     rcpts: &[String],
     raw: &[u8],
 ) -> Result<(), RelayError> {
-    let session = Session::new(up)?;
+    let mut session = Session::new(up)?;
     let sent = session.send(mail_from, rcpts, raw).await;
     session.close().await;
     sent
 }
 
 /// One upstream connection used for several mails in a row: the TLS handshake and login
-/// are paid once per round of the outbox, not once per mail. lettre reconnects by itself
-/// when the upstream closed the connection in between.
+/// are paid once per round of the outbox, not once per mail. A connection the upstream
+/// closed or broke is opened again before the next mail.
+///
+/// The connection is made here and handed to lettre, not made by lettre's transport: that
+/// one gives no way to set `TCP_NODELAY`, and lettre writes a mail's final `.` line as a
+/// write of its own, which Nagle's algorithm then holds back until the upstream's delayed
+/// acknowledgment (about 40 ms per mail).
 pub struct Session {
+    up: Upstream,
     upstream: String,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Checked when the session is made, so a bad CA is a permanent error at once.
+    starttls: Option<TlsParameters>,
+    implicit_tls: Option<Arc<rustls::ClientConfig>>,
+    conn: Option<AsyncSmtpConnection>,
 }
 
 impl Session {
     pub fn new(up: &Upstream) -> Result<Session, RelayError> {
+        let (starttls, implicit_tls) =
+            match up.tls {
+                UpstreamTls::None => (None, None),
+                UpstreamTls::StartTls => (Some(tls_parameters(up)?), None),
+                UpstreamTls::Implicit => {
+                    let config = crate::net::tls::client_config(up.extra_ca_pem.as_deref())
+                        .map_err(|e| RelayError::Config {
+                            upstream: up.label(),
+                            detail: format!("extra CA unusable: {e}"),
+                        })?;
+                    (None, Some(config))
+                }
+            };
         Ok(Session {
+            up: up.clone(),
             upstream: up.label(),
-            transport: transport(up)?,
+            starttls,
+            implicit_tls,
+            conn: None,
         })
     }
 
     /// Sends `raw` as is (dot-stuffing aside); a final CRLF is the line end before the
     /// terminating dot, so the upstream stores exactly `raw`.
     pub async fn send(
-        &self,
+        &mut self,
         mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
@@ -184,42 +216,140 @@ impl Session {
         // lettre always writes CRLF "." CRLF after the data; without this the upstream would
         // store one extra empty line.
         let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
-        match tokio::time::timeout(
-            TRANSACTION_TIMEOUT,
-            self.transport.send_raw(&envelope, body),
-        )
-        .await
-        {
-            Err(_) => Err(RelayError::Timeout { upstream }),
+        let sent = tokio::time::timeout(TRANSACTION_TIMEOUT, async {
+            let conn = self.connection().await?;
+            conn.send(&envelope, body)
+                .await
+                .map_err(|e| classify(&upstream, &e))
+        })
+        .await;
+        match sent {
+            Err(_) => {
+                // Half a transaction on the wire: the connection is of no further use.
+                self.conn = None;
+                Err(RelayError::Timeout { upstream })
+            }
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(classify(&upstream, &e)),
+            Ok(Err(e)) => Err(e),
         }
     }
 
+    /// The open connection, or a new one when there is none or it broke (lettre marks it
+    /// so on any failure) or no longer answers.
+    async fn connection(&mut self) -> Result<&mut AsyncSmtpConnection, RelayError> {
+        let usable = match self.conn.as_mut() {
+            Some(conn) => !conn.has_broken() && conn.test_connected().await,
+            None => false,
+        };
+        if !usable {
+            self.conn = None;
+            let conn = tokio::time::timeout(COMMAND_TIMEOUT, self.connect())
+                .await
+                .map_err(|_| RelayError::Timeout {
+                    upstream: self.upstream.clone(),
+                })??;
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| RelayError::Connection {
+            upstream: self.upstream.clone(),
+            detail: "no connection".into(),
+        })
+    }
+
+    /// Connects, secures and logs in as the queue's settings say.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, RelayError> {
+        let up = &self.up;
+        let tcp = TcpStream::connect((up.host.as_str(), up.port))
+            .await
+            .map_err(|e| RelayError::Connection {
+                upstream: self.upstream.clone(),
+                detail: e.to_string(),
+            })?;
+        // Cannot fail on a connected TCP socket; without it only the speed suffers.
+        let _ = tcp.set_nodelay(true);
+        let hello = ClientId::Domain(up.hello_name.clone());
+        let lettre_error = |e: lettre::transport::smtp::Error| classify(&self.upstream, &e);
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit_tls {
+            Some(config) => {
+                let name =
+                    ServerName::try_from(up.host.clone()).map_err(|e| RelayError::Config {
+                        upstream: self.upstream.clone(),
+                        detail: format!("not a TLS server name: {e}"),
+                    })?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| RelayError::Tls {
+                        upstream: self.upstream.clone(),
+                        detail: error_chain(&e),
+                    })?;
+                Box::new(ImplicitTls(tls))
+            }
+            None => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+            .await
+            .map_err(lettre_error)?;
+        if let Some(params) = &self.starttls {
+            // Required: never falls back to plaintext.
+            conn.starttls(params.clone(), &hello)
+                .await
+                .map_err(lettre_error)?;
+        }
+        if let Some(login) = &up.login {
+            let credentials =
+                Credentials::new(login.clone(), up.password.clone().unwrap_or_default());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                .await
+                .map_err(lettre_error)?;
+        }
+        Ok(conn)
+    }
+
     /// Closes the connection politely (QUIT).
-    pub async fn close(self) {
-        self.transport.shutdown().await;
+    pub async fn close(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.quit().await;
+        }
     }
 }
 
-fn transport(up: &Upstream) -> Result<AsyncSmtpTransport<Tokio1Executor>, RelayError> {
-    let tls = match up.tls {
-        UpstreamTls::None => Tls::None,
-        UpstreamTls::Implicit => Tls::Wrapper(tls_parameters(up)?),
-        UpstreamTls::StartTls => Tls::Required(tls_parameters(up)?),
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(up.host.as_str())
-        .port(up.port)
-        .tls(tls)
-        .timeout(Some(COMMAND_TIMEOUT))
-        .hello_name(ClientId::Domain(up.hello_name.clone()));
-    if let Some(login) = &up.login {
-        builder = builder.credentials(Credentials::new(
-            login.clone(),
-            up.password.clone().unwrap_or_default(),
-        ));
+/// An implicit-TLS connection, handed to lettre as a stream of its own.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
     }
-    Ok(builder.build())
+}
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Webpki roots plus the queue's extra CA; verification is never switched off.
