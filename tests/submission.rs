@@ -702,6 +702,70 @@ fn a_second_answer_to_the_same_version_is_refused_unless_forced() {
     assert_eq!(items_of(&gateway, n, "reply").len(), 3);
 }
 
+/// Replies racing for one ticket: each is worked out on a view of the ticket that the
+/// others' commits make stale, so each is checked, and worked out again, in its write.
+#[test]
+fn concurrent_replies_to_one_ticket_all_land_with_every_change() {
+    let (gateway, sink) = setup();
+    const N: usize = 12;
+    for i in 0..N {
+        gateway.cli_ok(&["tag", "add", &format!("t{i}")]);
+    }
+    let (n, id) = ticket_from_customer(&gateway, "Ansturm");
+    let raws: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            Draft {
+                from: "anna@shop.test",
+                to: &[CUSTOMER],
+                cc: &[],
+                subject: "Re: Ansturm",
+                in_reply_to: Some(&id),
+                body: &format!("#tag +t{i}\nAntwort {i}.\n"),
+            }
+            .raw()
+        })
+        .collect();
+    let answers =
+        agent(&gateway, "anna", "anna-secret").send_many("anna@shop.test", &[CUSTOMER], &raws, 8);
+    for a in &answers {
+        assert!(a.accepted(), "{a:?}");
+    }
+    let got = sink.wait_for(N, WAIT);
+    assert_eq!(got.len(), N);
+    let ids: std::collections::HashSet<String> = got
+        .iter()
+        .map(|m| header(&m.raw, "Message-ID").unwrap())
+        .collect();
+    assert_eq!(ids.len(), N, "each reply went out once");
+    for i in 0..N {
+        // A later reply may quote an earlier one: the marker is in one mail or more.
+        let marker = format!("Antwort {i}.");
+        assert!(
+            got.iter()
+                .any(|m| String::from_utf8_lossy(&m.raw).contains(&marker)),
+            "{marker} went out"
+        );
+    }
+    assert_eq!(items_of(&gateway, n, "reply").len(), N);
+    let ticket = gateway.ticket(n);
+    let tags: Vec<&str> = ticket["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for i in 0..N {
+        let tag = format!("t{i}");
+        assert!(tags.contains(&tag.as_str()), "{tag} in {tags:?}");
+        assert!(history_has(&gateway, n, "tag", &tag), "history of {tag}");
+    }
+    let history = ticket["history"].as_array().unwrap();
+    let replies = history.iter().filter(|h| h["field"] == "reply").count();
+    assert_eq!(replies, N, "one history entry per reply");
+    assert_eq!(ticket["status"], "waiting");
+    assert_eq!(ticket["assignee"], "anna");
+}
+
 #[test]
 fn strangers_forged_senders_and_foreign_queues_are_refused() {
     let (gateway, sink) = setup();

@@ -209,7 +209,10 @@ impl Submission {
             Some(plan) if unchanged(&mut tx, &plan.read).await? => plan,
             // A ticket changed since the view, or the mail opens one: worked out again
             // inside the transaction.
-            _ => {
+            early => {
+                if early.is_some() {
+                    tracing::debug!(agent = %mail.agent.login, "the ticket changed meanwhile: worked out again");
+                }
                 let (found, is_new) = match self.find_ticket(&mut tx, &mail.m).await? {
                     Some(found) => (found, false),
                     None => {
