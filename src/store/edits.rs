@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::tickets::{TicketRef, item_text};
+use super::tickets::{TicketRef, item_text, ticket_ref, ticket_ref_columns};
 use super::{Actor, Arg, Backend, Result, Sql, Tx, now, push_list};
 use crate::core::model::{ItemKind, Priority};
 
@@ -69,16 +69,24 @@ impl Field {
 }
 
 impl Tx {
-    /// The ticket and the id of the item whose Message-ID this is (the version replied to).
-    pub async fn item_by_message_id(&mut self, message_id: &str) -> Result<Option<(i64, i64)>> {
-        let row = sqlx::query(
-            "SELECT id, ticket_id FROM items WHERE message_id = $1 ORDER BY id DESC LIMIT 1",
-        )
+    /// The ticket of the newest item with this Message-ID, and that item's id (the
+    /// version a reply to it answers).
+    pub async fn item_by_message_id(
+        &mut self,
+        message_id: &str,
+    ) -> Result<Option<(TicketRef, i64)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            ticket_ref_columns!(),
+            ", i.id AS item_id FROM items i JOIN tickets t ON t.id = i.ticket_id \
+             JOIN queues q ON q.id = t.queue_id JOIN statuses s ON s.id = t.status_id \
+             WHERE i.message_id = $1 ORDER BY i.id DESC LIMIT 1"
+        ))
         .bind(message_id.to_string())
         .fetch_optional(self.conn().await?)
         .await?;
         Ok(match row {
-            Some(r) => Some((r.try_get("ticket_id")?, r.try_get("id")?)),
+            Some(r) => Some((ticket_ref(&r)?, r.try_get("item_id")?)),
             None => None,
         })
     }

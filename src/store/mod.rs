@@ -209,6 +209,13 @@ impl Store {
         self.backend
     }
 
+    /// True when writers wait for one another (SQLite's one write lock): then work that can
+    /// be done before a write transaction, on a [`Store::snapshot`], should be. PostgreSQL
+    /// writers only wait for the rows they share.
+    pub fn writers_take_turns(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+
     /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN IMMEDIATE`)
     /// so two writers wait for each other instead of failing on lock upgrade.
     pub async fn begin(&self) -> Result<Tx> {

@@ -182,12 +182,22 @@ pub struct Stats {
     pub total: i64,
 }
 
-const TICKET_REF: &str = "SELECT t.id, t.number, t.queue_id, q.name AS queue_name, t.subject, \
-    s.key AS status_key, s.is_closed, t.merged_into_id, t.customer_id, t.assignee_id, \
-    t.creator_address FROM tickets t JOIN queues q ON q.id = t.queue_id \
-    JOIN statuses s ON s.id = t.status_id";
+/// The columns [`ticket_ref`] reads, from `tickets t`, `queues q` and `statuses s`.
+macro_rules! ticket_ref_columns {
+    () => {
+        "t.id, t.number, t.queue_id, q.name AS queue_name, t.subject, s.key AS status_key, \
+         s.is_closed, t.merged_into_id, t.customer_id, t.assignee_id, t.creator_address"
+    };
+}
+pub(super) use ticket_ref_columns;
 
-fn ticket_ref(r: &AnyRow) -> Result<TicketRef> {
+const TICKET_REF: &str = concat!(
+    "SELECT ",
+    ticket_ref_columns!(),
+    " FROM tickets t JOIN queues q ON q.id = t.queue_id JOIN statuses s ON s.id = t.status_id"
+);
+
+pub(super) fn ticket_ref(r: &AnyRow) -> Result<TicketRef> {
     Ok(TicketRef {
         id: r.try_get("id")?,
         number: r.try_get("number")?,

@@ -193,13 +193,17 @@ impl Submission {
     async fn submit(&self, login: &str, rcpts: &[String], raw: &[u8]) -> Result<(), Refusal> {
         let mail = self.read(login, rcpts, raw).await?;
         // Worked out on a read-only view, so SQLite's one writer is not kept waiting while
-        // this session looks things up and rewrites the reply.
-        let early = {
-            let mut view = self.store.snapshot().await?;
-            match self.find_ticket(&mut view, &mail.m).await? {
-                Some(found) => Some(self.prepare(&mut view, &mail, found, false).await?),
-                None => None,
+        // this session looks things up and rewrites the reply. PostgreSQL works it out in
+        // the write transaction, which locks only the ticket's row.
+        let early = match self.store.writers_take_turns() {
+            true => {
+                let mut view = self.store.snapshot().await?;
+                match self.find_ticket(&mut view, &mail.m).await? {
+                    Some(found) => Some(self.prepare(&mut view, &mail, found, false).await?),
+                    None => None,
+                }
             }
+            false => None,
         };
         // Committed without waiting for the disk; the sync before the answer covers it,
         // together with the replies other sessions committed meanwhile (one disk flush
@@ -514,8 +518,7 @@ impl Submission {
     async fn find_ticket(&self, tx: &mut Tx, m: &IncomingMail) -> Result<Option<Found>, Refusal> {
         let refs: Vec<String> = m.in_reply_to.iter().chain(&m.references).cloned().collect();
         for id in &m.in_reply_to {
-            if let Some((ticket_id, item_id)) = tx.item_by_message_id(id).await? {
-                let t = tx.ticket_by_id(ticket_id).await?;
+            if let Some((t, item_id)) = tx.item_by_message_id(id).await? {
                 let merged = t.merged_into_id.is_some();
                 let ticket = tx.resolve_merged(t).await?;
                 // Answering a merged ticket's mail answers no version of its target.
