@@ -306,10 +306,10 @@ impl Session {
         Ok(conn)
     }
 
-    /// Closes the connection politely (QUIT).
+    /// Closes the connection politely (QUIT), waiting a few seconds at most for the answer.
     pub async fn close(mut self) {
         if let Some(mut conn) = self.conn.take() {
-            let _ = conn.quit().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
         }
     }
 }
