@@ -373,6 +373,11 @@ impl Tx {
 fn pool_options(backend: Backend, synchronous: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(30))
+        // No ping before each use: it is a round trip (a thread hop for SQLite) on every
+        // statement outside a transaction and every transaction. A connection the server
+        // dropped fails its next statement instead, which is a transient error (the mail
+        // is taken or answered again later), and the pool then replaces it.
+        .test_before_acquire(false)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
