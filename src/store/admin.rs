@@ -1,6 +1,7 @@
 //! Admin data: queues, agents, customers, documents, statuses, tags, templates, profiles.
 use std::collections::HashMap;
 
+use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -97,11 +98,7 @@ fn queue_from_row(r: &AnyRow) -> Result<Queue> {
 
 impl Store {
     pub async fn queues(&self) -> Result<Vec<Queue>> {
-        let sql = format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(queue_from_row).collect()
+        queues_on(&mut *self.pool.acquire().await?).await
     }
 
     pub async fn queue_by_name(&self, name: &str) -> Result<Queue> {
@@ -298,46 +295,7 @@ impl Store {
     }
 
     pub async fn agent_by_login(&self, login: &str) -> Result<Agent> {
-        let row = sqlx::query(
-            "SELECT a.id, a.login, a.name, a.email, a.password_hash, a.is_admin, a.attachment_check, \
-             a.away_from, a.away_until, a.away_text, s.login AS substitute \
-             FROM agents a LEFT JOIN agents s ON s.id = a.substitute_id WHERE a.login = $1",
-        )
-        .bind(login.to_string())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no agent with login {login:?}")))?;
-        let id: i64 = row.try_get("id")?;
-        let queues: Vec<String> = sqlx::query_scalar(
-            "SELECT q.name FROM agent_queues aq JOIN queues q ON q.id = aq.queue_id \
-             WHERE aq.agent_id = $1 ORDER BY q.name",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let away = match (
-            row.try_get::<Option<i64>, _>("away_from")?,
-            row.try_get::<Option<i64>, _>("away_until")?,
-        ) {
-            (Some(from), Some(until)) => Some(Away {
-                from,
-                until,
-                text: row.try_get("away_text")?,
-                substitute: row.try_get("substitute")?,
-            }),
-            _ => None,
-        };
-        Ok(Agent {
-            id,
-            login: row.try_get("login")?,
-            name: row.try_get("name")?,
-            email: row.try_get("email")?,
-            password_hash: row.try_get("password_hash")?,
-            is_admin: row.try_get::<i64, _>("is_admin")? != 0,
-            attachment_check: row.try_get::<i64, _>("attachment_check")? != 0,
-            queues,
-            away,
-        })
+        agent_on(&mut *self.pool.acquire().await?, login).await
     }
 
     /// Sets an agent's out-of-office: from and until (inclusive, Unix seconds), the note
@@ -810,4 +768,67 @@ pub(crate) fn unique_to_conflict(e: sqlx::Error, what: &str) -> StoreError {
         return StoreError::Conflict(format!("this {what} exists already"));
     }
     StoreError::Db(e)
+}
+
+impl Tx {
+    /// As [`Store::queues`], inside this transaction.
+    pub async fn queues(&mut self) -> Result<Vec<Queue>> {
+        queues_on(self.conn().await?).await
+    }
+
+    /// As [`Store::agent_by_login`], inside this transaction.
+    pub async fn agent_by_login(&mut self, login: &str) -> Result<Agent> {
+        agent_on(self.conn().await?, login).await
+    }
+}
+
+async fn queues_on(conn: &mut AnyConnection) -> Result<Vec<Queue>> {
+    let sql = format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(queue_from_row).collect()
+}
+
+async fn agent_on(conn: &mut AnyConnection, login: &str) -> Result<Agent> {
+    let row = sqlx::query(
+        "SELECT a.id, a.login, a.name, a.email, a.password_hash, a.is_admin, a.attachment_check, \
+         a.away_from, a.away_until, a.away_text, s.login AS substitute \
+         FROM agents a LEFT JOIN agents s ON s.id = a.substitute_id WHERE a.login = $1",
+    )
+    .bind(login.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no agent with login {login:?}")))?;
+    let id: i64 = row.try_get("id")?;
+    let queues: Vec<String> = sqlx::query_scalar(
+        "SELECT q.name FROM agent_queues aq JOIN queues q ON q.id = aq.queue_id \
+         WHERE aq.agent_id = $1 ORDER BY q.name",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let away = match (
+        row.try_get::<Option<i64>, _>("away_from")?,
+        row.try_get::<Option<i64>, _>("away_until")?,
+    ) {
+        (Some(from), Some(until)) => Some(Away {
+            from,
+            until,
+            text: row.try_get("away_text")?,
+            substitute: row.try_get("substitute")?,
+        }),
+        _ => None,
+    };
+    Ok(Agent {
+        id,
+        login: row.try_get("login")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        attachment_check: row.try_get::<i64, _>("attachment_check")? != 0,
+        queues,
+        away,
+    })
 }

@@ -191,24 +191,29 @@ impl Submission {
     }
 
     async fn submit(&self, login: &str, rcpts: &[String], raw: &[u8]) -> Result<(), Refusal> {
-        let mail = self.read(login, rcpts, raw).await?;
         // Worked out on a read-only view, so SQLite's one writer is not kept waiting while
         // this session looks things up and rewrites the reply. PostgreSQL works it out in
         // the write transaction, which locks only the ticket's row.
-        let early = match self.store.writers_take_turns() {
+        let (mail, early) = match self.store.writers_take_turns() {
             true => {
                 let mut view = self.store.snapshot().await?;
-                match self.find_ticket(&mut view, &mail.m).await? {
+                let mail = self.read(&mut view, login, rcpts, raw).await?;
+                let early = match self.find_ticket(&mut view, &mail.m).await? {
                     Some(found) => Some(self.prepare(&mut view, &mail, found, false).await?),
                     None => None,
-                }
+                };
+                (Some(mail), early)
             }
-            false => None,
+            false => (None, None),
         };
         // Committed without waiting for the disk; the sync before the answer covers it,
         // together with the replies other sessions committed meanwhile (one disk flush
         // for several replies).
         let mut tx = self.store.begin_deferred().await?;
+        let mail = match mail {
+            Some(mail) => mail,
+            None => self.read(&mut tx, login, rcpts, raw).await?,
+        };
         let plan = match early {
             Some(plan) if unchanged(&mut tx, &plan.read).await? => plan,
             // A ticket changed since the view, or the mail opens one: worked out again
@@ -250,15 +255,16 @@ impl Submission {
     /// The mail and its sender's rights, before any ticket is looked at.
     async fn read<'a>(
         &self,
+        tx: &mut Tx,
         login: &str,
         rcpts: &'a [String],
         raw: &'a [u8],
     ) -> Result<Mail<'a>, Refusal> {
         // Fresh: queue access and settings may have changed since the login.
-        let agent = self.store.agent_by_login(login).await?;
+        let agent = tx.agent_by_login(login).await?;
+        let queues = tx.queues().await?;
         let raw = without_return_path(raw);
         let m = mail::parse(raw);
-        let queues = self.store.queues().await?;
         let from = m
             .from
             .as_ref()
