@@ -239,16 +239,9 @@ impl Store {
     /// writers waiting for SQLite's one write lock. The view may be stale by the time the
     /// write starts: check what it read (e.g. [`Tx::ticket_version`]) again there.
     pub async fn snapshot(&self) -> Result<Tx> {
-        Ok(Tx {
-            inner: self.pool.begin().await?,
-            backend: self.backend,
-            read_only: true,
-            deferred: None,
-            pending: pending::Pending::new(),
-            ids: pending::Ids::default(),
-            status_ids: Default::default(),
-            _writer: None,
-        })
+        let mut tx = Tx::new(self.pool.begin().await?, self.backend, None, None);
+        tx.read_only = true;
+        Ok(tx)
     }
 
     async fn begin_on(&self, pool: &AnyPool, deferred: Option<Arc<Syncs>>) -> Result<Tx> {
@@ -259,16 +252,7 @@ impl Store {
             }
             Backend::Postgres => (pool.begin().await?, None),
         };
-        Ok(Tx {
-            inner,
-            backend: self.backend,
-            read_only: false,
-            deferred,
-            pending: pending::Pending::new(),
-            ids: pending::Ids::default(),
-            status_ids: Default::default(),
-            _writer: writer,
-        })
+        Ok(Tx::new(inner, self.backend, deferred, writer))
     }
 
     /// Makes every commit so far durable, deferred ones included: once the deferred commits
@@ -338,6 +322,24 @@ impl Store {
 }
 
 impl Tx {
+    fn new(
+        inner: Transaction<'static, Any>,
+        backend: Backend,
+        deferred: Option<Arc<Syncs>>,
+        writer: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Tx {
+        Tx {
+            inner,
+            backend,
+            read_only: false,
+            deferred,
+            pending: pending::Pending::new(),
+            ids: pending::Ids::default(),
+            status_ids: Default::default(),
+            _writer: writer,
+        }
+    }
+
     pub async fn commit(mut self) -> Result<()> {
         self.pending.flush(&mut self.inner, self.backend).await?;
         let Some(syncs) = self.deferred.clone() else {
