@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
-use mticket::store::{NewOutbound, Store};
+use mticket::store::{Content, NewOutbound, Store};
 use serde_json::Value;
 use support::gateway::{Gateway, Options};
 use support::header;
@@ -64,7 +64,7 @@ fn queue_reply(gateway: &Gateway, number: i64, login: &str, rcpts: &[&str]) -> S
             mail_from: "support@example.test",
             rcpt_to: &rcpts,
             message_id: &message_id,
-            raw: raw.as_bytes(),
+            content: Content::Bytes(raw.as_bytes()),
         });
         tx.commit().await.unwrap();
         store.close().await;

@@ -18,7 +18,7 @@ use crate::core::subject;
 use crate::core::texts::{self, Placeholders};
 use crate::intake::authcheck::AuthChecker;
 use crate::store::{
-    Actor, AgentAway, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
+    Actor, AgentAway, Content, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
 };
 
 /// One mail as it arrived.
@@ -637,7 +637,7 @@ impl Pipeline {
             mail_from: &queue.address,
             rcpt_to: &[recipient.to_string()],
             message_id: &message_id,
-            raw: &raw,
+            content: Content::Bytes(&raw),
         });
         tx.record_autoresponse(recipient, queue.id, ticket.id, answer.kind, answer.agent_id);
         *batch

@@ -14,7 +14,7 @@ use crate::config::Locale;
 use crate::core::compose::{self, DeliveryStatus, RecipientFailure};
 use crate::core::model::{Queue, TlsMode};
 use crate::net::listener::Shutdown;
-use crate::store::{Failed, NewOutbound, Outbound, Store, StoreError};
+use crate::store::{Content, Failed, NewOutbound, Outbound, Store, StoreError};
 use relay::{RelayError, Upstream, UpstreamTls};
 
 #[derive(Debug, Clone)]
@@ -224,7 +224,7 @@ impl Worker {
                         mail_from: "",
                         rcpt_to: std::slice::from_ref(to),
                         message_id: id,
-                        raw,
+                        content: Content::Bytes(raw),
                     }),
                 },
             )

@@ -13,7 +13,16 @@ pub struct NewOutbound<'a> {
     pub mail_from: &'a str,
     pub rcpt_to: &'a [String],
     pub message_id: &'a str,
-    pub raw: &'a [u8],
+    pub content: Content<'a>,
+}
+
+/// The bytes an outgoing mail is made of.
+pub enum Content<'a> {
+    /// Its own bytes, kept with the entry (an autoresponse, a DSN).
+    Bytes(&'a [u8]),
+    /// Exactly the raw bytes of this item, queued in the same transaction (a reply):
+    /// kept once, with the item.
+    Item(i64),
 }
 
 /// Recipients of an outbox entry given up on (see [`Store::outbox_failed`]).
@@ -55,7 +64,14 @@ impl Tx {
             Arg::Text(o.mail_from.to_string()),
             Arg::Text(o.rcpt_to.join(",")),
             Arg::Text(o.message_id.to_string()),
-            Arg::Blob(o.raw.to_vec()),
+            Arg::Blob(match o.content {
+                Content::Bytes(raw) => raw.to_vec(),
+                Content::Item(_) => Vec::new(),
+            }),
+            Arg::OptInt(match o.content {
+                Content::Bytes(_) => None,
+                Content::Item(id) => Some(id),
+            }),
             Arg::Int(at),
             Arg::Int(at),
         ]);
@@ -69,9 +85,11 @@ impl Store {
     /// Pending entries whose next attempt is due, oldest first.
     pub async fn outbox_due(&self, at: i64, limit: i64) -> Result<Vec<Outbound>> {
         let rows = sqlx::query(
-            "SELECT id, queue_id, ticket_id, agent_id, kind, mail_from, rcpt_to, message_id, raw, \
-             attempts, created_at FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
-             ORDER BY next_attempt_at, id LIMIT $2",
+            "SELECT o.id, o.queue_id, o.ticket_id, o.agent_id, o.kind, o.mail_from, o.rcpt_to, \
+             o.message_id, CASE WHEN o.item_id IS NULL THEN o.raw ELSE i.raw END AS raw, \
+             o.attempts, o.created_at FROM outbox o LEFT JOIN items i ON i.id = o.item_id \
+             WHERE o.state = 'pending' AND o.next_attempt_at <= $1 \
+             ORDER BY o.next_attempt_at, o.id LIMIT $2",
         )
         .bind(at)
         .bind(limit)

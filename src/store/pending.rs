@@ -151,8 +151,8 @@ impl Pending {
             ),
             outbox: Rows::new(
                 "INSERT INTO outbox (queue_id, ticket_id, agent_id, kind, mail_from, rcpt_to, \
-                 message_id, raw, next_attempt_at, created_at)",
-                10,
+                 message_id, raw, item_id, next_attempt_at, created_at)",
+                11,
                 "",
             ),
             autoresponses: Rows::new(

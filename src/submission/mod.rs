@@ -22,8 +22,8 @@ use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
 use crate::net::smtp::{DeliverError, MailService};
 use crate::store::{
-    Actor, Arg, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef,
-    Tx, mergeable,
+    Actor, Arg, Content, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError,
+    TicketRef, Tx, mergeable,
 };
 
 pub struct Submission {
@@ -954,29 +954,30 @@ async fn write(tx: &mut Tx, mail: &Mail<'_>, plan: Plan) -> Result<(), Refusal> 
     } = *reply;
     tx.set_cc(ticket.id, &cc_before, &recipients.cc, actor)
         .await?;
-    tx.add_item(
-        ticket.id,
-        &NewItem {
-            kind: ItemKind::Reply,
-            agent_id: Some(agent.id),
-            from_address: &queue.address,
-            from_name: &queue.friendly_name,
-            to: &recipients.to,
-            cc: &recipients.cc,
-            subject: &subject,
-            date: now,
-            message_id: &message_id,
-            text: &parsed.text,
-            html: parsed.html.as_deref(),
-            body_in_raw: true,
-            raw: &raw,
-            raw_sha256: &sha256,
-            problems: &parsed.problems,
-            attachments: &parsed.attachments,
-        },
-        now,
-    )
-    .await?;
+    let item_id = tx
+        .add_item(
+            ticket.id,
+            &NewItem {
+                kind: ItemKind::Reply,
+                agent_id: Some(agent.id),
+                from_address: &queue.address,
+                from_name: &queue.friendly_name,
+                to: &recipients.to,
+                cc: &recipients.cc,
+                subject: &subject,
+                date: now,
+                message_id: &message_id,
+                text: &parsed.text,
+                html: parsed.html.as_deref(),
+                body_in_raw: true,
+                raw: &raw,
+                raw_sha256: &sha256,
+                problems: &parsed.problems,
+                attachments: &parsed.attachments,
+            },
+            now,
+        )
+        .await?;
     tx.outbox_add(&NewOutbound {
         queue_id: queue.id,
         ticket_id: Some(ticket.id),
@@ -985,7 +986,7 @@ async fn write(tx: &mut Tx, mail: &Mail<'_>, plan: Plan) -> Result<(), Refusal> 
         mail_from: &queue.address,
         rcpt_to: &recipients.envelope,
         message_id: &message_id,
-        raw: &raw,
+        content: Content::Item(item_id),
     });
     tx.history(
         ticket.id,
