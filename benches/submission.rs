@@ -38,6 +38,8 @@ const QUEUE: &str = "support@shop.test";
 const AGENT_PASSWORD: &str = "bench-agent-password";
 const SINK_USER: &str = "support";
 const SINK_PASSWORD: &str = "bench-password";
+/// The longest wait for the machine to settle before a timed run.
+const SETTLE: Duration = Duration::from_secs(120);
 
 const FIRST_NAMES: &[&str] = &[
     "Erika", "Hans", "Monika", "Jürgen", "Sabine", "Uwe", "Petra", "Klaus", "Anja", "Stefan",
@@ -412,6 +414,7 @@ fn to_recording_sink(backend: &str, plan: &Path, work: &Path, n: usize) -> Ceili
     let sink = Sink::start_fast_with_auth(SINK_USER, SINK_PASSWORD);
     let ca = work.join("sink-ca.pem");
     std::fs::write(&ca, sink.ca_pem()).unwrap();
+    procstat::settle(SETTLE);
     let cpu = procstat::cpu_total(sink.pid());
     let machine = procstat::MachineCpu::now();
     let report = load::run(
@@ -437,6 +440,7 @@ fn to_recording_sink(backend: &str, plan: &Path, work: &Path, n: usize) -> Ceili
 /// The same tool, sessions and mails to the gateway's SMTP server code, delivering nowhere.
 fn to_discard(backend: &str, plan: &Path, work: &Path, n: usize) -> Ceiling {
     let server = Discard::start(work, SINK_PASSWORD);
+    procstat::settle(SETTLE);
     let cpu = server.cpu();
     let machine = procstat::MachineCpu::now();
     let report = load::run(
@@ -466,12 +470,12 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
     let mut gateway = gateway(backend, &relay_sink);
     gateway.start();
     open_tickets(backend, &gateway, talks, work.path());
-    // A fresh process, so its peak RSS is the replies' alone; then wait for background
-    // work (the search index) to finish.
+    // A fresh process, so its peak RSS is the replies' alone. Before each timed run the
+    // machine settles (see `procstat::settle`): background work of the run before it (the
+    // search index, writing out the sink's files) would otherwise be timed with it.
     gateway.stop();
     gateway.start();
     let pid = gateway.pid().unwrap();
-    procstat::wait_quiet(pid, Duration::from_secs(120));
 
     let plan = reply_plan(talks, work.path());
     let sink = to_recording_sink(backend, &plan, work.path(), n);
@@ -490,6 +494,7 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
     ));
 
     // The gateway.
+    procstat::settle(SETTLE);
     let threads_before = procstat::cpu_by_thread(pid);
     let relay_before = procstat::cpu_total(relay_sink.pid());
     let postgres_before = procstat::cpu_of_processes("postgres");

@@ -71,20 +71,19 @@ pub fn cpu_of_processes(comm: &str) -> f64 {
         .sum()
 }
 
-/// Waits until `pid` and the PostgreSQL server (whose processes do the database's share of
-/// background work, such as the search index) together use less than 2 % of a core over
-/// half a second, at most `limit`.
-pub fn wait_quiet(pid: u32, limit: Duration) {
-    let busy = || cpu_total(pid) + cpu_of_processes("postgres");
+/// Lets the machine settle before a timed run: writes dirty pages out (`sync`, so the
+/// previous run's files and database writes are not flushed during this one) and waits until
+/// all cores together are less than 3 % busy over half a second (background work such as a
+/// search index or a database checkpoint finished), at most `limit`.
+pub fn settle(limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut last = busy();
+    let _ = std::process::Command::new("sync").status();
     while Instant::now() < deadline {
+        let before = MachineCpu::now();
         std::thread::sleep(Duration::from_millis(500));
-        let now = busy();
-        if (now - last).abs() < 0.01 {
+        if before.busy_since() < 0.03 {
             return;
         }
-        last = now;
     }
 }
 
