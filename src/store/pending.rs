@@ -1,8 +1,8 @@
 //! Writes a transaction holds back until it next reads, runs another statement or
-//! commits; then they go out as multi-row INSERTs. Intake takes in a batch of mails with a
-//! dozen statements instead of a dozen per mail: each statement is a round trip to the
-//! database (a thread hop for SQLite, a network hop for PostgreSQL), and those round trips,
-//! not the writing, were what limited intake.
+//! commits; then they go out as multi-row INSERTs (on PostgreSQL all in one statement).
+//! Intake takes in a batch of mails with a dozen statements instead of a dozen per mail:
+//! each statement is a round trip to the database (a thread hop for SQLite, a network hop
+//! for PostgreSQL), and those round trips, not the writing, were what limited intake.
 //!
 //! Rows that others refer to (tickets, items) get their ids when they are queued (see
 //! [`Ids`]), so an item can name its ticket before either is written.
@@ -43,36 +43,24 @@ impl Rows {
         debug_assert_eq!(self.args.len() - before, self.width, "{}", self.head);
     }
 
-    async fn flush(&mut self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
-        let rows_per_statement = (MAX_PARAMS / self.width).max(1);
-        let mut args = std::mem::take(&mut self.args).into_iter().peekable();
-        while args.peek().is_some() {
-            let mut sql = Sql::for_backend(backend, self.head);
-            sql.push(" VALUES ");
-            let mut rows = 0;
-            for r in 0..rows_per_statement {
-                if args.peek().is_none() {
-                    break;
+    /// Moves up to `most` rows into `sql` as one INSERT; returns how many.
+    fn take_into(&mut self, sql: &mut Sql, most: usize) -> usize {
+        let rows = self.args.len().div_ceil(self.width).min(most);
+        let end = (rows * self.width).min(self.args.len());
+        let mut args = self.args.drain(..end);
+        sql.push(self.head).push(" VALUES ");
+        for r in 0..rows {
+            sql.push(if r == 0 { "(" } else { ", (" });
+            for c in 0..self.width {
+                if c > 0 {
+                    sql.push(", ");
                 }
-                rows += 1;
-                sql.push(if r == 0 { "(" } else { ", (" });
-                for c in 0..self.width {
-                    if c > 0 {
-                        sql.push(", ");
-                    }
-                    sql.bind(args.next().unwrap_or(Arg::Null));
-                }
-                sql.push(")");
+                sql.bind(args.next().unwrap_or(Arg::Null));
             }
-            sql.push(self.tail);
-            // One row is the common statement (one mail, one reply): kept prepared. Longer
-            // ones differ in length from batch to batch and would crowd the cache.
-            sql.into_query()
-                .persistent(rows == 1)
-                .execute(&mut *conn)
-                .await?;
+            sql.push(")");
         }
-        Ok(())
+        sql.push(self.tail);
+        rows
     }
 }
 
@@ -192,6 +180,18 @@ impl Pending {
         if self.is_empty() {
             return Ok(());
         }
+        // PostgreSQL: new tickets first, on their own. The other parts of the one
+        // statement would not see them (all parts of a statement read the same snapshot):
+        // an update of a new ticket would be lost.
+        if backend == Backend::Postgres && !self.tickets.args.is_empty() {
+            let mut first = Statements::each(backend);
+            first.insert(&mut self.tickets);
+            first.run(conn).await?;
+        }
+        let mut out = match backend {
+            Backend::Sqlite => Statements::each(backend),
+            Backend::Postgres => Statements::one(),
+        };
         for rows in [
             &mut self.tickets,
             &mut self.ticket_cc,
@@ -204,7 +204,7 @@ impl Pending {
             &mut self.outbox,
             &mut self.autoresponses,
         ] {
-            rows.flush(conn, backend).await?;
+            out.insert(rows);
         }
         if !self.pop3_marks.is_empty() {
             let mut marks = Rows::new(
@@ -220,19 +220,22 @@ impl Pending {
                     Arg::Int(at),
                 ]);
             }
-            marks.flush(conn, backend).await?;
+            out.insert(&mut marks);
         }
         if let Some(value) = self.ticket_counter.take() {
-            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'ticket'")
-                .bind(value)
-                .execute(&mut *conn)
-                .await?;
+            out.start()
+                .push("UPDATE counters SET value = ")
+                .bind(Arg::Int(value))
+                .push(" WHERE name = 'ticket'");
+            out.end(1);
         }
         // A changed ticket: its changes and its touch in one UPDATE.
         for (id, set) in std::mem::take(&mut self.ticket_sets) {
-            let mut sql = Sql::for_backend(backend, "UPDATE tickets SET updated_at = ");
-            sql.bind(Arg::Int(super::now()));
-            if let Some(at) = self.touched.remove(&id) {
+            let at = self.touched.remove(&id);
+            let sql = out.start();
+            sql.push("UPDATE tickets SET updated_at = ")
+                .bind(Arg::Int(super::now()));
+            if let Some(at) = at {
                 sql.push(", last_action_at = ").bind(Arg::Int(at));
             }
             if let Some(key) = set.status {
@@ -245,7 +248,7 @@ impl Pending {
             }
             sql.push(", version = version + 1 WHERE id = ")
                 .bind(Arg::Int(id));
-            sql.into_query().execute(&mut *conn).await?;
+            out.end(1);
         }
         // One UPDATE per distinct time; a batch's items mostly share one second.
         let mut by_time: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
@@ -254,8 +257,9 @@ impl Pending {
         }
         for (at, ids) in by_time {
             for chunk in ids.chunks(MAX_PARAMS - 2) {
-                let mut sql = Sql::for_backend(backend, "UPDATE tickets SET last_action_at = ");
-                sql.bind(Arg::Int(at))
+                let sql = out.start();
+                sql.push("UPDATE tickets SET last_action_at = ")
+                    .bind(Arg::Int(at))
                     .push(", updated_at = ")
                     .bind(Arg::Int(at));
                 sql.push(", version = version + 1 WHERE id IN (");
@@ -266,11 +270,117 @@ impl Pending {
                     sql.bind(Arg::Int(*id));
                 }
                 sql.push(")");
-                sql.into_query()
-                    .persistent(false)
-                    .execute(&mut *conn)
-                    .await?;
+                out.end(chunk.len());
             }
+        }
+        out.run(conn).await
+    }
+}
+
+/// The statements a flush writes. SQLite: each on its own (a round trip there is a hop to
+/// the connection's thread). PostgreSQL: all as parts (data-modifying `WITH` queries) of one
+/// statement, so a reply's writes are one network round trip instead of six; the
+/// foreign keys are checked at the statement's end, when every part has run.
+struct Statements {
+    backend: Backend,
+    /// All as parts of one statement.
+    combine: bool,
+    each: Vec<(Sql, usize)>,
+    one: Option<Sql>,
+    parts: usize,
+    most_rows: usize,
+}
+
+impl Statements {
+    fn each(backend: Backend) -> Statements {
+        Statements {
+            backend,
+            combine: false,
+            each: Vec::new(),
+            one: None,
+            parts: 0,
+            most_rows: 0,
+        }
+    }
+
+    fn one() -> Statements {
+        Statements {
+            backend: Backend::Postgres,
+            combine: true,
+            each: Vec::new(),
+            one: None,
+            parts: 0,
+            most_rows: 0,
+        }
+    }
+
+    /// Where the next statement is written; [`Statements::end`] closes it.
+    fn start(&mut self) -> &mut Sql {
+        match self.combine {
+            false => {
+                self.each.push((Sql::for_backend(self.backend, ""), 0));
+                &mut self.each.last_mut().expect("just pushed").0
+            }
+            true => {
+                let part = self.parts;
+                self.parts += 1;
+                let sql = self
+                    .one
+                    .get_or_insert_with(|| Sql::for_backend(Backend::Postgres, "WITH "));
+                if part > 0 {
+                    sql.push(", ");
+                }
+                sql.push(&format!("p{part} AS ("))
+            }
+        }
+    }
+
+    /// Closes the statement begun last, which writes `rows` rows.
+    fn end(&mut self, rows: usize) {
+        match self.combine {
+            false => {
+                if let Some(last) = self.each.last_mut() {
+                    last.1 = rows;
+                }
+            }
+            true => {
+                if let Some(sql) = &mut self.one {
+                    sql.push(")");
+                }
+            }
+        }
+        self.most_rows = self.most_rows.max(rows);
+    }
+
+    /// Queues `rows` as INSERTs, each statement of at most [`MAX_PARAMS`] placeholders;
+    /// one part when combined.
+    fn insert(&mut self, rows: &mut Rows) {
+        let most = match self.combine {
+            false => (MAX_PARAMS / rows.width).max(1),
+            true => usize::MAX,
+        };
+        while !rows.args.is_empty() {
+            let n = rows.take_into(self.start(), most);
+            self.end(n);
+        }
+    }
+
+    async fn run(self, conn: &mut AnyConnection) -> Result<()> {
+        // Statements of a few rows are the common ones (one mail, one reply): kept
+        // prepared. Longer ones differ in length from batch to batch and would crowd the
+        // cache.
+        for (sql, rows) in self.each {
+            sql.into_query()
+                .persistent(rows == 1)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if let Some(mut sql) = self.one {
+            sql.push(" SELECT 1");
+            sql.into_query()
+                .persistent(self.most_rows <= 4)
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }
