@@ -706,7 +706,8 @@ fn report(n: usize, talks: &[Conversation], rows: &[Row], notes: &str) -> String
          = last byte of the mail to the server's 250. Ratios = replies/s through the gateway \
          ÷ the same tool's rate in the same run straight to the recording sink (aiosmtpd, no \
          fsync; the faster of a run before the gateway's and one after it) and to mticket's \
-         own SMTP server code with a delivery that keeps nothing.\n\n\
+         own SMTP server code with a delivery that keeps nothing. Before each timed run the \
+         machine settles (dirty pages written out, cores idle).\n\n\
          | figure | replies | seconds | replies/s | ratio to recording sink | ratio to no-op SMTP server | p50 ack | p99 ack | peak RSS |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
