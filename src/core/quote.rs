@@ -80,9 +80,8 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
     }
     // Gmail wraps a long attribution: `On …, Name <` / `addr> wrote:`.
     let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
-    let lower = line.to_lowercase();
     if !next.is_empty()
-        && (lower.starts_with("on ") || lower.starts_with("am "))
+        && (starts_with_ignore_case(line, "on ") || starts_with_ignore_case(line, "am "))
         && is_attribution(&format!("{line} {next}"))
     {
         return quote_follows(i + 2).then_some(2);
@@ -93,7 +92,8 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
 /// A client's attribution line: `On … wrote:`, `Am … schrieb …:`, `… schrieb:`.
 pub(crate) fn is_attribution(line: &str) -> bool {
     let t = line.trim();
-    if t.is_empty() || t.len() > 400 {
+    // Every form ends with a colon: most lines are ruled out without lowercasing them.
+    if !t.ends_with(':') || t.len() > 400 {
         return false;
     }
     let lower = t.to_lowercase();
@@ -148,8 +148,16 @@ const FROM: &[&str] = &["from:", "von:"];
 const SENT: &[&str] = &["sent:", "gesendet:", "date:", "datum:"];
 
 fn header_word(line: &str, words: &[&str]) -> bool {
-    let lower = line.trim_start_matches('*').to_lowercase();
-    words.iter().any(|w| lower.starts_with(w))
+    let line = line.trim_start_matches('*');
+    words.iter().any(|w| starts_with_ignore_case(line, w))
+}
+
+/// `text` starts with the ASCII `prefix`, in any case (without lowercasing all of `text`:
+/// this runs for every line of every reply).
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn is_forward_marker(line: &str) -> bool {
