@@ -7,7 +7,9 @@
 //! per session, one connection each, AUTH once, mails back to back) sends the same mails
 //! over the same sessions straight to the recording sink (aiosmtpd) and to the gateway's
 //! own SMTP server code with a delivery that keeps nothing: the ceilings the gateway's rate
-//! is compared with. When Postfix's `smtp-source` and `smtp-sink` are on the PATH
+//! is compared with. The replies and the recording sink's run are split into rounds, each
+//! slice once to the sink and once through the gateway back to back, so that both see the
+//! machine at the same speed. When Postfix's `smtp-source` and `smtp-sink` are on the PATH
 //! (scripts/bench fetches them) their plain SMTP rate is added as a reference; they speak
 //! neither TLS nor AUTH, so no ratio is taken against them. Results are printed and
 //! appended to BENCHMARKS.md.
@@ -21,6 +23,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,6 +43,9 @@ const SINK_USER: &str = "support";
 const SINK_PASSWORD: &str = "bench-password";
 /// The longest wait for the machine to settle before a timed run.
 const SETTLE: Duration = Duration::from_secs(120);
+/// The replies go through the gateway, and straight to the recording sink, in this many
+/// slices, each twice back to back.
+const ROUNDS: usize = 5;
 
 const FIRST_NAMES: &[&str] = &[
     "Erika", "Hans", "Monika", "Jürgen", "Sabine", "Uwe", "Petra", "Klaus", "Anja", "Stefan",
@@ -385,7 +391,7 @@ fn open_tickets(backend: &str, gateway: &Gateway, talks: &[Conversation], work: 
 }
 
 /// The replies: session `k` is agent `k + 1` answering its own tickets.
-fn reply_plan(talks: &[Conversation], work: &Path) -> PathBuf {
+fn reply_plan(talks: &[Conversation], work: &Path, name: &str) -> PathBuf {
     let mut sessions: Vec<load::Session<'_>> = (0..SESSIONS)
         .map(|k| load::Session {
             login: format!("agent{}", k + 1),
@@ -399,7 +405,7 @@ fn reply_plan(talks: &[Conversation], work: &Path) -> PathBuf {
             raw: &t.reply_raw,
         });
     }
-    load::plan(work, "replies", &sessions)
+    load::plan(work, name, &sessions)
 }
 
 /// What the replies straight to a server cost besides the rate.
@@ -410,7 +416,7 @@ struct Ceiling {
 }
 
 /// The same tool, sessions and mails straight to the recording sink.
-fn to_recording_sink(backend: &str, plan: &Path, work: &Path, n: usize) -> Ceiling {
+fn to_recording_sink(label: &str, plan: &Path, work: &Path, n: usize) -> Ceiling {
     let sink = Sink::start_fast_with_auth(SINK_USER, SINK_PASSWORD);
     let ca = work.join("sink-ca.pem");
     std::fs::write(&ca, sink.ca_pem()).unwrap();
@@ -426,7 +432,7 @@ fn to_recording_sink(backend: &str, plan: &Path, work: &Path, n: usize) -> Ceili
             user: Some(SINK_USER),
             password: SINK_PASSWORD,
         },
-        latency_file(&format!("{backend}-recording-sink")).as_deref(),
+        latency_file(label).as_deref(),
     );
     let ceiling = Ceiling {
         machine_busy: machine.busy_since(),
@@ -463,6 +469,42 @@ fn to_discard(backend: &str, plan: &Path, work: &Path, n: usize) -> Ceiling {
     ceiling
 }
 
+/// One round of replies through the gateway, and what it cost.
+struct GatewayRound {
+    report: load::Report,
+    threads: BTreeMap<String, f64>,
+    postgres_cpu: f64,
+    relay_cpu: f64,
+    machine_busy: f64,
+}
+
+fn through_gateway(gateway: &Gateway, relay_sink: &Sink, plan: &Path, label: &str) -> GatewayRound {
+    procstat::settle(SETTLE);
+    let pid = gateway.pid().unwrap();
+    let threads_before = procstat::cpu_by_thread(pid);
+    let relay_before = procstat::cpu_total(relay_sink.pid());
+    let postgres_before = procstat::cpu_of_processes("postgres");
+    let machine = procstat::MachineCpu::now();
+    let report = load::run(
+        plan,
+        &load::Target {
+            port: gateway.submission_port,
+            tls: "starttls",
+            cafile: Some(&gateway.cert_path()),
+            user: None,
+            password: AGENT_PASSWORD,
+        },
+        latency_file(label).as_deref(),
+    );
+    GatewayRound {
+        machine_busy: machine.busy_since(),
+        postgres_cpu: procstat::cpu_of_processes("postgres") - postgres_before,
+        relay_cpu: procstat::cpu_total(relay_sink.pid()) - relay_before,
+        threads: procstat::cpu_since(&threads_before, pid),
+        report,
+    }
+}
+
 fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row>) -> String {
     let n = talks.len();
     let work = tempfile::tempdir().unwrap();
@@ -476,16 +518,14 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
     gateway.stop();
     gateway.start();
     let pid = gateway.pid().unwrap();
+    let rss_before = procstat::rss_kib(pid).unwrap_or(0);
 
-    let plan = reply_plan(talks, work.path());
-    let sink = to_recording_sink(backend, &plan, work.path(), n);
-    rows.push(Row::load(
-        format!(
-            "ceiling: smtp_load.py → recording sink, STARTTLS + AUTH PLAIN, {SESSIONS} sessions ({backend} run)"
-        ),
-        &sink.report,
-    ));
-    let discard = to_discard(backend, &plan, work.path(), n);
+    let discard = to_discard(
+        backend,
+        &reply_plan(talks, work.path(), "replies"),
+        work.path(),
+        n,
+    );
     rows.push(Row::load(
         format!(
             "ceiling: smtp_load.py → mticket's SMTP server with a no-op delivery, STARTTLS + AUTH PLAIN, {SESSIONS} sessions ({backend} run)"
@@ -493,36 +533,46 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
         &discard.report,
     ));
 
-    // The gateway.
-    procstat::settle(SETTLE);
-    let threads_before = procstat::cpu_by_thread(pid);
-    let relay_before = procstat::cpu_total(relay_sink.pid());
-    let postgres_before = procstat::cpu_of_processes("postgres");
-    let rss_before = procstat::rss_kib(pid).unwrap_or(0);
+    // The replies in rounds, each slice of them once straight to the recording sink and
+    // once through the gateway, back to back (in turn which goes first): this machine's
+    // speed drifts by up to 2× from one minute to the next, which a single run of each,
+    // minutes apart, would count as the gateway's.
     let perf = procstat::Perf::start(
         env_dir("BENCH_SUBMISSION_PERF_DIR").as_deref(),
         &format!("{backend}-submission"),
     );
     let sampler = procstat::RssSampler::start(pid);
-    let machine = procstat::MachineCpu::now();
-    let through = load::run(
-        &plan,
-        &load::Target {
-            port: gateway.submission_port,
-            tls: "starttls",
-            cafile: Some(&gateway.cert_path()),
-            user: None,
-            password: AGENT_PASSWORD,
-        },
-        latency_file(&format!("{backend}-gateway")).as_deref(),
-    );
-    let acked_at = unix_now();
-    let machine_busy = machine.busy_since();
-    let postgres_cpu = procstat::cpu_of_processes("postgres") - postgres_before;
+    let mut sink_rounds: Vec<Ceiling> = Vec::new();
+    let mut rounds: Vec<GatewayRound> = Vec::new();
+    for (r, slice) in talks.chunks(n.div_ceil(ROUNDS)).enumerate() {
+        let plan = reply_plan(slice, work.path(), &format!("round{r}"));
+        let sink_label = format!("{backend}-recording-sink-{r}");
+        let gateway_label = format!("{backend}-gateway-{r}");
+        if r % 2 == 0 {
+            sink_rounds.push(to_recording_sink(
+                &sink_label,
+                &plan,
+                work.path(),
+                slice.len(),
+            ));
+        }
+        rounds.push(through_gateway(
+            &gateway,
+            &relay_sink,
+            &plan,
+            &gateway_label,
+        ));
+        if r % 2 == 1 {
+            sink_rounds.push(to_recording_sink(
+                &sink_label,
+                &plan,
+                work.path(),
+                slice.len(),
+            ));
+        }
+    }
     let rss_samples = sampler.finish();
     drop(perf);
-    let threads = procstat::cpu_since(&threads_before, pid);
-    let relay_cpu = procstat::cpu_total(relay_sink.pid()) - relay_before;
     let relayed_at = gateway.wait_for(
         "the outbox relayed every reply",
         Duration::from_secs(1800),
@@ -538,26 +588,55 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
     gateway.stop();
     assert_eq!(stored as usize, n, "one reply item per reply");
     assert_eq!(received, n, "the sink received every reply once");
-    // The sink's rate varies from run to run on a shared machine; the ratio is taken to the
-    // faster of two runs, one before the gateway's and one after it.
-    let sink_again = to_recording_sink(&format!("{backend}-again"), &plan, work.path(), n);
-    let sink_rate = sink.report.rate().max(sink_again.report.rate());
+
+    let sink = Ceiling {
+        report: load::Report::combine(
+            &sink_rounds
+                .iter()
+                .map(|c| c.report.clone())
+                .collect::<Vec<_>>(),
+        ),
+        server_cpu: sink_rounds.iter().map(|c| c.server_cpu).sum(),
+        machine_busy: weighted_busy(sink_rounds.iter().map(|c| (c.report.secs, c.machine_busy))),
+    };
+    let through =
+        load::Report::combine(&rounds.iter().map(|g| g.report.clone()).collect::<Vec<_>>());
+    let machine_busy = weighted_busy(rounds.iter().map(|g| (g.report.secs, g.machine_busy)));
+    let postgres_cpu: f64 = rounds.iter().map(|g| g.postgres_cpu).sum();
+    let relay_cpu: f64 = rounds.iter().map(|g| g.relay_cpu).sum();
+    let mut threads: BTreeMap<String, f64> = BTreeMap::new();
+    for g in &rounds {
+        for (name, secs) in &g.threads {
+            *threads.entry(name.clone()).or_default() += secs;
+        }
+    }
+    let round_ratios: Vec<String> = rounds
+        .iter()
+        .zip(&sink_rounds)
+        .map(|(g, c)| format!("{:.2}", g.report.rate() / c.report.rate()))
+        .collect();
+    rows.push(Row::load(
+        format!(
+            "ceiling: smtp_load.py → recording sink, STARTTLS + AUTH PLAIN, {SESSIONS} sessions ({backend} run, {} rounds)",
+            sink_rounds.len()
+        ),
+        &sink.report,
+    ));
     rows.push(Row {
         rss_mib: rss,
-        ceilings: Some((sink_rate, discard.report.rate())),
+        ceilings: Some((sink.report.rate(), discard.report.rate())),
         ..Row::load(
             format!(
-                "mticket submission on {backend} (STARTTLS + AUTH PLAIN → rewritten, committed, 250), {SESSIONS} sessions"
+                "mticket submission on {backend} (STARTTLS + AUTH PLAIN → rewritten, committed, 250), {SESSIONS} sessions, {} rounds",
+                rounds.len()
             ),
             &through,
         )
     });
-    rows.push(Row::load(
-        format!(
-            "ceiling: smtp_load.py → recording sink, STARTTLS + AUTH PLAIN, {SESSIONS} sessions ({backend} run, again after the gateway's)"
-        ),
-        &sink_again.report,
-    ));
+    let acked_at = rounds
+        .last()
+        .map(|g| g.report.started_at + g.report.secs)
+        .unwrap_or(0.0);
 
     let cores = std::thread::available_parallelism()
         .map(|p| p.get())
@@ -576,7 +655,8 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
         String::new()
     };
     let mib = |k: u64| k as f64 / 1024.0;
-    // The sessions log in (Argon2 verifications) at the start, within `setup_secs`.
+    // The sessions log in (Argon2 verifications) at the start of the first round, within
+    // its `setup_secs`.
     let logged_in = through.started_at + through.setup_secs + 0.1;
     let peak_in = |from: f64, to: f64| {
         rss_samples
@@ -588,8 +668,8 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
     };
     format!(
         "{backend}: {stored} reply items stored, {sent} outgoing mails marked sent, the sink \
-         received {received}; it had the last one {:.1} s after the first reply was sent \
-         ({:.1} s after the last 250). Session setup (connect, STARTTLS, AUTH) took at most \
+         received {received}; it had the last one {:.1} s after the last 250. Ratio to the \
+         recording sink per round: {}. Session setup (connect, STARTTLS, AUTH) took at most \
          {:.2} s through the gateway, {:.2} s to the sink. CPU while the replies went in \
          ({:.1} s): gateway {gateway_cpu:.1} s ({}){postgres}, relay sink {relay_cpu:.1} s, \
          load tool {:.1} s; the machine's {cores} cores {:.0} % busy. Straight to the sink: \
@@ -597,8 +677,8 @@ fn run_backend(backend: &'static str, talks: &[Conversation], rows: &mut Vec<Row
          {:.1} s, load tool {:.1} s, cores {:.0} % busy. Gateway RSS: {:.0} MiB before the \
          replies, at most {:.0} MiB while the {SESSIONS} sessions logged in, at most {:.0} MiB \
          afterwards.\n",
-        relayed_at - through.started_at,
         relayed_at - acked_at,
+        round_ratios.join(", "),
         through.setup_secs,
         sink.report.setup_secs,
         through.secs,
@@ -688,6 +768,14 @@ fn run_postfix(talks: &[Conversation], rows: &mut Vec<Row>) {
     });
 }
 
+/// The share of the cores busy over runs of the given lengths.
+fn weighted_busy(runs: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let (busy, secs) = runs.fold((0.0, 0.0), |(b, t), (secs, share)| {
+        (b + secs * share, t + secs)
+    });
+    busy / secs.max(f64::MIN_POSITIVE)
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -705,9 +793,10 @@ fn report(n: usize, talks: &[Conversation], rows: &[Row], notes: &str) -> String
          one process per session, one connection, AUTH once, mails back to back). Ack latency \
          = last byte of the mail to the server's 250. Ratios = replies/s through the gateway \
          ÷ the same tool's rate in the same run straight to the recording sink (aiosmtpd, no \
-         fsync; the faster of a run before the gateway's and one after it) and to mticket's \
-         own SMTP server code with a delivery that keeps nothing. Before each timed run the \
-         machine settles (dirty pages written out, cores idle).\n\n\
+         fsync) and to mticket's own SMTP server code with a delivery that keeps nothing. The \
+         replies go in {ROUNDS} rounds: each slice once straight to the recording sink and once \
+         through the gateway, back to back, in turn which first; the rows add the rounds up. \
+         Before each timed run the machine settles (dirty pages written out, cores idle).\n\n\
          | figure | replies | seconds | replies/s | ratio to recording sink | ratio to no-op SMTP server | p50 ack | p99 ack | peak RSS |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),

@@ -75,17 +75,47 @@ pub struct Report {
     pub p99_ms: f64,
     /// The sessions' own CPU while sending.
     pub cpu_secs: f64,
+    /// Every mail's acknowledgment latency in seconds, sorted.
+    pub latencies: Vec<f64>,
 }
 
 impl Report {
     pub fn rate(&self) -> f64 {
         self.accepted as f64 / self.secs
     }
+
+    /// Runs of the same tool one after the other as one: their mails, seconds and CPU
+    /// added up, the latency percentiles taken over every mail.
+    pub fn combine(runs: &[Report]) -> Report {
+        let mut latencies: Vec<f64> = runs.iter().flat_map(|r| r.latencies.clone()).collect();
+        latencies.sort_by(f64::total_cmp);
+        Report {
+            accepted: runs.iter().map(|r| r.accepted).sum(),
+            secs: runs.iter().map(|r| r.secs).sum(),
+            setup_secs: runs.iter().map(|r| r.setup_secs).fold(0.0, f64::max),
+            started_at: runs.iter().map(|r| r.started_at).fold(f64::MAX, f64::min),
+            p50_ms: percentile(&latencies, 50.0) * 1000.0,
+            p99_ms: percentile(&latencies, 99.0) * 1000.0,
+            cpu_secs: runs.iter().map(|r| r.cpu_secs).sum(),
+            latencies,
+        }
+    }
+}
+
+/// Nearest rank, as smtp_load.py takes it.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).max(1);
+    sorted[rank - 1]
 }
 
 /// Runs the plan against `target`; panics unless every mail was accepted. With
-/// `latencies`, every mail's latency is written there as CSV.
+/// `latencies`, every mail's latency is also kept there as CSV.
 pub fn run(plan: &Path, target: &Target<'_>, latencies: Option<&Path>) -> Report {
+    let scratch = tempfile::NamedTempFile::new().expect("latency file");
+    let latencies = latencies.unwrap_or(scratch.path());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_load.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script)
@@ -97,9 +127,7 @@ pub fn run(plan: &Path, target: &Target<'_>, latencies: Option<&Path>) -> Report
     if let Some(user) = target.user {
         cmd.args(["--user", user]);
     }
-    if let Some(file) = latencies {
-        cmd.arg("--latencies").arg(file);
-    }
+    cmd.arg("--latencies").arg(latencies);
     let out = cmd
         .arg(plan)
         .output()
@@ -127,5 +155,17 @@ pub fn run(plan: &Path, target: &Target<'_>, latencies: Option<&Path>) -> Report
         p50_ms: f(&v["latency_ms"]["p50"]),
         p99_ms: f(&v["latency_ms"]["p99"]),
         cpu_secs: f(&v["cpu_seconds"]),
+        latencies: read_latencies(latencies),
     }
+}
+
+/// The latencies smtp_load.py wrote (`session,seconds after the start,latency` lines), sorted.
+fn read_latencies(file: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(file).expect("smtp_load.py's latency file");
+    let mut all: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(',').next()?.parse().ok())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    all
 }
