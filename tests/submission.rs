@@ -1064,3 +1064,50 @@ fn kill_9_during_200_concurrent_submissions_loses_no_acknowledged_reply() {
     );
     assert!(ids.len() >= acked.len());
 }
+
+/// Every login verifies an Argon2 hash in a 19 MiB block. Rounds of eight logins at once
+/// (mail clients open a session per mail sent) must give those blocks back: with glibc's
+/// default the gateway kept one per allocator arena and grew past 500 MiB.
+#[test]
+fn repeated_logins_give_their_memory_back() {
+    let (gateway, _sink) = setup();
+    let script = r#"
+import smtplib, ssl, sys, threading
+port, cafile, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+failed = []
+def login():
+    try:
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.check_hostname = False
+        s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+        s.starttls(context=ctx)
+        s.login("anna", password)
+        s.quit()
+    except Exception as e:
+        failed.append(repr(e))
+for _ in range(6):
+    ts = [threading.Thread(target=login) for _ in range(8)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+print(len(failed), failed[:3])
+sys.exit(1 if failed else 0)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(gateway.submission_port.to_string())
+        .arg(gateway.cert_path())
+        .arg("anna-secret")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "logins failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss_mib = support::procstat::rss_kib(gateway.pid().unwrap()).unwrap() / 1024;
+    assert!(
+        rss_mib < 120,
+        "the gateway holds {rss_mib} MiB after 48 logins (8 at a time)"
+    );
+}
