@@ -20,6 +20,7 @@ use crate::core::reply::{self, QuoteEntry, ReplyPlan};
 use crate::core::subject;
 use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
+use crate::net::guard;
 use crate::net::smtp::{DeliverError, MailService};
 use crate::store::{
     Actor, Arg, Content, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError,
@@ -1064,11 +1065,7 @@ impl MailService for Submission {
                 .await
                 .clone(),
         };
-        let password = password.to_string();
-        // argon2 takes tens of milliseconds of CPU: not on the async threads.
-        let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-            .await
-            .map_err(|e| e.to_string())?;
+        let ok = guard::check_password(password, &hash).await?;
         Ok(agent.filter(|_| ok))
     }
 
