@@ -223,7 +223,7 @@ impl Pending {
             out.insert(&mut marks);
         }
         if let Some(value) = self.ticket_counter.take() {
-            out.start()
+            out.start(1)
                 .push("UPDATE counters SET value = ")
                 .bind(Arg::Int(value))
                 .push(" WHERE name = 'ticket'");
@@ -232,7 +232,7 @@ impl Pending {
         // A changed ticket: its changes and its touch in one UPDATE.
         for (id, set) in std::mem::take(&mut self.ticket_sets) {
             let at = self.touched.remove(&id);
-            let sql = out.start();
+            let sql = out.start(5);
             sql.push("UPDATE tickets SET updated_at = ")
                 .bind(Arg::Int(super::now()));
             if let Some(at) = at {
@@ -257,7 +257,7 @@ impl Pending {
         }
         for (at, ids) in by_time {
             for chunk in ids.chunks(MAX_PARAMS - 2) {
-                let sql = out.start();
+                let sql = out.start(chunk.len() + 2);
                 sql.push("UPDATE tickets SET last_action_at = ")
                     .bind(Arg::Int(at))
                     .push(", updated_at = ")
@@ -278,107 +278,99 @@ impl Pending {
 }
 
 /// The statements a flush writes. SQLite: each on its own (a round trip there is a hop to
-/// the connection's thread). PostgreSQL: all as parts (data-modifying `WITH` queries) of one
-/// statement, so a reply's writes are one network round trip instead of six; the
-/// foreign keys are checked at the statement's end, when every part has run.
+/// the connection's thread). PostgreSQL: as parts (data-modifying `WITH` queries) of one
+/// statement, so a reply's writes are one network round trip instead of six; the foreign
+/// keys are checked at the statement's end, when every part has run. A big batch takes
+/// several such statements (see [`COMBINED_PARAMS`]).
 struct Statements {
     backend: Backend,
-    /// All as parts of one statement.
+    /// As parts of one statement.
     combine: bool,
-    each: Vec<(Sql, usize)>,
-    one: Option<Sql>,
+    /// Each statement, with the most rows one of its parts writes.
+    done: Vec<(Sql, usize)>,
+    /// Parts in the last statement so far.
     parts: usize,
-    most_rows: usize,
 }
+
+/// The most placeholders of a combined statement (PostgreSQL takes 65,535).
+const COMBINED_PARAMS: usize = 16_384;
 
 impl Statements {
     fn each(backend: Backend) -> Statements {
         Statements {
             backend,
             combine: false,
-            each: Vec::new(),
-            one: None,
+            done: Vec::new(),
             parts: 0,
-            most_rows: 0,
         }
     }
 
     fn one() -> Statements {
         Statements {
-            backend: Backend::Postgres,
             combine: true,
-            each: Vec::new(),
-            one: None,
-            parts: 0,
-            most_rows: 0,
+            ..Statements::each(Backend::Postgres)
         }
     }
 
-    /// Where the next statement is written; [`Statements::end`] closes it.
-    fn start(&mut self) -> &mut Sql {
-        match self.combine {
-            false => {
-                self.each.push((Sql::for_backend(self.backend, ""), 0));
-                &mut self.each.last_mut().expect("just pushed").0
-            }
-            true => {
-                let part = self.parts;
-                self.parts += 1;
-                let sql = self
-                    .one
-                    .get_or_insert_with(|| Sql::for_backend(Backend::Postgres, "WITH "));
-                if part > 0 {
-                    sql.push(", ");
-                }
-                sql.push(&format!("p{part} AS ("))
-            }
-        }
-    }
-
-    /// Closes the statement begun last, which writes `rows` rows.
-    fn end(&mut self, rows: usize) {
-        match self.combine {
-            false => {
-                if let Some(last) = self.each.last_mut() {
-                    last.1 = rows;
-                }
-            }
-            true => {
-                if let Some(sql) = &mut self.one {
-                    sql.push(")");
-                }
-            }
-        }
-        self.most_rows = self.most_rows.max(rows);
-    }
-
-    /// Queues `rows` as INSERTs, each statement of at most [`MAX_PARAMS`] placeholders;
-    /// one part when combined.
-    fn insert(&mut self, rows: &mut Rows) {
-        let most = match self.combine {
-            false => (MAX_PARAMS / rows.width).max(1),
-            true => usize::MAX,
+    /// Where the next statement (or part) of `params` placeholders is written;
+    /// [`Statements::end`] closes it.
+    fn start(&mut self, params: usize) -> &mut Sql {
+        let full = match self.done.last() {
+            Some((sql, _)) => !self.combine || sql.args.len() + params > COMBINED_PARAMS,
+            None => true,
         };
+        if full {
+            let head = if self.combine { "WITH " } else { "" };
+            self.done.push((Sql::for_backend(self.backend, head), 0));
+            self.parts = 0;
+        }
+        let part = self.parts;
+        self.parts += 1;
+        let sql = &mut self.done.last_mut().expect("just pushed").0;
+        match self.combine {
+            false => sql,
+            true if part > 0 => sql.push(&format!(", p{part} AS (")),
+            true => sql.push(&format!("p{part} AS (")),
+        }
+    }
+
+    /// Closes the statement (or part) begun last, which writes `rows` rows.
+    fn end(&mut self, rows: usize) {
+        if let Some((sql, most)) = self.done.last_mut() {
+            if self.combine {
+                sql.push(")");
+            }
+            *most = (*most).max(rows);
+        }
+    }
+
+    /// Queues `rows` as INSERTs of at most [`MAX_PARAMS`] placeholders each, or as parts
+    /// of combined statements.
+    fn insert(&mut self, rows: &mut Rows) {
+        let limit = if self.combine {
+            COMBINED_PARAMS
+        } else {
+            MAX_PARAMS
+        };
+        let most = (limit / rows.width).max(1);
         while !rows.args.is_empty() {
-            let n = rows.take_into(self.start(), most);
-            self.end(n);
+            let n = rows.args.len().div_ceil(rows.width).min(most);
+            let written = rows.take_into(self.start(n * rows.width), n);
+            self.end(written);
         }
     }
 
     async fn run(self, conn: &mut AnyConnection) -> Result<()> {
-        // Statements of a few rows are the common ones (one mail, one reply): kept
-        // prepared. Longer ones differ in length from batch to batch and would crowd the
-        // cache.
-        for (sql, rows) in self.each {
+        for (mut sql, rows) in self.done {
+            if self.combine {
+                sql.push(" SELECT 1");
+            }
+            // Statements of a few rows are the common ones (one mail, one reply): kept
+            // prepared. Longer ones differ in length from batch to batch and would crowd
+            // the cache.
+            let common = if self.combine { rows <= 4 } else { rows == 1 };
             sql.into_query()
-                .persistent(rows == 1)
-                .execute(&mut *conn)
-                .await?;
-        }
-        if let Some(mut sql) = self.one {
-            sql.push(" SELECT 1");
-            sql.into_query()
-                .persistent(self.most_rows <= 4)
+                .persistent(common)
                 .execute(&mut *conn)
                 .await?;
         }
