@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use crate::core::password;
 
 /// Password checks running at once: one per core. Each takes tens of milliseconds of CPU
-/// and (with the default parameters) a 19 MiB block; 500 connections saying AUTH at once wait their turn here instead
-/// of claiming 9 GiB and every processor.
+/// and (with the default parameters) a 19 MiB block; 500 connections saying AUTH at once
+/// wait their turn here instead of claiming 9 GiB and every processor.
 static CHECKS: LazyLock<Semaphore> = LazyLock::new(|| {
     Semaphore::new(
         std::thread::available_parallelism()
