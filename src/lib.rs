@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod intake;
+pub mod login;
 pub mod net;
 pub mod outbox;
 pub mod server;

@@ -14,13 +14,12 @@ use crate::core::commands::{self, Assignee, Changes, Command, CommandError, Comm
 use crate::core::compose;
 use crate::core::mail::{self, IncomingMail};
 use crate::core::model::{Agent, ItemKind, Queue, ReplyQuote, status_key};
-use crate::core::password;
 use crate::core::quote;
 use crate::core::reply::{self, QuoteEntry, ReplyPlan};
 use crate::core::subject;
 use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
-use crate::net::guard;
+use crate::login::Logins;
 use crate::net::smtp::{DeliverError, MailService};
 use crate::store::{
     Actor, Arg, Content, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError,
@@ -31,9 +30,7 @@ pub struct Submission {
     store: Store,
     config: Arc<Config>,
     outbox_wake: Arc<Notify>,
-    /// Verified when the login is unknown, so a wrong login costs as long as a wrong password
-    /// (made on first use: hashing takes a while).
-    dummy_hash: tokio::sync::OnceCell<String>,
+    logins: Logins,
 }
 
 /// Why a mail is refused; nothing of it was applied or sent.
@@ -184,10 +181,10 @@ struct Reply {
 impl Submission {
     pub fn new(store: Store, config: Arc<Config>, outbox_wake: Arc<Notify>) -> Submission {
         Submission {
+            logins: Logins::new(store.clone()),
             store,
             config,
             outbox_wake,
-            dummy_hash: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -1046,27 +1043,7 @@ impl MailService for Submission {
     type Agent = Agent;
 
     async fn authenticate(&self, login: &str, password: &str) -> Result<Option<Agent>, String> {
-        let agent = match self.store.agent_by_login(login).await {
-            Ok(a) => Some(a),
-            Err(StoreError::NotFound(_)) => None,
-            Err(e) => return Err(e.to_string()),
-        };
-        let hash = match &agent {
-            Some(a) => a.password_hash.clone(),
-            None => self
-                .dummy_hash
-                .get_or_init(|| async {
-                    tokio::task::spawn_blocking(|| password::hash("no such login"))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_default()
-                })
-                .await
-                .clone(),
-        };
-        let ok = guard::check_password(password, &hash).await?;
-        Ok(agent.filter(|_| ok))
+        self.logins.check(login, password).await
     }
 
     async fn accepts(&self, agent: Option<&Agent>, _rcpt: &str) -> bool {
