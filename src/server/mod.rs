@@ -11,6 +11,8 @@ use crate::config::{Config, Resolver};
 use crate::intake::authcheck::{self, AuthChecker};
 use crate::intake::pipeline::Pipeline;
 use crate::intake::poller::{self, PollSettings};
+use crate::login::Logins;
+use crate::mailbox::imap::{self, ImapConfig};
 use crate::net::guard::{GuardConfig, LoginGuard};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
 use crate::net::smtp::{self, AuthPolicy, Mode, SmtpConfig};
@@ -147,7 +149,34 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             shutdown.clone(),
         )));
     }
-    for name in ["imap", "imaps", "pop3", "pop3s"] {
+    let logins = Arc::new(Logins::new(store.clone()));
+    for (name, implicit_tls) in [("imap", false), ("imaps", true)] {
+        let Some(addr) = config.listen.addr(name)? else {
+            continue;
+        };
+        let mut lc = ListenerConfig::new(addr, name);
+        if !implicit_tls {
+            lc.busy_reply = Some(b"* BYE too many connections, try again later\r\n".to_vec());
+        }
+        let listener = Listener::bind(lc)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+        let ic = ImapConfig {
+            tls: Some(tls_server.clone()),
+            implicit_tls,
+            allow_plain: config.submission.allow_plain_on_loopback && addr.ip().is_loopback(),
+            guard: guard.clone(),
+            ..ImapConfig::default()
+        };
+        tracing::info!(%addr, "{name} listener ready");
+        tasks.push(tokio::spawn(imap::serve(
+            listener,
+            ic,
+            logins.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for name in ["pop3", "pop3s"] {
         if let Some(addr) = config.listen.addr(name)? {
             tracing::debug!(%addr, "{name}: not served by this version");
         }

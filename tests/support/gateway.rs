@@ -46,6 +46,8 @@ pub struct Gateway {
     /// Agents' SMTP submission: STARTTLS, and implicit TLS.
     pub submission_port: u16,
     pub submissions_port: u16,
+    pub imap_port: u16,
+    pub imaps_port: u16,
     child: Option<Child>,
     starts: u32,
 }
@@ -87,7 +89,14 @@ impl Gateway {
     /// Writes the config and runs migrations, but does not start `serve`.
     pub fn new(opts: Options) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let [inbound_port, lmtp_port, submission_port, submissions_port] = free_ports();
+        let [
+            inbound_port,
+            lmtp_port,
+            submission_port,
+            submissions_port,
+            imap_port,
+            imaps_port,
+        ] = free_ports();
         let records = dir.path().join("dns.txt");
         std::fs::write(&records, &opts.dns_records).unwrap();
         let config = dir.path().join("mticket.toml");
@@ -103,8 +112,8 @@ key = "certs/key.pem"
 [listen]
 submission = "{submission_host}:{submission_port}"
 submissions = "{submission_host}:{submissions_port}"
-imap = ""
-imaps = ""
+imap = "127.0.0.1:{imap_port}"
+imaps = "127.0.0.1:{imaps_port}"
 pop3 = ""
 pop3s = ""
 inbound = "127.0.0.1:{inbound_port}"
@@ -144,6 +153,8 @@ allow_plain_on_loopback = {allow_plain}
             lmtp_port,
             submission_port,
             submissions_port,
+            imap_port,
+            imaps_port,
             child: None,
             starts: 0,
         };
@@ -196,6 +207,8 @@ allow_plain_on_loopback = {allow_plain}
             self.inbound_port,
             self.submission_port,
             self.submissions_port,
+            self.imap_port,
+            self.imaps_port,
         ];
         while ports
             .iter()

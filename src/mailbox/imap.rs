@@ -15,7 +15,10 @@ use imap_next::{Interrupt, Io, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use super::listener::{SessionStream, Shutdown};
+use crate::core::model::Agent;
+use crate::login::Logins;
+use crate::net::guard::LoginGuard;
+use crate::net::listener::{Listener, SessionStream, Shutdown};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -32,6 +35,10 @@ pub struct ImapConfig {
     /// Largest literal (APPEND) and largest command line accepted.
     pub max_literal: u32,
     pub max_command: u32,
+    /// The session starts with a TLS handshake (port 993), using `tls`.
+    pub implicit_tls: bool,
+    /// Failed logins: delay, then temporary lockout (shared with the other ports).
+    pub guard: Arc<LoginGuard>,
 }
 
 impl Default for ImapConfig {
@@ -43,6 +50,8 @@ impl Default for ImapConfig {
             max_errors: 20,
             max_literal: 25 * 1024 * 1024,
             max_command: 64 * 1024,
+            implicit_tls: false,
+            guard: Arc::new(LoginGuard::default()),
         }
     }
 }
@@ -52,7 +61,7 @@ pub enum SessionError {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS: {0}")]
-    Tls(#[from] super::listener::ListenerError),
+    Tls(#[from] crate::net::listener::ListenerError),
 }
 
 /// What the session loop needs next from the stream.
@@ -64,6 +73,9 @@ enum Step {
 
 struct Session<S> {
     stream: Option<SessionStream<S>>,
+    logins: Arc<Logins>,
+    /// Set by a successful LOGIN.
+    agent: Option<Agent>,
     server: Server,
     cfg: Arc<ImapConfig>,
     shutdown: Shutdown,
@@ -86,11 +98,47 @@ fn options(cfg: &ImapConfig) -> Options {
     o
 }
 
+/// Runs the server on a bound listener until `shutdown`.
+pub async fn serve(listener: Listener, cfg: ImapConfig, logins: Arc<Logins>, shutdown: Shutdown) {
+    let cfg = Arc::new(cfg);
+    listener
+        .run(shutdown, move |tcp, peer, shutdown| {
+            let cfg = cfg.clone();
+            let logins = logins.clone();
+            async move {
+                let _ = tcp.set_nodelay(true);
+                let mut stream = SessionStream::Plain(tcp);
+                if cfg.implicit_tls {
+                    let Some(tls) = cfg.tls.clone() else {
+                        tracing::error!(%peer, "implicit TLS port without a TLS configuration");
+                        return;
+                    };
+                    let acceptor = TlsAcceptor::from(tls);
+                    stream = match tokio::time::timeout(cfg.idle_timeout, stream.upgrade(&acceptor))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                }
+                if let Err(e) = run_session(stream, Some(peer), cfg, logins, shutdown).await {
+                    tracing::debug!(%peer, error = %e, "IMAP session ended with error");
+                }
+            }
+        })
+        .await;
+}
+
 /// One IMAP session over any stream (tests use `tokio::io::duplex`).
 pub async fn run_session<S>(
     stream: SessionStream<S>,
     peer: Option<SocketAddr>,
     cfg: Arc<ImapConfig>,
+    logins: Arc<Logins>,
     shutdown: Shutdown,
 ) -> Result<(), SessionError>
 where
@@ -99,6 +147,8 @@ where
     let greeting = Greeting::ok(None, "mticket ready").expect("valid greeting");
     let mut session = Session {
         stream: Some(stream),
+        logins,
+        agent: None,
         server: Server::new(options(&cfg), greeting),
         cfg,
         shutdown,
@@ -137,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     };
                     self.server.enqueue_status(status.expect("valid status"));
                 }
-                Step::Event(Event::CommandReceived { command }) => self.command(command),
+                Step::Event(Event::CommandReceived { command }) => self.command(command).await,
                 Step::Event(Event::ResponseSent { handle, .. }) => {
                     if self.close_after == Some(handle) {
                         return Ok(());
@@ -212,9 +262,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    fn command(&mut self, command: Command<'static>) {
+    async fn command(&mut self, command: Command<'static>) {
         let tag = command.tag;
         match command.body {
+            CommandBody::Login { username, password } if self.agent.is_none() => {
+                let login = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let password = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                self.login(tag, &login, &password).await;
+            }
             CommandBody::Capability => {
                 self.server
                     .enqueue_data(Data::Capability(self.capabilities()));
@@ -232,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             CommandBody::StartTLS => {
                 let is_tls = self.stream.as_ref().is_some_and(SessionStream::is_tls);
-                if is_tls || self.cfg.tls.is_none() {
+                if is_tls || self.cfg.tls.is_none() || self.agent.is_some() {
                     self.bad(tag, "STARTTLS is not available here");
                 } else {
                     self.ok(tag, "begin TLS negotiation now");
@@ -246,6 +301,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    async fn login(&mut self, tag: Tag<'static>, login: &str, password: &str) {
+        let is_tls = self.stream.as_ref().is_some_and(SessionStream::is_tls);
+        if !is_tls && !self.cfg.allow_plain {
+            self.no(tag, "LOGIN needs TLS: say STARTTLS first, or use port 993");
+            return;
+        }
+        let ip = self
+            .peer
+            .map(|p| p.ip())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let guard = self.cfg.guard.clone();
+        if guard.locked(ip, login).is_some() {
+            self.no(tag, "too many failed logins: try again later");
+            return;
+        }
+        match self.logins.check(login, password).await {
+            Ok(Some(agent)) => {
+                guard.succeeded(ip, login);
+                tracing::info!(agent = %agent.login, peer = ?self.peer, "IMAP login");
+                self.agent = Some(agent);
+                self.ok(tag, "LOGIN completed");
+            }
+            Ok(None) => {
+                let delay = guard.failed(ip, login);
+                tracing::info!(peer = ?self.peer, "IMAP login failed");
+                tokio::time::sleep(delay).await;
+                self.no(tag, "wrong login or password");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP login could not be checked");
+                self.no(tag, "login not possible right now: try again later");
+            }
+        }
+    }
+
     fn capabilities(&self) -> Vec1<Capability<'static>> {
         let is_tls = self.stream.as_ref().is_some_and(SessionStream::is_tls);
         let mut caps = vec![Capability::Imap4Rev1];
@@ -255,16 +345,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !is_tls && !self.cfg.allow_plain {
             caps.push(Capability::LoginDisabled);
         }
-        caps.extend([
-            Capability::Idle,
-            Capability::UidPlus,
-            Capability::Move,
-            Capability::Namespace,
-            Capability::Id,
-            Capability::Enable,
-            Capability::LiteralPlus,
-            Capability::Unselect,
-        ]);
+        // Extensions are announced as they are served.
         Vec1::try_from(caps).expect("not empty")
     }
 
@@ -290,6 +371,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn ok(&mut self, tag: Tag<'static>, text: &'static str) -> ResponseHandle {
         self.server
             .enqueue_status(Status::ok(Some(tag), None, text).expect("valid status"))
+    }
+
+    fn no(&mut self, tag: Tag<'static>, text: &'static str) {
+        self.server
+            .enqueue_status(Status::no(Some(tag), None, text).expect("valid status"));
     }
 
     fn bad(&mut self, tag: Tag<'static>, text: &'static str) {
@@ -318,6 +404,10 @@ mod tests {
     use super::*;
 
     async fn talk(lines: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (_stop, shutdown) = Shutdown::channel();
         let cfg = Arc::new(ImapConfig::default());
@@ -325,6 +415,7 @@ mod tests {
             SessionStream::Plain(server),
             None,
             cfg,
+            Arc::new(Logins::new(store)),
             shutdown,
         ));
         let (mut r, mut w) = tokio::io::split(client);
@@ -363,5 +454,11 @@ mod tests {
         assert!(out.contains("* BAD"), "{out}");
         assert!(out.contains("a1 BAD unknown command"), "{out}");
         assert!(out.ends_with("a2 OK LOGOUT completed\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn login_without_tls_is_refused() {
+        let out = talk(&["a1 LOGIN anna secret\r\n", "a2 LOGOUT\r\n"]).await;
+        assert!(out.contains("a1 NO LOGIN needs TLS"), "{out}");
     }
 }
