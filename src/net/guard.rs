@@ -5,33 +5,8 @@
 //! higher limit per address stops guessing across many logins.
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Semaphore;
-
-use crate::core::password;
-
-/// Password checks running at once: one per core. Each takes tens of milliseconds of CPU
-/// and (with the default parameters) a 19 MiB block; 500 connections saying AUTH at once
-/// wait their turn here instead of claiming 9 GiB and every processor.
-static CHECKS: LazyLock<Semaphore> = LazyLock::new(|| {
-    Semaphore::new(
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    )
-});
-
-/// Whether `password` matches the argon2 `hash`, off the async threads and at most one
-/// check per core at a time.
-pub async fn check_password(password: &str, hash: &str) -> Result<bool, String> {
-    let _turn = CHECKS.acquire().await.map_err(|e| e.to_string())?;
-    let (password, hash) = (password.to_string(), hash.to_string());
-    tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-        .await
-        .map_err(|e| e.to_string())
-}
 
 #[derive(Debug, Clone)]
 pub struct GuardConfig {
