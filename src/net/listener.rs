@@ -202,6 +202,37 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
+impl SessionStream {
+    /// A just-accepted connection as a session's stream: TCP_NODELAY set and, on an
+    /// implicit-TLS port, the handshake done within `timeout` using `tls`. `None` when the
+    /// handshake failed or timed out, or the port has no TLS configuration (logged).
+    pub async fn accepted(
+        tcp: TcpStream,
+        peer: SocketAddr,
+        implicit_tls: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        timeout: Duration,
+    ) -> Option<Self> {
+        let _ = tcp.set_nodelay(true);
+        let stream = SessionStream::Plain(tcp);
+        if !implicit_tls {
+            return Some(stream);
+        }
+        let Some(tls) = tls else {
+            tracing::error!(%peer, "implicit TLS port without a TLS configuration");
+            return None;
+        };
+        match tokio::time::timeout(timeout, stream.upgrade(&TlsAcceptor::from(tls))).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> SessionStream<S> {
     /// STARTTLS: performs the server handshake on the plain stream. The caller must throw
     /// away any input it buffered before the upgrade (RFC 3207 §4.2: no plaintext injection).

@@ -153,25 +153,17 @@ pub async fn serve<K: MailService>(
             let cfg = cfg.clone();
             let sink = sink.clone();
             async move {
-                let _ = tcp.set_nodelay(true);
-                let mut stream = SessionStream::Plain(tcp);
-                if cfg.implicit_tls {
-                    let Some(tls) = cfg.tls.clone() else {
-                        tracing::error!(%peer, "implicit TLS port without a TLS configuration");
-                        return;
-                    };
-                    let acceptor = TlsAcceptor::from(tls);
-                    stream = match tokio::time::timeout(cfg.idle_timeout, stream.upgrade(&acceptor))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                }
+                let Some(stream) = SessionStream::accepted(
+                    tcp,
+                    peer,
+                    cfg.implicit_tls,
+                    cfg.tls.clone(),
+                    cfg.idle_timeout,
+                )
+                .await
+                else {
+                    return;
+                };
                 if let Err(e) = run_session(stream, Some(peer), cfg, sink, shutdown).await {
                     tracing::debug!(%peer, error = %e, "SMTP session ended with error");
                 }
