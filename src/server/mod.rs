@@ -95,6 +95,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         store.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::mailbox::keep_listing(
+        store.clone(),
+        shutdown.clone(),
+    )));
 
     for (name, mode) in [("inbound", Mode::Smtp), ("lmtp", Mode::Lmtp)] {
         let Some(addr) = config.listen.addr(name)? else {

@@ -419,7 +419,8 @@ impl Store {
     pub async fn document_upsert(&self, d: &Document) -> Result<bool> {
         let updated = sqlx::query(
             "UPDATE documents SET kind = $1, date = $2, customer_number = $3, description = $4, \
-             updated_at = $5 WHERE number = $6",
+             updated_at = $5 WHERE number = $6 AND NOT (kind = $1 AND date = $2 \
+             AND customer_number = $3 AND description = $4)",
         )
         .bind(d.kind.clone())
         .bind(d.date.clone())
@@ -431,6 +432,21 @@ impl Store {
         .await?
         .rows_affected();
         if updated > 0 {
+            // The document shows in the overview of the tickets' messages linked to it.
+            sqlx::query(
+                "UPDATE tickets SET mailbox_uid = NULL \
+                 WHERE document_id = (SELECT id FROM documents WHERE number = $1)",
+            )
+            .bind(d.number.clone())
+            .execute(&self.pool)
+            .await?;
+            return Ok(false);
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM documents WHERE number = $1")
+            .bind(d.number.clone())
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_some() {
             return Ok(false);
         }
         sqlx::query(
@@ -680,16 +696,27 @@ impl Tx {
                     "UPDATE customers SET company1 = $1, company2 = $2, salutation = $3, \
                      first_name = $4, last_name = $5, street = $6, house_no = $7, zip = $8, \
                      city = $9, letter_salutation = $10, delivery_block = $11, updated_at = $12 \
-                     WHERE id = $13",
+                     WHERE id = $13 AND NOT (company1 = $1 AND company2 = $2 AND salutation = $3 \
+                     AND first_name = $4 AND last_name = $5 AND street = $6 AND house_no = $7 \
+                     AND zip = $8 AND city = $9 AND letter_salutation = $10 AND delivery_block = $11)",
                 );
                 for f in fields {
                     q = q.bind(f);
                 }
-                q.bind(flag(c.delivery_block))
+                let changed = q
+                    .bind(flag(c.delivery_block))
                     .bind(now())
                     .bind(id)
                     .execute(self.conn().await?)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if changed > 0 {
+                    // The customer shows in the header and overview of their tickets' messages.
+                    sqlx::query("UPDATE tickets SET mailbox_uid = NULL WHERE customer_id = $1")
+                        .bind(id)
+                        .execute(self.conn().await?)
+                        .await?;
+                }
                 sqlx::query("DELETE FROM customer_emails WHERE customer_id = $1")
                     .bind(id)
                     .execute(self.conn().await?)

@@ -252,7 +252,7 @@ impl Tx {
 
     /// Bumps the ticket's version for a change of the rows around it (tags, watchers, CC).
     async fn touch(&mut self, ticket_id: i64) -> Result<()> {
-        sqlx::query("UPDATE tickets SET updated_at = $1, version = version + 1 WHERE id = $2")
+        sqlx::query("UPDATE tickets SET updated_at = $1, version = version + 1, mailbox_uid = NULL WHERE id = $2")
             .bind(now())
             .bind(ticket_id)
             .execute(self.conn().await?)
@@ -278,7 +278,7 @@ impl Tx {
             .bind(value)
             .push(", updated_at = ")
             .bind(Arg::Int(now()))
-            .push(", version = version + 1 WHERE id = ")
+            .push(", version = version + 1, mailbox_uid = NULL WHERE id = ")
             .bind(Arg::Int(ticket_id));
         sql.query().execute(self.conn().await?).await?;
         self.history(ticket_id, actor, field.history_name(), old, new)

@@ -5,12 +5,14 @@
 //! Times are Unix seconds and flags 0/1 integers, because `Any` decodes nothing richer.
 mod admin;
 mod edits;
+mod mailbox;
 mod outbox;
 mod pending;
 mod tickets;
 
 pub use admin::*;
 pub use edits::*;
+pub use mailbox::*;
 pub use outbox::*;
 pub use tickets::*;
 

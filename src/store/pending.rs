@@ -246,7 +246,7 @@ impl Pending {
             if let Some(assignee) = set.assignee {
                 sql.push(", assignee_id = ").bind(Arg::OptInt(assignee));
             }
-            sql.push(", version = version + 1 WHERE id = ")
+            sql.push(", version = version + 1, mailbox_uid = NULL WHERE id = ")
                 .bind(Arg::Int(id));
             out.end(1);
         }
@@ -262,7 +262,7 @@ impl Pending {
                     .bind(Arg::Int(at))
                     .push(", updated_at = ")
                     .bind(Arg::Int(at));
-                sql.push(", version = version + 1 WHERE id IN (");
+                sql.push(", version = version + 1, mailbox_uid = NULL WHERE id IN (");
                 for (i, id) in chunk.iter().enumerate() {
                     if i > 0 {
                         sql.push(", ");

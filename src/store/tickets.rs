@@ -108,6 +108,10 @@ pub struct TicketQuery {
     pub created_since: Option<i64>,
     pub created_until: Option<i64>,
     pub limit: Option<i64>,
+    /// Only tickets of these queues (an agent's access); `None` for every queue.
+    pub visible_queues: Option<Vec<String>>,
+    /// Only tickets assigned to or watched by this agent (id).
+    pub mine_or_watched: Option<i64>,
 }
 
 impl TicketQuery {
@@ -130,7 +134,7 @@ impl TicketQuery {
             due: f.due,
             created_since: f.since.map(|b| b.start(now_dt).timestamp()),
             created_until: f.until.map(|b| b.end(now_dt).timestamp()),
-            limit: None,
+            ..TicketQuery::default()
         }
     }
 }
@@ -805,7 +809,7 @@ impl Tx {
             .await?;
         sqlx::query(
             "UPDATE tickets SET merged_into_id = $1, status_id = $2, updated_at = $3, \
-             version = version + 1 WHERE id = $4",
+             version = version + 1, mailbox_uid = NULL WHERE id = $4",
         )
         .bind(into.id)
         .bind(merged)
@@ -815,7 +819,7 @@ impl Tx {
         .await?;
         sqlx::query(
             "UPDATE tickets SET last_action_at = (SELECT MAX(received_at) FROM items WHERE ticket_id = $1), \
-             updated_at = $2, version = version + 1 WHERE id = $1",
+             updated_at = $2, version = version + 1, mailbox_uid = NULL WHERE id = $1",
         )
         .bind(into.id)
         .bind(now())
@@ -985,7 +989,7 @@ impl Store {
             .collect()
     }
 
-    fn push_conditions(&self, sql: &mut Sql, q: &TicketQuery) {
+    pub(super) fn push_conditions(&self, sql: &mut Sql, q: &TicketQuery) {
         fn any_of(sql: &mut Sql, column: &str, values: impl IntoIterator<Item = Arg>) {
             sql.push(" AND ").push(column).push(" IN (");
             for (i, v) in values.into_iter().enumerate() {
@@ -1005,6 +1009,24 @@ impl Store {
                 "LOWER(qu.name)",
                 q.queues.iter().map(|n| Arg::Text(n.to_lowercase())),
             );
+        }
+        if let Some(visible) = &q.visible_queues {
+            if visible.is_empty() {
+                sql.push(" AND 1 = 0");
+            } else {
+                any_of(
+                    sql,
+                    "LOWER(qu.name)",
+                    visible.iter().map(|n| Arg::Text(n.to_lowercase())),
+                );
+            }
+        }
+        if let Some(agent) = q.mine_or_watched {
+            sql.push(" AND (t.assignee_id = ")
+                .bind(Arg::Int(agent))
+                .push(" OR t.id IN (SELECT ticket_id FROM ticket_watchers WHERE agent_id = ")
+                .bind(Arg::Int(agent))
+                .push("))");
         }
         if !q.statuses.is_empty() {
             sql.push(" AND (");

@@ -1,0 +1,351 @@
+//! The agents' mailbox: the UIDs of the tickets' messages, which tickets a folder shows,
+//! per-agent `\Seen`, the POP3 view, and the messages clients keep in their own folders.
+//!
+//! A ticket's message has a UID from one gateway-wide counter. Every change of the ticket
+//! clears it ([`Store::list_changed_tickets`] gives the next one), so a changed ticket shows
+//! as a new message, UIDs only grow and none is used twice, and one UIDVALIDITY serves every
+//! folder. The agents' own folders draw their UIDs from the same counter.
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
+
+use super::{Arg, Result, Sql, Store, StoreError, TicketQuery};
+use crate::core::model::Priority;
+
+/// One message of a folder of tickets, with what its flags are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTicket {
+    pub uid: u32,
+    pub ticket_id: i64,
+    pub priority: Priority,
+    pub billable: bool,
+    pub delivery_block: bool,
+    /// The newest item is a reply.
+    pub answered: bool,
+    pub last_action_at: i64,
+    /// The rendered message's size, once known.
+    pub size: Option<i64>,
+}
+
+/// A message a mail client stored in one of the agent's own folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnMessage {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub internal_date: i64,
+    pub size: i64,
+}
+
+fn uid(value: i64) -> Result<u32> {
+    u32::try_from(value)
+        .ok()
+        .filter(|&u| u > 0)
+        .ok_or_else(|| StoreError::Invalid(format!("mailbox UID {value} out of range")))
+}
+
+impl Store {
+    /// The UIDVALIDITY of every folder, fixed when the database was created.
+    pub async fn mailbox_uidvalidity(&self) -> Result<u32> {
+        let v: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'mailbox_uidvalidity'")
+                .fetch_one(&self.pool)
+                .await?;
+        uid(v)
+    }
+
+    /// The highest UID given so far (0 before the first): it moves whenever a ticket's
+    /// message is replaced or a client stores a message.
+    pub async fn mailbox_last_uid(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'mailbox_uid'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Gives up to `batch` changed tickets their message's new UID; returns how many.
+    /// The counter row stays locked until commit, so UIDs become visible in the order they
+    /// were given (a client that saw UID n never later finds a new message below n).
+    pub async fn list_changed_tickets(&self, batch: i64) -> Result<usize> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM tickets WHERE mailbox_uid IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'mailbox_uid' RETURNING value",
+        )
+        .bind(ids.len() as i64)
+        .fetch_one(&mut *conn)
+        .await?;
+        let first = last - ids.len() as i64 + 1;
+        uid(last)?;
+        // `column1`/`column2` name a VALUES list's columns in SQLite and PostgreSQL alike.
+        for (n, chunk) in ids.chunks(400).enumerate() {
+            let mut sql = Sql::for_backend(
+                self.backend,
+                "UPDATE tickets SET mailbox_uid = v.column2, mailbox_size = NULL FROM (VALUES ",
+            );
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                let uid = first + (n * 400 + i) as i64;
+                sql.push("(").bind(Arg::Int(*id)).push(", ");
+                sql.bind(Arg::Int(uid)).push(")");
+            }
+            sql.push(") AS v WHERE tickets.id = v.column1 AND tickets.mailbox_uid IS NULL");
+            sql.query().execute(&mut *conn).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len())
+    }
+
+    /// The listed tickets `q` selects, in UID order.
+    pub async fn folder_tickets(&self, q: &TicketQuery) -> Result<Vec<ListedTicket>> {
+        if !q.text.is_empty() {
+            self.catch_up_search_index().await?;
+        }
+        let mut sql = Sql::new(
+            "SELECT t.mailbox_uid, t.id, t.priority, t.billable, \
+             COALESCE(c.delivery_block, 0) AS delivery_block, t.last_action_at, t.mailbox_size, \
+             (SELECT i.kind FROM items i WHERE i.ticket_id = t.id \
+              ORDER BY i.date DESC, i.id DESC LIMIT 1) AS last_kind \
+             FROM tickets t \
+             JOIN queues qu ON qu.id = t.queue_id JOIN statuses s ON s.id = t.status_id \
+             LEFT JOIN customers c ON c.id = t.customer_id LEFT JOIN agents a ON a.id = t.assignee_id \
+             WHERE t.mailbox_uid IS NOT NULL",
+        );
+        self.push_conditions(&mut sql, q);
+        sql.push(" ORDER BY t.mailbox_uid");
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ListedTicket {
+                    uid: uid(r.try_get("mailbox_uid")?)?,
+                    ticket_id: r.try_get("id")?,
+                    priority: r
+                        .try_get::<String, _>("priority")?
+                        .parse()
+                        .unwrap_or(Priority::Low),
+                    billable: r.try_get::<i64, _>("billable")? != 0,
+                    delivery_block: r.try_get::<i64, _>("delivery_block")? != 0,
+                    answered: r.try_get::<Option<String>, _>("last_kind")?.as_deref()
+                        == Some("reply"),
+                    last_action_at: r.try_get("last_action_at")?,
+                    size: r.try_get("mailbox_size")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every ticket's tags (ticket id → names).
+    pub async fn all_ticket_tags(&self) -> Result<HashMap<i64, Vec<String>>> {
+        let rows = sqlx::query(
+            "SELECT tt.ticket_id, g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id \
+             ORDER BY g.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+        for r in &rows {
+            out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        }
+        Ok(out)
+    }
+
+    /// Remembers the rendered size of a ticket's message, while it still has that UID.
+    pub async fn mailbox_set_size(&self, ticket_id: i64, uid: u32, size: i64) -> Result<()> {
+        sqlx::query("UPDATE tickets SET mailbox_size = $1 WHERE id = $2 AND mailbox_uid = $3")
+            .bind(size)
+            .bind(ticket_id)
+            .bind(i64::from(uid))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Of the agent's seen messages, ticket id → the UID seen.
+    pub async fn mailbox_seen(&self, agent_id: i64) -> Result<HashMap<i64, u32>> {
+        let rows = sqlx::query("SELECT ticket_id, uid FROM mailbox_seen WHERE agent_id = $1")
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, uid(r.try_get(1)?)?)))
+            .collect()
+    }
+
+    /// Sets or clears `\Seen` of these messages (ticket id, UID) for the agent.
+    pub async fn mailbox_set_seen(
+        &self,
+        agent_id: i64,
+        messages: &[(i64, u32)],
+        seen: bool,
+    ) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        for &(ticket_id, uid) in messages {
+            if seen {
+                sqlx::query(
+                    "INSERT INTO mailbox_seen (agent_id, ticket_id, uid) VALUES ($1, $2, $3) \
+                     ON CONFLICT (agent_id, ticket_id) DO UPDATE SET uid = excluded.uid",
+                )
+                .bind(agent_id)
+                .bind(ticket_id)
+                .bind(i64::from(uid))
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query("DELETE FROM mailbox_seen WHERE agent_id = $1 AND ticket_id = $2")
+                    .bind(agent_id)
+                    .bind(ticket_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Tickets the agent deleted from their POP3 view.
+    pub async fn pop3_fetched(&self, agent_id: i64) -> Result<HashSet<i64>> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT ticket_id FROM pop3_fetched WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Hides these tickets from the agent's POP3 view (and no one else's).
+    pub async fn pop3_mark_fetched(&self, agent_id: i64, ticket_ids: &[i64]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        for id in ticket_ids {
+            sqlx::query(
+                "INSERT INTO pop3_fetched (agent_id, ticket_id) VALUES ($1, $2) \
+                 ON CONFLICT (agent_id, ticket_id) DO NOTHING",
+            )
+            .bind(agent_id)
+            .bind(*id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The messages of one of the agent's own folders (`drafts`, `sent`, `trash`), in UID
+    /// order.
+    pub async fn own_messages(&self, agent_id: i64, folder: &str) -> Result<Vec<OwnMessage>> {
+        let rows = sqlx::query(
+            "SELECT uid, flags, internal_date, LENGTH(raw) AS size FROM mailbox_messages \
+             WHERE agent_id = $1 AND folder = $2 ORDER BY uid",
+        )
+        .bind(agent_id)
+        .bind(folder.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OwnMessage {
+                    uid: uid(r.try_get("uid")?)?,
+                    flags: split_flags(&r.try_get::<String, _>("flags")?),
+                    internal_date: r.try_get("internal_date")?,
+                    size: r.try_get("size")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The bytes of a message in one of the agent's own folders.
+    pub async fn own_message_raw(&self, agent_id: i64, uid: u32) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT raw FROM mailbox_messages WHERE agent_id = $1 AND uid = $2")
+                .bind(agent_id)
+                .bind(i64::from(uid))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores a message in one of the agent's own folders; returns its UID.
+    pub async fn own_append(
+        &self,
+        agent_id: i64,
+        folder: &str,
+        flags: &[String],
+        internal_date: i64,
+        raw: &[u8],
+    ) -> Result<u32> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let next: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'mailbox_uid' RETURNING value",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO mailbox_messages (agent_id, folder, uid, flags, internal_date, raw) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(agent_id)
+        .bind(folder.to_string())
+        .bind(next)
+        .bind(flags.join(" "))
+        .bind(internal_date)
+        .bind(raw.to_vec())
+        .execute(&mut *conn)
+        .await?;
+        tx.commit().await?;
+        uid(next)
+    }
+
+    /// Replaces the flags of a message in one of the agent's own folders.
+    pub async fn own_set_flags(&self, agent_id: i64, uid: u32, flags: &[String]) -> Result<()> {
+        sqlx::query("UPDATE mailbox_messages SET flags = $1 WHERE agent_id = $2 AND uid = $3")
+            .bind(flags.join(" "))
+            .bind(agent_id)
+            .bind(i64::from(uid))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes messages from the agent's own folders for good (EXPUNGE).
+    pub async fn own_delete(&self, agent_id: i64, uids: &[u32]) -> Result<()> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        for chunk in uids.chunks(500) {
+            let mut sql = Sql::for_backend(
+                self.backend,
+                "DELETE FROM mailbox_messages WHERE agent_id = ",
+            );
+            sql.bind(Arg::Int(agent_id)).push(" AND uid IN (");
+            for (i, u) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Arg::Int(i64::from(*u)));
+            }
+            sql.push(")");
+            sql.query().execute(&mut *conn).await?;
+        }
+        tx.commit().await
+    }
+}
+
+fn split_flags(s: &str) -> Vec<String> {
+    s.split_ascii_whitespace().map(str::to_string).collect()
+}
