@@ -578,7 +578,11 @@ fn disposition(header: &[u8], mime: &Mime) -> Disposition<'static> {
 
 /// ENVELOPE of a header block: values as sent, Sender and Reply-To defaulting to From.
 fn envelope_of(header: &[u8]) -> Envelope<'static> {
-    let list = |name: &str| field_value(header, name).map(addresses).unwrap_or_default();
+    let list = |name: &str| {
+        field_value(header, name)
+            .map(|value| addresses(&unfold(value)))
+            .unwrap_or_default()
+    };
     let from = list("From");
     let or_from = |list: Vec<Address<'static>>| if list.is_empty() { from.clone() } else { list };
     Envelope {
@@ -1106,6 +1110,36 @@ Reply-To:\r\n\r\n";
             got,
             format!(
                 "ENVELOPE (NIL NIL {from} {from} {from} {to} {cc} (({{5}}\r\n\u{e9}t\u{e9} NIL \"e\" \"f\")) NIL NIL)"
+            )
+        );
+    }
+
+    #[test]
+    fn folded_address_fields_are_unfolded() {
+        let header = b"From: \"Jane\r\n Doe\" <jane@\r\n\texample.org>\r\n\r\n";
+        let from = &envelope(header).from;
+        assert_eq!(
+            wire(MessageDataItem::Envelope(envelope(header))),
+            format!(
+                "ENVELOPE (NIL NIL {f} {f} {f} NIL NIL NIL NIL NIL)",
+                f = r#"(("Jane Doe" NIL "jane" "example.org"))"#
+            )
+        );
+        assert_eq!(from.len(), 1);
+    }
+
+    #[test]
+    fn digest_parts_default_to_message_rfc822() {
+        let raw = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: in digest\r\n\r\nx\r\n--d--\r\n";
+        let anatomy = Anatomy::parse(raw);
+        assert_eq!(
+            text(&anatomy, Section::Header(Some(part(&[1])))),
+            "Subject: in digest\r\n\r\n"
+        );
+        assert_eq!(text(&anatomy, Section::Part(part(&[1, 1]))), "x");
+        assert!(
+            wire(MessageDataItem::Body(anatomy.body_structure(false))).starts_with(
+                r#"BODY (("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 23 (NIL "in digest" NIL"#
             )
         );
     }
