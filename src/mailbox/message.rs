@@ -17,7 +17,7 @@ use imap_next::imap_types::body::{
 };
 use imap_next::imap_types::core::{IString, NString, Vec1};
 use imap_next::imap_types::envelope::{Address, Envelope};
-use imap_next::imap_types::fetch::Section;
+use imap_next::imap_types::fetch::{Part, Section};
 use mail_parser::{HeaderName, MessageParser, MimeHeaders};
 
 /// Deepest MIME nesting (multipart children and encapsulated messages) that is descended into;
@@ -86,12 +86,16 @@ impl<'a> Anatomy<'a> {
         match section {
             Section::Part(part) => self.part(&part.0).map_or(empty, |e| bytes(&e.body)),
             Section::Mime(part) => self.part(&part.0).map_or(empty, |e| bytes(&e.header)),
-            Section::Header(part) => self.message(part).map_or(empty, |m| bytes(&m.header)),
-            Section::Text(part) => self.message(part).map_or(empty, |m| bytes(&m.body)),
+            Section::Header(part) => self
+                .message(part.as_ref())
+                .map_or(empty, |m| bytes(&m.header)),
+            Section::Text(part) => self
+                .message(part.as_ref())
+                .map_or(empty, |m| bytes(&m.body)),
             Section::HeaderFields(part, names) | Section::HeaderFieldsNot(part, names) => {
                 let not = matches!(section, Section::HeaderFieldsNot(..));
                 let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
-                self.message(part).map_or(empty, |m| {
+                self.message(part.as_ref()).map_or(empty, |m| {
                     Cow::Owned(header_fields(&raw[m.header.clone()], &names, not))
                 })
             }
@@ -99,7 +103,7 @@ impl<'a> Anatomy<'a> {
     }
 
     /// The message a HEADER/TEXT section speaks about: the top-level one, or a message/rfc822 part.
-    fn message(&self, part: &Option<imap_next::imap_types::fetch::Part>) -> Option<&Entity> {
+    fn message(&self, part: Option<&Part>) -> Option<&Entity> {
         match part {
             None => Some(&self.root),
             Some(part) => match &self.part(&part.0)?.kind {
@@ -811,7 +815,7 @@ mod tests {
     use imap_codec::ResponseCodec;
     use imap_codec::encode::Encoder;
     use imap_next::imap_types::core::AString;
-    use imap_next::imap_types::fetch::{MessageDataItem, Part};
+    use imap_next::imap_types::fetch::MessageDataItem;
     use imap_next::imap_types::response::{Data, Response};
 
     use super::*;
