@@ -2,6 +2,7 @@
 //! agents who work from their mail client.
 pub mod folder;
 pub mod imap;
+pub mod message;
 
 use std::time::Duration;
 
