@@ -1416,6 +1416,91 @@ mod tests {
         task.await.unwrap().unwrap();
     }
 
+    /// Reads until the answer ends with `end`.
+    async fn read_until(stream: &mut (impl AsyncRead + Unpin), end: &str) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(end.as_bytes()) {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert_eq!(n, 1, "closed early: {}", String::from_utf8_lossy(&got));
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[tokio::test]
+    async fn stls_upgrades_and_then_takes_the_login() {
+        crate::net::tls::install_crypto_provider();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key =
+            rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let server_tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client_tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let dir = tempfile::tempdir().unwrap();
+        let logins = logins(&dir).await;
+        let cfg = Pop3Config {
+            tls: Some(Arc::new(server_tls)),
+            ..Pop3Config::default()
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, shutdown) = Shutdown::channel();
+        let task = tokio::spawn(run_session(
+            SessionStream::Plain(server),
+            None,
+            Arc::new(cfg),
+            logins,
+            sample(),
+            shutdown,
+        ));
+        // USER after STLS arrives in plaintext and must not count after the handshake.
+        client
+            .write_all(b"CAPA\r\nSTLS\r\nUSER anna\r\n")
+            .await
+            .unwrap();
+        let plain = read_until(&mut client, "+OK begin TLS negotiation\r\n").await;
+        assert!(plain.contains("\r\nSTLS\r\n"), "{plain}");
+        assert!(!plain.contains("USER"), "{plain}");
+
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_tls))
+            .connect(name, client)
+            .await
+            .unwrap();
+        tls.write_all(
+            b"PASS secret\r\nCAPA\r\nSTLS\r\nUSER anna\r\nPASS secret\r\nSTAT\r\nQUIT\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+            .await
+            .expect("the session ends")
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("-ERR say USER first\r\n"), "{out}");
+        assert!(out.contains("\r\nUSER\r\nSASL PLAIN\r\n"), "{out}");
+        assert!(out.contains("-ERR TLS is already active\r\n"), "{out}");
+        assert!(!out.contains("\r\nSTLS\r\n"), "{out}");
+        assert!(out.contains("+OK anna has 3 messages"), "{out}");
+        assert!(
+            out.ends_with("+OK mticket POP3 server signing off\r\n"),
+            "{out}"
+        );
+        task.await.unwrap().unwrap();
+    }
+
     #[test]
     fn message_lines_end_the_header_and_count_body_lines() {
         let msg = b"A: 1\r\nB: 2\n\r\nx\ny\r\nz";
