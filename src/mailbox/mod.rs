@@ -3,6 +3,7 @@
 pub mod folder;
 pub mod imap;
 pub mod message;
+pub mod pop3;
 
 use std::time::Duration;
 
