@@ -202,8 +202,9 @@ impl Header {
         self.out.push(':');
         let mut column = name.len() + 1;
         for token in tokens.iter().filter(|t| !t.is_empty()) {
-            let starts_line = column <= name.len() + 1;
-            if !starts_line && column + 1 + token.len() > FOLD_AT {
+            // A fold right after the colon is allowed too (RFC 5322 FWS), so even a first
+            // token that would pass the limit moves to a line of its own.
+            if column > 0 && column + 1 + token.len() > FOLD_AT {
                 self.out.push_str("\r\n");
                 column = 0;
             }
@@ -273,16 +274,19 @@ fn unstructured(value: &str) -> Vec<String> {
 /// RFC 2047 B encoded words of `text`, each at most 75 characters and cut at character
 /// boundaries; the space between two encoded words is not part of the decoded text.
 fn encoded_words(text: &str) -> Vec<String> {
-    const MAX_BYTES: usize = 45; // 60 base64 characters + `=?utf-8?B?` + `?=`
+    // 60 base64 characters + `=?utf-8?B?` + `?=`
+    encoded_words_of(text, 45)
+}
+
+/// Encoded words of at most `max_bytes` of `text` each.
+fn encoded_words_of(text: &str, max_bytes: usize) -> Vec<String> {
     let mut words = Vec::new();
     let mut start = 0;
-    let mut end = 0;
     for (i, c) in text.char_indices() {
-        if i + c.len_utf8() - start > MAX_BYTES {
-            words.push(encoded_word(&text[start..end]));
+        if i > start && i + c.len_utf8() - start > max_bytes {
+            words.push(encoded_word(&text[start..i]));
             start = i;
         }
-        end = i + c.len_utf8();
     }
     if start < text.len() {
         words.push(encoded_word(&text[start..]));
@@ -504,7 +508,8 @@ fn name_parameter(attribute: &str, name: &str) -> Vec<String> {
     if plain_file_name(name) {
         return vec![format!("{attribute}=\"{name}\"")];
     }
-    let mut tokens = encoded_words(name);
+    // Shorter words than elsewhere leave room for `name="` and the closing quote.
+    let mut tokens = encoded_words_of(name, 39);
     if let Some(first) = tokens.first_mut() {
         *first = format!("{attribute}=\"{first}");
     }
@@ -520,7 +525,7 @@ fn filename_parameter(name: &str) -> Vec<String> {
     if plain_file_name(name) {
         return vec![format!("filename=\"{name}\"")];
     }
-    let sections = percent_sections(name, 60);
+    let sections = percent_sections(name, 56);
     if sections.len() == 1 {
         return vec![format!("filename*=utf-8''{}", sections[0])];
     }
@@ -921,7 +926,8 @@ impl View {
 }
 
 fn text_section(t: &mut String, title: &str) {
-    t.push_str(&format!("\n==== {title} ====\n\n"));
+    // No `=` here: quoted-printable would triple it.
+    t.push_str(&format!("\n## {title}\n\n"));
 }
 
 /// `Label:   value` lines, values aligned.
@@ -1207,6 +1213,10 @@ mod tests {
 
     /// Every line ends in CRLF, none is longer than 998 bytes, every byte is 7-bit.
     fn assert_wire_safe(bytes: &[u8]) {
+        assert_lines_within(bytes, 998);
+    }
+
+    fn assert_lines_within(bytes: &[u8], limit: usize) {
         assert!(bytes.is_ascii(), "8-bit byte in the output");
         let text = std::str::from_utf8(bytes).unwrap();
         assert!(text.ends_with("\r\n"));
@@ -1215,7 +1225,7 @@ mod tests {
                 !line.contains('\r') && !line.contains('\n'),
                 "bare line end"
             );
-            assert!(line.len() <= 998, "line of {} bytes", line.len());
+            assert!(line.len() <= limit, "line of {} bytes: {line}", line.len());
         }
     }
 
@@ -1224,6 +1234,7 @@ mod tests {
         let (h, d) = (head(), detail());
         let a = render(&h, &d, Locale::En);
         assert_eq!(a, render(&h, &d, Locale::En));
+        assert_lines_within(&a, 78);
         let header = header(&h, "gw.example.test", Locale::En);
         assert!(header.ends_with("\r\n\r\n"));
         assert!(a.starts_with(header.as_bytes()));
@@ -1534,7 +1545,8 @@ mod tests {
         d.items[2].attachments = vec![attachment("", ""), attachment(&"ü".repeat(300), "bad type")];
         let files = vec![vec![], vec![], vec![vec![], vec![0xff; 10]]];
         let raw = message(&h, &d, &files, "", Locale::En);
-        assert_wire_safe(&raw);
+        // Whatever the input, encoded words and folding keep even these lines short.
+        assert_lines_within(&raw, 78);
         let head_text = header(&h, "", Locale::En);
         assert!(raw.starts_with(head_text.as_bytes()));
         assert!(!head_text.contains("\r\nBcc:") && !head_text.contains("\r\nX-Injected"));
@@ -1635,5 +1647,100 @@ mod tests {
         assert!(qp.contains("=20\r\n") || qp.contains(" =\r\n=20"));
         assert!(!qp.contains("=_"));
         assert!(qp.contains("=3D"));
+    }
+
+    /// Strings from a deterministic generator over characters that tend to break mail:
+    /// line ends, controls, `=`, quotes, boundary look-alikes, multi-byte and odd Unicode.
+    fn nasty_strings(seed: u64, count: usize) -> Vec<String> {
+        const PIECES: &[&str] = &[
+            "\r\n",
+            "\n",
+            "\r",
+            "\0",
+            "\t",
+            " ",
+            "  ",
+            "=",
+            "=?",
+            "?=",
+            "=_mt.1.1.m",
+            "--",
+            "\"",
+            "\\",
+            "<",
+            ">",
+            "@",
+            ",",
+            ";",
+            ":",
+            "[",
+            "]",
+            "#",
+            "ä",
+            "ß",
+            "€",
+            "🖨",
+            "\u{202e}",
+            "\u{2028}",
+            "\u{feff}",
+            "\u{85}",
+            "x",
+            "word",
+            "Re:",
+            "\u{7f}",
+        ];
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize
+        };
+        (0..count)
+            .map(|_| {
+                let len = next() % 40;
+                (0..len).map(|_| PIECES[next() % PIECES.len()]).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generated_input_stays_wire_safe() {
+        for seed in 0..40u64 {
+            let s = nasty_strings(seed, 12);
+            let mut h = head();
+            h.subject = s[0].clone();
+            h.customer_name = s[1].clone();
+            if seed % 2 == 1 {
+                h.from_address = s[2].clone();
+            }
+            h.queue = s[3].clone();
+            h.status = s[4].clone();
+            h.tags = vec![s[5].clone(), s[6].clone()];
+            h.assignee = Some(s[7].clone());
+            let mut d = detail();
+            d.items[0].text = s[8].clone();
+            d.items[0].attachments[1].name = s[9].clone();
+            d.items[0].attachments[1].content_type = s[10].clone();
+            d.history[0].old = s[11].clone();
+            let raw = render(&h, &d, Locale::De);
+            assert_lines_within(&raw, 78);
+            let head_text = header(&h, "gw", Locale::De);
+            assert_eq!(head_text.matches("\r\n\r\n").count(), 1, "{head_text}");
+            let m = MessageParser::default().parse(&raw).unwrap();
+            assert_eq!(m.attachment_count(), 3, "seed {seed}");
+            assert_eq!(m.attachments().nth(1).unwrap().contents(), files()[0][1]);
+            let text = m.body_text(0).unwrap();
+            assert!(text.contains("Please restart it."), "seed {seed}");
+            let tag = subject::tag(&one_line(&h.queue), 42);
+            let want = one_line(&format!("{tag} {}", h.subject));
+            assert_eq!(m.subject(), Some(want.as_str()), "seed {seed}");
+            let from = m.from().unwrap().first().unwrap();
+            if seed % 2 == 0 && !one_line(&h.customer_name).is_empty() {
+                let name = one_line(&h.customer_name);
+                assert_eq!(from.name(), Some(name.as_str()), "seed {seed}");
+                assert_eq!(from.address(), Some("hans@kunde.example"));
+            }
+        }
     }
 }
