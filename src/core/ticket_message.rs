@@ -128,7 +128,9 @@ fn boundaries(head: &TicketHead) -> (String, String) {
     (format!("{base}.m"), format!("{base}.a"))
 }
 
-/// The header block of the ticket's message, through the empty line that ends it.
+/// The header block of the ticket's message, through the empty line that ends it. The
+/// locale only names the body's language (`Content-Language`); the `X-Ticket-…` values are
+/// the head's own (the status already in the locale, priority as its key).
 pub fn header(head: &TicketHead, hostname: &str, locale: Locale) -> String {
     let mut h = Header::default();
     h.field("Date", split_words(&rfc5322_date(head.last_action_at)));
@@ -567,6 +569,7 @@ struct Labels {
     assignee: &'static str,
     due: &'static str,
     billable: &'static str,
+    created: &'static str,
     customer: &'static str,
     tags: &'static str,
     document: &'static str,
@@ -603,6 +606,7 @@ const EN: Labels = Labels {
     assignee: "Assignee",
     due: "Due",
     billable: "Billable",
+    created: "Created",
     customer: "Customer",
     tags: "Tags",
     document: "Document",
@@ -639,6 +643,7 @@ const DE: Labels = Labels {
     assignee: "Bearbeiter",
     due: "Bearbeitung bis",
     billable: "Berechnen",
+    created: "Erstellt",
     customer: "Kunde",
     tags: "Schlagworte",
     document: "Beleg",
@@ -776,6 +781,7 @@ fn overview(head: &TicketHead, detail: &TicketDetail, l: &Labels) -> Vec<Row> {
             head.assignee.as_deref().map_or("–".into(), one_line),
         ),
         row(l.billable, if head.billable { l.yes } else { l.no }),
+        row(l.created, display_time(head.created_at)),
     ];
     if let Some(due) = &head.due_date {
         rows.push(row(l.due, one_line(due)));
@@ -819,7 +825,10 @@ fn customer_line(head: &TicketHead, detail: &TicketDetail) -> String {
             c.company1.clone(),
             c.company2.clone(),
         ],
-        None => vec![head.customer_number.clone().unwrap_or_default()],
+        None => vec![
+            head.customer_number.clone().unwrap_or_default(),
+            head.customer_name.clone(),
+        ],
     };
     list(&parts)
 }
@@ -1475,6 +1484,7 @@ mod tests {
                 "Bearbeiter",
                 "Bearbeitung bis",
                 "Berechnen",
+                "Erstellt",
                 "Kunde",
                 "[LIEFERSPERRE]",
                 "Liefersperre",
@@ -1571,6 +1581,7 @@ mod tests {
         empty.items.clear();
         empty.history.clear();
         empty.other_tickets.clear();
+        empty.customer = None;
         let raw = message(&head(), &empty, &[], "gw", Locale::De);
         assert_wire_safe(&raw);
         let text = MessageParser::default()
@@ -1580,6 +1591,10 @@ mod tests {
             .unwrap()
             .into_owned();
         assert!(text.contains("Keine Einträge."), "{text}");
+        assert!(
+            text.contains("10023, Hans Mueller [LIEFERSPERRE]"),
+            "{text}"
+        );
     }
 
     #[test]
