@@ -14,3 +14,4 @@ pub mod reply;
 pub mod subject;
 pub mod submission;
 pub mod texts;
+pub mod ticket_message;
