@@ -69,3 +69,36 @@ async fn check_password(password: &str, hash: &str) -> Result<bool, String> {
         .await
         .map_err(|e| e.to_string())
 }
+
+/// Why a SASL PLAIN response (RFC 4616) was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlainError {
+    #[error("malformed PLAIN response")]
+    Malformed,
+    #[error("login and password must be UTF-8")]
+    NotUtf8,
+    #[error("cannot log in as another agent")]
+    OtherIdentity,
+}
+
+/// Login and password of a decoded PLAIN response (`authzid NUL authcid NUL passwd`). An
+/// agent logs in as itself only: an authorization identity must be empty or the same.
+pub fn plain_credentials(decoded: &[u8]) -> Result<(String, String), PlainError> {
+    let mut parts = decoded.split(|&b| b == 0);
+    let (Some(authz), Some(user), Some(pass), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(PlainError::Malformed);
+    };
+    let (Ok(authz), Ok(user), Ok(pass)) = (
+        std::str::from_utf8(authz),
+        std::str::from_utf8(user),
+        std::str::from_utf8(pass),
+    ) else {
+        return Err(PlainError::NotUtf8);
+    };
+    if !authz.is_empty() && authz != user {
+        return Err(PlainError::OtherIdentity);
+    }
+    Ok((user.to_string(), pass.to_string()))
+}

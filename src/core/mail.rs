@@ -123,6 +123,22 @@ pub fn parse(raw: &[u8]) -> IncomingMail {
     mail
 }
 
+/// The decoded bytes of the parts `part_ids` (mail-parser's numbering, as stored with each
+/// attachment) of a raw mail; `None` for a part the mail does not have.
+pub fn part_bytes(raw: &[u8], part_ids: &[u32]) -> Vec<Option<Vec<u8>>> {
+    std::panic::catch_unwind(|| {
+        let message = MessageParser::default().parse(raw);
+        part_ids
+            .iter()
+            .map(|&id| {
+                let part = message.as_ref()?.parts.get(id as usize)?;
+                Some(part.contents().to_vec())
+            })
+            .collect()
+    })
+    .unwrap_or_else(|_| vec![None; part_ids.len()])
+}
+
 /// NUL characters become U+FFFD in every decoded field: PostgreSQL text columns reject
 /// them ("invalid byte sequence for encoding UTF8: 0x00"), which would leave such a mail
 /// untakeable. The raw bytes keep the NULs.

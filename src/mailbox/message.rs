@@ -470,7 +470,7 @@ fn is_wsp(b: u8) -> bool {
 // IMAP strings
 
 /// An IMAP string for arbitrary bytes: quoted when it can be, a literal otherwise (NULs dropped).
-fn istring(bytes: impl Into<Vec<u8>>) -> IString<'static> {
+pub(crate) fn istring(bytes: impl Into<Vec<u8>>) -> IString<'static> {
     let mut bytes = bytes.into();
     bytes.retain(|&b| b != 0);
     IString::try_from(bytes).unwrap_or_else(|_| IString::try_from("").expect("empty is quoted"))

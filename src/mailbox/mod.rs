@@ -4,6 +4,7 @@ pub mod folder;
 pub mod imap;
 pub mod message;
 pub mod pop3;
+pub mod view;
 
 use std::time::Duration;
 

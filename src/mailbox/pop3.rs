@@ -688,24 +688,11 @@ where
         let Ok(decoded) = decoded else {
             return self.error("cannot decode the response (base64)");
         };
-        let mut parts = decoded.split(|&b| b == 0);
-        let (Some(authz), Some(user), Some(pass), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return self.error("malformed PLAIN response");
-        };
-        let (Ok(authz), Ok(user), Ok(pass)) = (
-            std::str::from_utf8(authz),
-            std::str::from_utf8(user),
-            std::str::from_utf8(pass),
-        ) else {
-            return self.error("login and password must be UTF-8");
-        };
-        // An agent logs in as itself only.
-        if !authz.is_empty() && authz != user {
-            return self.refuse("[AUTH] cannot log in as another agent");
+        match crate::login::plain_credentials(&decoded) {
+            Ok((user, pass)) => self.login(&user, &pass).await,
+            Err(e @ crate::login::PlainError::OtherIdentity) => self.refuse(&format!("[AUTH] {e}")),
+            Err(e) => self.error(&e.to_string()),
         }
-        self.login(user, pass).await
     }
 
     async fn login(&mut self, login: &str, password: &str) -> Next {

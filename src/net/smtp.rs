@@ -611,21 +611,13 @@ where
             return self.error(501, "5.5.2", "cannot decode the response (base64)");
         };
         match step {
-            Sasl::Plain => {
-                // authzid NUL authcid NUL passwd (RFC 4616); an authzid must name the same user.
-                let mut parts = decoded.split(|&b| b == 0);
-                let (Some(authz), Some(user), Some(pass), None) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    return self.error(501, "5.5.2", "malformed PLAIN response");
-                };
-                if !authz.is_empty() && authz != user {
-                    return self.error(535, "5.7.8", "authentication credentials invalid");
+            Sasl::Plain => match crate::login::plain_credentials(&decoded) {
+                Ok((user, pass)) => self.login_attempt(&user, &pass).await,
+                Err(crate::login::PlainError::OtherIdentity) => {
+                    self.error(535, "5.7.8", "authentication credentials invalid")
                 }
-                let user = String::from_utf8_lossy(user).into_owned();
-                let pass = String::from_utf8_lossy(pass).into_owned();
-                self.login_attempt(&user, &pass).await;
-            }
+                Err(e) => self.error(501, "5.5.2", &e.to_string()),
+            },
             Sasl::LoginUser => {
                 self.sasl = Some(Sasl::LoginPassword(
                     String::from_utf8_lossy(&decoded).into_owned(),

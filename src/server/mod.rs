@@ -13,6 +13,7 @@ use crate::intake::pipeline::Pipeline;
 use crate::intake::poller::{self, PollSettings};
 use crate::login::Logins;
 use crate::mailbox::imap::{self, ImapConfig};
+use crate::mailbox::view::Mailbox;
 use crate::net::guard::{GuardConfig, LoginGuard};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
 use crate::net::smtp::{self, AuthPolicy, Mode, SmtpConfig};
@@ -154,6 +155,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         )));
     }
     let logins = Arc::new(Logins::new(store.clone()));
+    let mailbox = Mailbox::new(store.clone(), config.locale, &config.hostname);
     for (name, implicit_tls) in [("imap", false), ("imaps", true)] {
         let Some(addr) = config.listen.addr(name)? else {
             continue;
@@ -177,6 +179,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             listener,
             ic,
             logins.clone(),
+            mailbox.clone(),
             shutdown.clone(),
         )));
     }

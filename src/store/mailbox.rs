@@ -9,8 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::{Arg, Result, Sql, Store, StoreError, TicketQuery};
-use crate::core::model::Priority;
+use super::{Actor, Arg, Field, Result, Sql, Store, StoreError, TicketQuery, flag};
+use crate::config::Locale;
+use crate::core::model::{Priority, TicketDetail};
+use crate::core::ticket_message::TicketHead;
 
 /// One message of a folder of tickets, with what its flags are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,21 @@ pub struct ListedTicket {
     pub last_action_at: i64,
     /// The rendered message's size, once known.
     pub size: Option<i64>,
+}
+
+/// A change of a ticket a mail client asks for by flags or by moving its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketEdit {
+    Priority(Priority),
+    Billable(bool),
+    AddTag(String),
+    RemoveTag(String),
+    /// Into the queue of this name.
+    Queue(String),
+    /// To the status with this key.
+    Status(String),
+    /// To this agent (id, login), or to nobody.
+    Assign(Option<(i64, String)>),
 }
 
 /// A message a mail client stored in one of the agent's own folders.
@@ -156,6 +173,241 @@ impl Store {
         let mut out: HashMap<i64, Vec<String>> = HashMap::new();
         for r in &rows {
             out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        }
+        Ok(out)
+    }
+
+    /// The header data of these tickets' messages (ticket id → head), status names in
+    /// `locale`.
+    pub async fn ticket_heads(
+        &self,
+        ids: &[i64],
+        locale: Locale,
+    ) -> Result<HashMap<i64, TicketHead>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::for_backend(
+                self.backend,
+                "SELECT t.id, t.number, t.version, t.subject, qu.name AS queue, \
+                 qu.address AS queue_address, t.creator_address, c.first_name, c.last_name, \
+                 c.company1, s.name_en, s.name_de, t.priority, a.login AS assignee, t.due_date, \
+                 t.billable, c.number AS customer_number, COALESCE(c.delivery_block, 0) AS blocked, \
+                 t.created_at, t.last_action_at, \
+                 (SELECT MAX(i.id) FROM items i WHERE i.ticket_id = t.id) AS last_item \
+                 FROM tickets t JOIN queues qu ON qu.id = t.queue_id \
+                 JOIN statuses s ON s.id = t.status_id \
+                 LEFT JOIN customers c ON c.id = t.customer_id \
+                 LEFT JOIN agents a ON a.id = t.assignee_id WHERE t.id IN (",
+            );
+            push_ids(&mut sql, chunk);
+            let rows = sql.query().fetch_all(&self.pool).await?;
+            let mut sql = Sql::for_backend(
+                self.backend,
+                "SELECT tt.ticket_id, g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id \
+                 WHERE tt.ticket_id IN (",
+            );
+            push_ids(&mut sql, chunk);
+            let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
+            for r in sql.query().fetch_all(&self.pool).await? {
+                tags.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+            }
+            for r in &rows {
+                let id: i64 = r.try_get("id")?;
+                let first: Option<String> = r.try_get("first_name")?;
+                let last: Option<String> = r.try_get("last_name")?;
+                let company: Option<String> = r.try_get("company1")?;
+                let person = format!(
+                    "{} {}",
+                    first.unwrap_or_default().trim(),
+                    last.unwrap_or_default().trim()
+                )
+                .trim()
+                .to_string();
+                let customer_name = if person.is_empty() {
+                    company.unwrap_or_default().trim().to_string()
+                } else {
+                    person
+                };
+                let mut tags = tags.remove(&id).unwrap_or_default();
+                tags.sort();
+                out.insert(
+                    id,
+                    TicketHead {
+                        number: r.try_get("number")?,
+                        version: r.try_get("version")?,
+                        last_item_id: r.try_get::<Option<i64>, _>("last_item")?.unwrap_or(0),
+                        subject: r.try_get("subject")?,
+                        queue: r.try_get("queue")?,
+                        queue_address: r.try_get("queue_address")?,
+                        customer_name,
+                        from_address: r.try_get("creator_address")?,
+                        status: match locale {
+                            Locale::En => r.try_get("name_en")?,
+                            Locale::De => r.try_get("name_de")?,
+                        },
+                        priority: r
+                            .try_get::<String, _>("priority")?
+                            .parse()
+                            .unwrap_or(Priority::Low),
+                        assignee: r.try_get("assignee")?,
+                        tags,
+                        due_date: r.try_get("due_date")?,
+                        billable: r.try_get::<i64, _>("billable")? != 0,
+                        customer_number: r.try_get("customer_number")?,
+                        delivery_block: r.try_get::<i64, _>("blocked")? != 0,
+                        created_at: r.try_get("created_at")?,
+                        last_action_at: r.try_get("last_action_at")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a ticket's whole message is rendered from: the ticket with its items, history
+    /// and other tickets, and each item's attachments' bytes (in the order of
+    /// `ItemDetail::attachments`; `None` where the raw mail no longer yields one).
+    pub async fn ticket_message_input(
+        &self,
+        ticket_id: i64,
+    ) -> Result<(TicketDetail, Vec<Vec<Vec<u8>>>)> {
+        let number: i64 = sqlx::query_scalar("SELECT number FROM tickets WHERE id = $1")
+            .bind(ticket_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no ticket with id {ticket_id}")))?;
+        let detail = self.ticket_show(number).await?;
+        let mut bytes = Vec::with_capacity(detail.items.len());
+        for item in &detail.items {
+            if item.attachments.is_empty() {
+                bytes.push(Vec::new());
+                continue;
+            }
+            let part_ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT part_id FROM attachments WHERE item_id = $1 ORDER BY id",
+            )
+            .bind(item.id)
+            .fetch_all(&self.pool)
+            .await?;
+            let raw: Vec<u8> = sqlx::query_scalar("SELECT raw FROM items WHERE id = $1")
+                .bind(item.id)
+                .fetch_one(&self.pool)
+                .await?;
+            let ids: Vec<u32> = part_ids.iter().map(|&p| p as u32).collect();
+            bytes.push(
+                crate::core::mail::part_bytes(&raw, &ids)
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+            );
+        }
+        Ok((detail, bytes))
+    }
+
+    /// The reply templates with their ids: (id, name, body), by name.
+    pub async fn templates_with_ids(&self) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query("SELECT id, name, body FROM templates ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Changes a ticket as a mail client asked (flags, moves), each change logged with
+    /// `actor`. Unknown tags are skipped; a queue or status that does not exist is refused.
+    pub async fn mailbox_edit(
+        &self,
+        ticket_id: i64,
+        edits: &[TicketEdit],
+        actor: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let t = tx.ticket_by_id(ticket_id).await?;
+        tx.ticket_version(ticket_id).await?;
+        let fields = tx.ticket_fields(&t).await?;
+        for edit in edits {
+            match edit {
+                TicketEdit::Priority(p) => {
+                    let old = fields.priority.to_string();
+                    tx.set_field(
+                        ticket_id,
+                        Field::Priority,
+                        Arg::Text(p.to_string()),
+                        (&old, p.as_str()),
+                        actor,
+                    )
+                    .await?;
+                }
+                TicketEdit::Billable(b) => {
+                    let (old, new) = (yes_no(fields.billable), yes_no(*b));
+                    tx.set_field(
+                        ticket_id,
+                        Field::Billable,
+                        Arg::Int(flag(*b)),
+                        (old, new),
+                        actor,
+                    )
+                    .await?;
+                }
+                TicketEdit::AddTag(name) | TicketEdit::RemoveTag(name) => {
+                    let found = tx.tags_by_names(std::slice::from_ref(name)).await?;
+                    if let Some((id, name)) = found.get(&name.to_lowercase()) {
+                        if matches!(edit, TicketEdit::AddTag(_)) {
+                            tx.add_tag(ticket_id, (*id, name), actor).await?;
+                        } else {
+                            tx.remove_tag(ticket_id, (*id, name), actor).await?;
+                        }
+                    }
+                }
+                TicketEdit::Queue(name) => {
+                    let queues = tx.queues().await?;
+                    let q = queues
+                        .iter()
+                        .find(|q| q.name.eq_ignore_ascii_case(name))
+                        .ok_or_else(|| StoreError::NotFound(format!("no queue {name:?}")))?;
+                    let new = if q.id == t.queue_id {
+                        &t.queue_name
+                    } else {
+                        &q.name
+                    };
+                    tx.set_field(
+                        ticket_id,
+                        Field::Queue,
+                        Arg::Int(q.id),
+                        (&t.queue_name, new),
+                        actor,
+                    )
+                    .await?;
+                }
+                TicketEdit::Assign(agent) => {
+                    let current = tx.ticket_by_id(ticket_id).await?;
+                    let agent = agent.as_ref().map(|(id, login)| (*id, login.as_str()));
+                    tx.set_assignee(&current, agent, actor).await?;
+                }
+                TicketEdit::Status(key) => {
+                    let current = tx.ticket_by_id(ticket_id).await?;
+                    if current.status_key != *key {
+                        tx.set_status(&current, key, actor).await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// The current message UIDs of these tickets (those listed).
+    pub async fn ticket_uids(&self, ids: &[i64]) -> Result<HashMap<i64, u32>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::for_backend(
+                self.backend,
+                "SELECT id, mailbox_uid FROM tickets WHERE mailbox_uid IS NOT NULL AND id IN (",
+            );
+            push_ids(&mut sql, chunk);
+            for r in sql.query().fetch_all(&self.pool).await? {
+                out.insert(r.try_get(0)?, uid(r.try_get(1)?)?);
+            }
         }
         Ok(out)
     }
@@ -344,6 +596,20 @@ impl Store {
         }
         tx.commit().await
     }
+}
+
+fn push_ids(sql: &mut Sql, ids: &[i64]) {
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(Arg::Int(*id));
+    }
+    sql.push(")");
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
 
 fn split_flags(s: &str) -> Vec<String> {

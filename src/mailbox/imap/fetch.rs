@@ -1,0 +1,379 @@
+//! FETCH: answered in batches, so a `1:*` over 100,000 tickets streams out with bounded
+//! memory while commands the client sent ahead wait their turn. A ticket's header comes from
+//! the ticket row alone; the whole message is rendered only for items that need its body.
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::core::{NString, Tag, Vec1};
+use imap_next::imap_types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_next::imap_types::flag::FlagFetch;
+use imap_next::imap_types::response::Data;
+use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use super::folders::{internal_date, wire_flags};
+use crate::mailbox::message::{Anatomy, istring, partial};
+use crate::mailbox::view::{Message, Source};
+
+/// Messages answered per turn of the session loop.
+const BATCH: usize = 200;
+
+pub(super) struct Job {
+    tag: Tag<'static>,
+    /// Indices into the open folder's messages, in order.
+    indices: Vec<usize>,
+    next: usize,
+    items: Vec<MessageDataItemName<'static>>,
+}
+
+/// Whether `value` is in the set, `*` standing for `largest`.
+pub(super) fn contains(set: &SequenceSet, value: u32, largest: u32) -> bool {
+    let expand = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|s| match s {
+        Sequence::Single(x) => expand(x) == value,
+        Sequence::Range(a, b) => {
+            let (a, b) = (expand(a), expand(b));
+            a.min(b) <= value && value <= a.max(b)
+        }
+    })
+}
+
+/// The indices of the messages a sequence set (or UID set) names, in order.
+pub(super) fn select(messages: &[Message], set: &SequenceSet, uid: bool) -> Vec<usize> {
+    let Some(last) = messages.last() else {
+        return Vec::new();
+    };
+    if uid {
+        messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| contains(set, m.uid, last.uid))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        let n = messages.len() as u32;
+        (0..messages.len())
+            .filter(|&i| contains(set, i as u32 + 1, n))
+            .collect()
+    }
+}
+
+fn expand(names: MacroOrMessageDataItemNames<'static>) -> Vec<MessageDataItemName<'static>> {
+    use MessageDataItemName as N;
+    match names {
+        MacroOrMessageDataItemNames::Macro(m) => match m {
+            Macro::Fast => vec![N::Flags, N::InternalDate, N::Rfc822Size],
+            Macro::All => vec![N::Flags, N::InternalDate, N::Rfc822Size, N::Envelope],
+            Macro::Full => vec![
+                N::Flags,
+                N::InternalDate,
+                N::Rfc822Size,
+                N::Envelope,
+                N::Body,
+            ],
+            _ => vec![N::Flags, N::InternalDate, N::Rfc822Size],
+        },
+        MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
+    }
+}
+
+/// A section answered from the header alone.
+fn header_only(section: &Option<Section<'_>>) -> bool {
+    matches!(
+        section,
+        Some(
+            Section::Header(None)
+                | Section::HeaderFields(None, _)
+                | Section::HeaderFieldsNot(None, _)
+        )
+    )
+}
+
+/// What answering the items takes: (the header, the whole message).
+fn needs(items: &[MessageDataItemName<'_>], size_known: bool) -> (bool, bool) {
+    use MessageDataItemName as N;
+    let mut header = false;
+    let mut full = false;
+    for i in items {
+        match i {
+            N::Envelope | N::Rfc822Header => header = true,
+            N::BodyExt { section, .. } if header_only(section) => header = true,
+            N::Body | N::BodyStructure | N::Rfc822 | N::Rfc822Text | N::BodyExt { .. } => {
+                full = true
+            }
+            N::Rfc822Size if !size_known => full = true,
+            _ => {}
+        }
+    }
+    (header, full)
+}
+
+/// Items that mark the message `\Seen` (RFC 3501: BODY[…] without PEEK, RFC822, RFC822.TEXT).
+fn sets_seen(items: &[MessageDataItemName<'_>]) -> bool {
+    items.iter().any(|i| {
+        matches!(
+            i,
+            MessageDataItemName::BodyExt { peek: false, .. }
+                | MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Text
+        )
+    })
+}
+
+fn body(bytes: &[u8]) -> NString<'static> {
+    NString(Some(istring(bytes)))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) async fn fetch(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'static>,
+        uid: bool,
+    ) {
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let indices = select(&sel.messages, set, uid);
+        let mut items = expand(names);
+        if uid && !items.contains(&MessageDataItemName::Uid) {
+            items.insert(0, MessageDataItemName::Uid);
+        }
+        self.job = Some(Job {
+            tag,
+            indices,
+            next: 0,
+            items,
+        });
+        self.fetch_batch().await;
+    }
+
+    /// Answers the next batch of the FETCH in progress; the tagged OK after the last.
+    pub(super) async fn fetch_batch(&mut self) {
+        let Some(mut job) = self.job.take() else {
+            return;
+        };
+        let (Some(sel), Some(agent)) = (self.selected.as_ref(), self.agent.clone()) else {
+            return;
+        };
+        let end = (job.next + BATCH).min(job.indices.len());
+        let batch: Vec<(usize, Message)> = job.indices[job.next..end]
+            .iter()
+            .filter_map(|&i| sel.messages.get(i).map(|m| (i, m.clone())))
+            .collect();
+        let read_only = sel.read_only;
+        let mark_seen = sets_seen(&job.items) && !read_only;
+        let (want_header, _) = needs(&job.items, true);
+        let tickets: Vec<i64> = batch
+            .iter()
+            .filter_map(|(_, m)| match m.source {
+                Source::Ticket(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let heads = if want_header && !tickets.is_empty() {
+            match self.mailbox.heads(&tickets).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "IMAP FETCH: cannot read tickets");
+                    return self.no(job.tag, "messages not available right now");
+                }
+            }
+        } else {
+            HashMap::new()
+        };
+        let mut newly_seen: Vec<(usize, i64, u32)> = Vec::new();
+        for (index, m) in batch {
+            let (_, need_full) = needs(&job.items, m.size.is_some());
+            let full = if need_full || (want_header && !matches!(m.source, Source::Ticket(_))) {
+                match self.mailbox.bytes(&agent, &m).await {
+                    Ok(Some(b)) => Some(b),
+                    Ok(None) => Some(Vec::new()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "IMAP FETCH: cannot read a message");
+                        return self.no(job.tag, "message not available right now");
+                    }
+                }
+            } else {
+                None
+            };
+            let header: Option<Vec<u8>> = match (&m.source, &full) {
+                (Source::Ticket(id), None) => {
+                    heads.get(id).map(|h| self.mailbox.header(h).into_bytes())
+                }
+                (_, Some(f)) => Some(
+                    Anatomy::parse(f)
+                        .section(Some(&Section::Header(None)))
+                        .into_owned(),
+                ),
+                _ => None,
+            };
+            let header = header.unwrap_or_default();
+            let full_anatomy = full.as_deref().map(Anatomy::parse);
+            let head_anatomy = Anatomy::parse(&header);
+            let mut flags = m.flags.clone();
+            if mark_seen && !flags.seen {
+                flags.seen = true;
+                if let Source::Ticket(id) = m.source {
+                    newly_seen.push((index, id, m.uid));
+                } else {
+                    newly_seen.push((index, 0, m.uid));
+                }
+            }
+            let mut out: Vec<MessageDataItem<'static>> = Vec::new();
+            let mut flags_sent = false;
+            for item in &job.items {
+                use MessageDataItemName as N;
+                match item {
+                    N::Uid => out.push(MessageDataItem::Uid(
+                        NonZeroU32::new(m.uid).expect("UIDs are not zero"),
+                    )),
+                    N::Flags => {
+                        flags_sent = true;
+                        out.push(MessageDataItem::Flags(
+                            wire_flags(&flags)
+                                .into_iter()
+                                .map(FlagFetch::Flag)
+                                .collect(),
+                        ));
+                    }
+                    N::InternalDate => out.push(MessageDataItem::InternalDate(internal_date(
+                        m.internal_date,
+                    ))),
+                    N::Rfc822Size => {
+                        let size = m
+                            .size
+                            .or_else(|| full.as_ref().map(|f| f.len() as u64))
+                            .unwrap_or(0);
+                        out.push(MessageDataItem::Rfc822Size(size.min(u32::MAX as u64) as u32));
+                    }
+                    N::Envelope => out.push(MessageDataItem::Envelope(head_anatomy.envelope())),
+                    N::Body | N::BodyStructure => {
+                        let extended = matches!(item, N::BodyStructure);
+                        let structure = full_anatomy
+                            .as_ref()
+                            .map(|a| a.body_structure(extended))
+                            .unwrap_or_else(|| head_anatomy.body_structure(extended));
+                        out.push(if extended {
+                            MessageDataItem::BodyStructure(structure)
+                        } else {
+                            MessageDataItem::Body(structure)
+                        });
+                    }
+                    N::BodyExt {
+                        section,
+                        partial: range,
+                        ..
+                    } => {
+                        let data = match (&full_anatomy, header_only(section)) {
+                            (Some(a), _) => a.section(section.as_ref()).into_owned(),
+                            (None, true) => head_anatomy.section(section.as_ref()).into_owned(),
+                            (None, false) => Vec::new(),
+                        };
+                        let data = match range {
+                            Some((origin, len)) => {
+                                partial(&data, *origin, Some(len.get())).to_vec()
+                            }
+                            None => data,
+                        };
+                        out.push(MessageDataItem::BodyExt {
+                            section: section.clone(),
+                            origin: range.map(|(o, _)| o),
+                            data: body(&data),
+                        });
+                    }
+                    N::Rfc822 => out.push(MessageDataItem::Rfc822(body(
+                        full.as_deref().unwrap_or(&[]),
+                    ))),
+                    N::Rfc822Header => out.push(MessageDataItem::Rfc822Header(body(&header))),
+                    N::Rfc822Text => {
+                        let text = full_anatomy
+                            .as_ref()
+                            .map(|a| a.section(Some(&Section::Text(None))).into_owned())
+                            .unwrap_or_default();
+                        out.push(MessageDataItem::Rfc822Text(body(&text)));
+                    }
+                    // Not announced (no BINARY capability): left out.
+                    _ => {}
+                }
+            }
+            if flags != m.flags && !flags_sent {
+                out.push(MessageDataItem::Flags(
+                    wire_flags(&flags)
+                        .into_iter()
+                        .map(FlagFetch::Flag)
+                        .collect(),
+                ));
+            }
+            if let Ok(items) = Vec1::try_from(out) {
+                let seq = NonZeroU32::new(index as u32 + 1).expect("not zero");
+                self.server.enqueue_data(Data::Fetch { seq, items });
+            }
+        }
+        if !newly_seen.is_empty() {
+            self.remember_seen(&newly_seen, true).await;
+        }
+        job.next = end;
+        if job.next >= job.indices.len() {
+            self.ok(job.tag, "FETCH completed");
+        } else {
+            self.job = Some(job);
+        }
+    }
+
+    /// Records `\Seen` set or cleared (index, ticket id or 0, UID) in the open folder and in the
+    /// store: per agent for tickets, in the stored flags for own messages.
+    pub(super) async fn remember_seen(&mut self, changed: &[(usize, i64, u32)], seen: bool) {
+        let Some(agent_id) = self.agent.as_ref().map(|a| a.id) else {
+            return;
+        };
+        let store = self.mailbox.store().clone();
+        let mut tickets = Vec::new();
+        for &(index, ticket, uid) in changed {
+            let Some(m) = self
+                .selected
+                .as_mut()
+                .and_then(|s| s.messages.get_mut(index))
+            else {
+                continue;
+            };
+            m.flags.seen = seen;
+            if ticket != 0 {
+                tickets.push((ticket, uid));
+            } else if let Err(e) = store
+                .own_set_flags(agent_id, uid, &m.flags.to_words())
+                .await
+            {
+                tracing::warn!(error = %e, "IMAP: cannot store flags");
+            }
+        }
+        if let Err(e) = store.mailbox_set_seen(agent_id, &tickets, seen).await {
+            tracing::warn!(error = %e, "IMAP: cannot store \\Seen");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_and_ranges() {
+        let set = SequenceSet::try_from("1:3,7,10:*").unwrap();
+        assert!(contains(&set, 2, 20));
+        assert!(!contains(&set, 5, 20));
+        assert!(contains(&set, 7, 20));
+        assert!(contains(&set, 15, 20));
+        // n:* with n above the largest still names the largest (RFC 3501 §6.4.8).
+        let set = SequenceSet::try_from("30:*").unwrap();
+        assert!(contains(&set, 20, 20));
+        assert!(!contains(&set, 19, 20));
+    }
+}
