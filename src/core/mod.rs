@@ -11,6 +11,7 @@ pub mod model;
 pub mod password;
 pub mod quote;
 pub mod reply;
+pub mod statistics;
 pub mod subject;
 pub mod submission;
 pub mod texts;

@@ -271,3 +271,15 @@ pub struct HistoryEntry {
     pub old: String,
     pub new: String,
 }
+
+/// The seed's statistics: tickets per queue and per status, tickets opened per day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// (queue name, tickets), by name.
+    pub per_queue: Vec<(String, i64)>,
+    /// (status key, tickets), in the statuses' order.
+    pub per_status: Vec<(String, i64)>,
+    /// (day `YYYY-MM-DD` in UTC, tickets opened), the last 7 days, oldest first.
+    pub opened_per_day: Vec<(String, i64)>,
+    pub total: i64,
+}

@@ -108,7 +108,7 @@ fn decimal(s: &str) -> Option<i64> {
 }
 
 /// The host part of ids: letters, digits, dots and dashes of `hostname`, else `localhost`.
-fn host_name(hostname: &str) -> String {
+pub(crate) fn host_name(hostname: &str) -> String {
     let host: String = hostname
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
@@ -180,7 +180,7 @@ fn ticket_fields(h: &mut Header, head: &TicketHead) {
     h.field("X-Ticket-Version", vec![head.version.to_string()]);
 }
 
-fn language(locale: Locale) -> &'static str {
+pub(crate) fn language(locale: Locale) -> &'static str {
     match locale {
         Locale::En => "en",
         Locale::De => "de",
@@ -189,7 +189,7 @@ fn language(locale: Locale) -> &'static str {
 
 /// A header block under construction: fields folded at the spaces between their tokens.
 #[derive(Default)]
-struct Header {
+pub(crate) struct Header {
     out: String,
 }
 
@@ -199,7 +199,7 @@ const FOLD_AT: usize = 76;
 
 impl Header {
     /// `Name: tok tok …`, a line break before a token that would pass [`FOLD_AT`].
-    fn field(&mut self, name: &str, tokens: Vec<String>) {
+    pub(crate) fn field(&mut self, name: &str, tokens: Vec<String>) {
         self.out.push_str(name);
         self.out.push(':');
         let mut column = name.len() + 1;
@@ -225,7 +225,7 @@ impl Header {
         }
     }
 
-    fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         self.out.push_str("\r\n");
         self.out
     }
@@ -233,11 +233,11 @@ impl Header {
 
 /// `s` on one line: control characters and line separators become spaces, runs of spaces
 /// collapse, ends are trimmed. Every string that goes into a header passes through here.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     split_words(s).join(" ")
 }
 
-fn split_words(s: &str) -> Vec<String> {
+pub(crate) fn split_words(s: &str) -> Vec<String> {
     let spaced: String = s
         .chars()
         .map(|c| {
@@ -263,7 +263,7 @@ fn plain_word(w: &str) -> bool {
 
 /// Tokens of an unstructured value (Subject, `X-Ticket-…`): the leading plain words as they
 /// are (so the ticket tag stays readable), the rest as encoded words.
-fn unstructured(value: &str) -> Vec<String> {
+pub(crate) fn unstructured(value: &str) -> Vec<String> {
     let words = split_words(value);
     let plain = words.iter().take_while(|w| plain_word(w)).count();
     let mut tokens = words[..plain].to_vec();
@@ -303,7 +303,7 @@ fn encoded_word(chunk: &str) -> String {
 /// Tokens of an address field: the display name (atoms, a quoted string or encoded words)
 /// and the address in `< >`. An address that cannot stand in a header as it is gets
 /// `unknown@invalid`, and its text moves into the display name so nobody loses it.
-fn mailbox(name: &str, address: &str) -> Vec<String> {
+pub(crate) fn mailbox(name: &str, address: &str) -> Vec<String> {
     let (addr, name) = match addr_spec(address) {
         Some(addr) => (addr, one_line(name)),
         None if one_line(name).is_empty() => ("unknown@invalid".into(), one_line(address)),
@@ -358,7 +358,7 @@ fn phrase(name: &str) -> Vec<String> {
 }
 
 /// The Date header's value (RFC 5322, UTC); instants outside years 1970–9999 are clamped.
-fn rfc5322_date(secs: i64) -> String {
+pub(crate) fn rfc5322_date(secs: i64) -> String {
     const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
     chrono::DateTime::from_timestamp(secs.clamp(0, LAST), 0)
         .unwrap_or_default()
@@ -401,7 +401,7 @@ pub fn message(
 }
 
 /// A UTF-8 text part, quoted-printable; ends without the line break before the delimiter.
-fn text_part(out: &mut String, content_type: &str, text: &str) {
+pub(crate) fn text_part(out: &mut String, content_type: &str, text: &str) {
     out.push_str(&format!(
         "Content-Type: {content_type}; charset=utf-8\r\n\
          Content-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -460,6 +460,11 @@ fn attachment_part(out: &mut String, name: &str, content_type: &str, bytes: &[u8
     cd.extend(filename_parameter(&name));
     h.field("Content-Disposition", cd);
     out.push_str(&h.finish());
+    base64_lines(out, bytes);
+}
+
+/// `bytes` in base64, lines of 76; ends without a line break.
+pub(crate) fn base64_lines(out: &mut String, bytes: &[u8]) {
     let encoded = BASE64.encode(bytes);
     for (n, line) in encoded.as_bytes().chunks(76).enumerate() {
         if n > 0 {
@@ -1073,7 +1078,7 @@ fn item_html(item: &ItemView, h: &mut String) {
     h.push_str("</div>\n</div>\n");
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

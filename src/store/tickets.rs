@@ -9,7 +9,8 @@ use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now, push_li
 use crate::core::filter::{AssigneeFilter, DueFilter, Filter, StatusFilter};
 use crate::core::mail::{self, Attachment};
 use crate::core::model::{
-    AttachmentInfo, HistoryEntry, ItemDetail, ItemKind, Priority, TicketDetail, TicketSummary,
+    AttachmentInfo, HistoryEntry, ItemDetail, ItemKind, Priority, Stats, TicketDetail,
+    TicketSummary,
 };
 
 /// What the rules need to know about a ticket found for a mail.
@@ -174,16 +175,6 @@ impl TicketChange {
             new,
         }
     }
-}
-
-/// The seed's statistics.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Stats {
-    pub per_queue: Vec<(String, i64)>,
-    pub per_status: Vec<(String, i64)>,
-    /// (day `YYYY-MM-DD` in UTC, tickets opened), the last 7 days, oldest first.
-    pub opened_per_day: Vec<(String, i64)>,
-    pub total: i64,
 }
 
 /// The columns [`ticket_ref`] reads, from `tickets t`, `queues q` and `statuses s`.
