@@ -279,3 +279,325 @@ print("logout:", m.logout()[0])
     let three = gateway.ticket(3);
     assert_eq!(three["status"], "waiting", "{three}");
 }
+
+/// Like [`imaplib`], with the inbound SMTP port as a fourth argument.
+fn imaplib_inbound(gateway: &Gateway, script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(gateway.imap_port.to_string())
+        .arg(gateway.imaps_port.to_string())
+        .arg(gateway.cert_path())
+        .arg(gateway.inbound_port.to_string())
+        .env("AGENT_PASSWORD", "anna-secret")
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "imaplib: {said}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log()
+    );
+    said
+}
+
+/// A client in IDLE hears of a new ticket within 2 s, and of a changed one as the old
+/// message expunged and the new one (a new UID) announced.
+#[test]
+fn idle_announces_new_and_changed_tickets_within_two_seconds() {
+    let gateway = helpdesk();
+    let said = imaplib_inbound(
+        &gateway,
+        r#"
+import imaplib, os, re, smtplib, ssl, sys, time
+port, tls_port, cafile, inbound = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+m.login("anna", os.environ["AGENT_PASSWORD"])
+typ, data = m.select("Queues/Support")
+print("exists before:", data)
+typ, data = m.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "1")
+old_uid = int(data[0])
+print("ticket 1 uid:", old_uid)
+
+def idle_until(pred, send):
+    tag = m._new_tag().decode()
+    m.send(f"{tag} IDLE\r\n".encode())
+    assert m.readline().startswith(b"+")
+    send()
+    start = time.monotonic()
+    seen = []
+    m.sock.settimeout(10)
+    while not pred(seen):
+        seen.append(m.readline().decode().strip())
+    took = time.monotonic() - start
+    m.send(b"DONE\r\n")
+    while not m.readline().decode().startswith(tag):
+        pass
+    return took, seen
+
+def mail(sender, subject):
+    s = smtplib.SMTP("127.0.0.1", inbound)
+    s.sendmail(sender, ["support@shop.test"],
+               f"From: {sender}\r\nTo: support@shop.test\r\nSubject: {subject}\r\n\r\nHallo\r\n")
+    s.quit()
+
+took, seen = idle_until(lambda s: any(l.endswith("EXISTS") for l in s), lambda: mail("neu@kunde.example", "Ganz neu"))
+print(f"new ticket announced after {took:.2f}s:", seen)
+took, seen = idle_until(lambda s: any("EXPUNGE" in l for l in s) and any(l.endswith("EXISTS") for l in s),
+                        lambda: mail("erika@kunde.example", "Re: [Support #1] Wo bleibt mein Paket?"))
+print(f"changed ticket announced after {took:.2f}s:", seen)
+typ, data = m.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "1")
+print("ticket 1 now:", int(data[0]), "was", old_uid)
+m.logout()
+"#,
+    );
+    println!("{said}");
+    let seconds = |prefix: &str| -> f64 {
+        let line = said.lines().find(|l| l.starts_with(prefix)).expect(prefix);
+        line[prefix.len()..]
+            .split('s')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(seconds("new ticket announced after ") < 2.0, "{said}");
+    assert!(seconds("changed ticket announced after ") < 2.0, "{said}");
+    let line = said
+        .lines()
+        .find_map(|l| l.strip_prefix("ticket 1 now:"))
+        .unwrap();
+    let nums: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        nums[0] > nums[1],
+        "a changed ticket gets a higher UID: {said}"
+    );
+}
+
+/// UIDVALIDITY and every UID stay across a restart; what comes after gets higher UIDs.
+#[test]
+fn uids_survive_a_restart_and_are_never_reused() {
+    let mut gateway = helpdesk();
+    let script = r#"
+import imaplib, os, ssl, sys
+port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+m.login("anna", os.environ["AGENT_PASSWORD"])
+for folder in ["Queues/Support", "INBOX"]:
+    m.select(folder)
+    print(folder, "validity", m.untagged_responses["UIDVALIDITY"][0].decode(), "uids", m.uid("SEARCH", None, "ALL")[1][0].decode())
+m.logout()
+"#;
+    let before = imaplib(&gateway, script);
+    gateway.stop();
+    gateway.start();
+    let after = imaplib(&gateway, script);
+    assert_eq!(before, after, "before:\n{before}\nafter:\n{after}");
+    let highest: u32 = before
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .filter(|&n: &u32| n < 1_000_000)
+        .max()
+        .unwrap();
+    gateway.cli_ok(&["ticket", "status", "2", "open"]);
+    let changed = imaplib(&gateway, script);
+    let support = changed.lines().next().unwrap();
+    let uids: Vec<u32> = support
+        .split("uids")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert_eq!(uids.len(), 3, "{changed}");
+    assert!(uids.iter().any(|&u| u > highest), "{changed} vs {before}");
+    assert!(
+        !uids
+            .iter()
+            .any(|u| before.contains(&format!(" {u} ")) && *u > highest),
+        "{changed}"
+    );
+}
+
+/// A reply from the mail client to a ticket's message (In-Reply-To its Message-ID) finds
+/// the ticket and the version the agent saw: it is stored as that ticket's reply, and a
+/// reply to an outdated version is held back as a collision.
+#[test]
+fn a_reply_to_a_ticket_message_finds_its_ticket_and_version() {
+    let gateway = helpdesk();
+    let said = imaplib_inbound(
+        &gateway,
+        r#"
+import imaplib, os, smtplib, ssl, sys, email, email.policy
+port, tls_port, cafile, inbound = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+m.login("anna", os.environ["AGENT_PASSWORD"])
+m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT FROM)])")
+head = email.message_from_bytes(data[0][1], policy=email.policy.default)
+print("message-id:", head["Message-ID"])
+print("subject:", head["Subject"])
+print("from:", head["From"].addresses[0].addr_spec)
+m.logout()
+"#,
+    );
+    let field = |name: &str| {
+        said.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (message_id, subject, from) = (field("message-id:"), field("subject:"), field("from:"));
+    assert!(message_id.starts_with("<mt.1.v"), "{said}");
+    let agent = support::submit::Agent {
+        gateway: &gateway,
+        login: "anna",
+        password: "anna-secret",
+        tls: support::submit::Security::StartTls,
+    };
+    let reply = |body: &str| {
+        format!(
+            "From: anna@shop.test\r\nTo: {from}\r\nSubject: Re: {subject}\r\n\
+             In-Reply-To: {message_id}\r\nMessage-ID: <{}@client.test>\r\n\r\n{body}\r\n",
+            rand::random::<u64>()
+        )
+    };
+    let answer = agent.send(
+        "anna@shop.test",
+        &[&from],
+        reply("Ist unterwegs.").as_bytes(),
+    );
+    assert!(answer.accepted(), "{answer:?}\n{}", gateway.log());
+    let one = gateway.ticket(1);
+    let items = one["items"].as_array().unwrap();
+    assert_eq!(items.last().unwrap()["kind"], "reply", "{one}");
+    assert!(
+        items.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("Ist unterwegs.")
+    );
+    // Ben answers the same message: the ticket moved on (anna's reply came after the
+    // version it shows), so his answer collides and names anna.
+    let ben = support::submit::Agent {
+        gateway: &gateway,
+        login: "ben",
+        password: "ben-secret",
+        tls: support::submit::Security::StartTls,
+    };
+    let again = ben.send(
+        "ben@shop.test",
+        &[&from],
+        reply("Nochmal.")
+            .replace("anna@shop.test", "ben@shop.test")
+            .as_bytes(),
+    );
+    assert!(!again.accepted(), "{again:?}");
+    assert!(again.text.contains("anna"), "{again:?}");
+}
+
+/// A keyword, `\Flagged` and a move by one agent change the ticket for everybody: another
+/// agent's session sees the new message with the ticket's new flags.
+#[test]
+fn an_agents_flag_change_shows_in_every_other_view() {
+    let gateway = helpdesk();
+    let said = imaplib(
+        &gateway,
+        r#"
+import imaplib, os, ssl, sys, time
+port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+anna = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+anna.login("anna", os.environ["AGENT_PASSWORD"])
+ben = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+ben.login("ben", "ben-secret")
+anna.select("Queues/Support")
+ben.select("Queues/Support")
+uid = anna.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "2")[1][0].decode()
+print("store:", anna.uid("STORE", uid, "+FLAGS", r"(vip \Flagged)"))
+time.sleep(0.6)
+ben.noop()
+uid2 = ben.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "2")[1][0].decode()
+print("ben sees:", ben.uid("FETCH", uid2, "(FLAGS)")[1])
+print("ben flagged:", ben.uid("SEARCH", None, "FLAGGED")[1], "keyword:", ben.uid("SEARCH", None, "KEYWORD", "vip")[1])
+print("ben tags folder:", ben.select("Tags/vip"))
+ben.select("Queues/Support")
+uid2 = ben.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "2")[1][0].decode()
+print("ben moves:", ben.uid("MOVE", uid2, "Trash"))
+anna.logout()
+ben.logout()
+"#,
+    );
+    println!("{said}");
+    assert!(said.contains("\\Flagged"), "{said}");
+    assert!(said.contains("ben tags folder: ('OK', [b'1'])"), "{said}");
+    let two = gateway.ticket(2);
+    assert_eq!(two["priority"], "high", "{two}");
+    assert_eq!(two["tags"], serde_json::json!(["vip"]), "{two}");
+    assert_eq!(two["status"], "closed", "{two}");
+    let actors: Vec<(&str, &str)> = two["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["actor"].as_str().unwrap(), h["field"].as_str().unwrap()))
+        .collect();
+    assert!(actors.contains(&("anna", "priority")), "{actors:?}");
+    assert!(actors.contains(&("anna", "tag")), "{actors:?}");
+    assert!(actors.contains(&("ben", "status")), "{actors:?}");
+}
+
+/// The Statistics folder holds one message with tables and a PNG chart; new numbers
+/// replace it (a new UID), the same numbers keep it.
+#[test]
+fn the_statistics_message_is_kept_current() {
+    let gateway = helpdesk();
+    let script = r#"
+import email, email.policy, imaplib, os, ssl, sys
+port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+m.login("anna", os.environ["AGENT_PASSWORD"])
+print("select:", m.select("Statistics", readonly=True))
+typ, data = m.uid("FETCH", "1:*", "(UID RFC822.SIZE BODY.PEEK[])")
+raw = data[0][1]
+msg = email.message_from_bytes(raw, policy=email.policy.default)
+print("uid:", data[0][0].split()[2].decode())
+print("size ok:", f"RFC822.SIZE {len(raw)}" in data[0][0].decode())
+print("defects:", [d for p in msg.walk() for d in p.defects])
+for p in msg.walk():
+    if p.get_content_type() == "image/png":
+        print("png:", p.get_content()[:8] == b"\x89PNG\r\n\x1a\n")
+    if p.get_content_type() == "text/plain":
+        print("text:", "Support" in p.get_content() and "3" in p.get_content())
+m.logout()
+"#;
+    let first = imaplib(&gateway, script);
+    println!("{first}");
+    assert!(first.contains("png: True"), "{first}");
+    assert!(first.contains("text: True"), "{first}");
+    assert!(first.contains("size ok: True"), "{first}");
+    assert!(first.contains("defects: []"), "{first}");
+    let again = imaplib(&gateway, script);
+    let uid = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("uid:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(uid(&first), uid(&again));
+    customer_mail(&gateway, "neu@kunde.example", "Noch ein Ticket", "Hallo");
+    let changed = imaplib(&gateway, script);
+    assert_ne!(uid(&first), uid(&changed), "{changed}");
+}

@@ -4,9 +4,11 @@ use std::collections::HashMap;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox as Address, Message as Mail};
+use sha2::{Digest, Sha256};
 
 use crate::config::Locale;
-use crate::core::model::{Agent, Priority};
+use crate::core::model::{Agent, Priority, Stats};
+use crate::core::statistics;
 use crate::core::ticket_message::{self, TicketHead};
 use crate::mailbox::folder::{Catalog, Folder, StatusName};
 use crate::store::{ListedTicket, Store, StoreError};
@@ -19,7 +21,8 @@ pub enum Source {
     Own,
     /// A reply template (its id).
     Template(i64),
-    Statistics,
+    /// The statistics as of this time (Unix seconds).
+    Statistics(i64),
 }
 
 /// The flags of a message as the client sees them.
@@ -241,8 +244,48 @@ impl Mailbox {
                     })
                 })
                 .collect(),
+            Folder::Statistics => {
+                let (_, digest) = self.statistics(agent, catalog).await?;
+                let (uid, at) = self
+                    .store
+                    .statistics_uid(agent.id, digest, crate::store::now())
+                    .await?;
+                vec![Message {
+                    uid,
+                    source: Source::Statistics(at),
+                    flags: Flags {
+                        seen: true,
+                        ..Flags::default()
+                    },
+                    size: None,
+                    internal_date: at,
+                }]
+            }
             _ => Vec::new(),
         })
+    }
+
+    /// The statistics over the agent's queues (all for an admin), status names in the
+    /// locale, and a digest of what they show.
+    async fn statistics(
+        &self,
+        agent: &Agent,
+        catalog: &Catalog,
+    ) -> Result<(Stats, i64), StoreError> {
+        let queues = (!agent.is_admin).then_some(catalog.queues.as_slice());
+        let mut stats = self.store.stats_in(crate::store::now(), queues).await?;
+        for (key, _) in &mut stats.per_status {
+            if let Some(s) = catalog.statuses.iter().find(|s| s.key == *key) {
+                *key = match self.locale {
+                    Locale::En => s.name_en.clone(),
+                    Locale::De => s.name_de.clone(),
+                };
+            }
+        }
+        let id = statistics::message_id(&stats, &self.hostname, self.locale);
+        let hash = Sha256::digest(id.as_bytes());
+        let digest = i64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
+        Ok((stats, digest))
     }
 
     /// The header data of tickets' messages.
@@ -267,7 +310,16 @@ impl Mailbox {
                 .into_iter()
                 .find(|(t, _, _)| *t == id)
                 .map(|(_, name, body)| self.template_message(id, &name, &body))),
-            Source::Statistics => Ok(None),
+            Source::Statistics(at) => {
+                let catalog = self.catalog(agent).await?;
+                let (stats, _) = self.statistics(agent, &catalog).await?;
+                Ok(Some(statistics::message(
+                    &stats,
+                    at,
+                    &self.hostname,
+                    self.locale,
+                )))
+            }
         }
     }
 

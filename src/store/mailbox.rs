@@ -412,6 +412,54 @@ impl Store {
         Ok(out)
     }
 
+    /// The UID and date of an agent's statistics message showing numbers with `digest`:
+    /// the same as before while the numbers stay, a new UID (and date) when they change.
+    pub async fn statistics_uid(&self, agent_id: i64, digest: i64, now: i64) -> Result<(u32, i64)> {
+        let names = [
+            format!("statistics.{agent_id}.digest"),
+            format!("statistics.{agent_id}.uid"),
+            format!("statistics.{agent_id}.at"),
+        ];
+        let read = |rows: Vec<sqlx::any::AnyRow>| -> Result<HashMap<String, i64>> {
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        };
+        let select = "SELECT name, value FROM counters WHERE name IN ($1, $2, $3)";
+        let known = read(
+            sqlx::query(select)
+                .bind(names[0].clone())
+                .bind(names[1].clone())
+                .bind(names[2].clone())
+                .fetch_all(&self.pool)
+                .await?,
+        )?;
+        if known.get(&names[0]) == Some(&digest)
+            && let (Some(&u), Some(&at)) = (known.get(&names[1]), known.get(&names[2]))
+        {
+            return Ok((uid(u)?, at));
+        }
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let next: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'mailbox_uid' RETURNING value",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        for (name, value) in names.iter().zip([digest, next, now]) {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name.clone())
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((uid(next)?, now))
+    }
+
     /// Remembers the rendered size of a ticket's message, while it still has that UID.
     pub async fn mailbox_set_size(&self, ticket_id: i64, uid: u32, size: i64) -> Result<()> {
         sqlx::query("UPDATE tickets SET mailbox_size = $1 WHERE id = $2 AND mailbox_uid = $3")

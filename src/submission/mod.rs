@@ -19,6 +19,7 @@ use crate::core::reply::{self, QuoteEntry, ReplyPlan};
 use crate::core::subject;
 use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
+use crate::core::ticket_message;
 use crate::login::Logins;
 use crate::net::smtp::{DeliverError, MailService};
 use crate::store::{
@@ -521,6 +522,18 @@ impl Submission {
     /// version), any Message-ID the ticket knows, then the subject tag.
     async fn find_ticket(&self, tx: &mut Tx, m: &IncomingMail) -> Result<Option<Found>, Refusal> {
         let refs: Vec<String> = m.in_reply_to.iter().chain(&m.references).cloned().collect();
+        // A reply to a ticket's message in the agent's mailbox names the ticket and the
+        // newest item the agent saw.
+        for id in &m.in_reply_to {
+            if let Some(v) = ticket_message::parse_message_id(id)
+                && let Some(t) = tx.ticket_by_number(v.number).await?
+            {
+                let merged = t.merged_into_id.is_some();
+                let ticket = tx.resolve_merged(t).await?;
+                let version = (!merged && v.last_item_id > 0).then_some(v.last_item_id);
+                return Ok(Some(Found { ticket, version }));
+            }
+        }
         for id in &m.in_reply_to {
             if let Some((t, item_id)) = tx.item_by_message_id(id).await? {
                 let merged = t.merged_into_id.is_some();

@@ -185,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .collect();
                     new.keywords.retain(|k| known.contains(&k.to_lowercase()));
                 }
-                Source::Template(_) | Source::Statistics => continue,
+                Source::Template(_) | Source::Statistics(_) => continue,
             }
             if new.seen != m.flags.seen {
                 let ticket = match m.source {
