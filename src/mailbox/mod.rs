@@ -2,6 +2,7 @@
 //! agents who work from their mail client.
 pub mod folder;
 pub mod imap;
+pub mod maildrop;
 pub mod message;
 pub mod pop3;
 pub mod view;

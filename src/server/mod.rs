@@ -1,5 +1,6 @@
 //! `serve`: wires store, intake (POP3 polling, inbound SMTP/LMTP), the outbox worker and
-//! the listeners together, and stops them cleanly on SIGTERM or Ctrl-C.
+//! the listeners (inbound SMTP, submission, the agents' IMAP and POP3) together, and stops
+//! them cleanly on SIGTERM or Ctrl-C.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use crate::intake::pipeline::Pipeline;
 use crate::intake::poller::{self, PollSettings};
 use crate::login::Logins;
 use crate::mailbox::imap::{self, ImapConfig};
+use crate::mailbox::maildrop::TicketMaildrop;
+use crate::mailbox::pop3::{self, Pop3Config};
 use crate::mailbox::view::Mailbox;
 use crate::net::guard::{GuardConfig, LoginGuard};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
@@ -183,10 +186,33 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             shutdown.clone(),
         )));
     }
-    for name in ["pop3", "pop3s"] {
-        if let Some(addr) = config.listen.addr(name)? {
-            tracing::debug!(%addr, "{name}: not served by this version");
+    let maildrop = Arc::new(TicketMaildrop::new(mailbox.clone()));
+    for (name, implicit_tls) in [("pop3", false), ("pop3s", true)] {
+        let Some(addr) = config.listen.addr(name)? else {
+            continue;
+        };
+        let mut lc = ListenerConfig::new(addr, name);
+        if !implicit_tls {
+            lc.busy_reply = Some(b"-ERR [SYS/TEMP] too many connections\r\n".to_vec());
         }
+        let listener = Listener::bind(lc)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+        let pc = Pop3Config {
+            tls: Some(tls_server.clone()),
+            implicit_tls,
+            allow_plain: config.submission.allow_plain_on_loopback && addr.ip().is_loopback(),
+            guard: guard.clone(),
+            ..Pop3Config::default()
+        };
+        tracing::info!(%addr, "{name} listener ready");
+        tasks.push(tokio::spawn(pop3::serve(
+            listener,
+            pc,
+            logins.clone(),
+            maildrop.clone(),
+            shutdown.clone(),
+        )));
     }
     tracing::info!(hostname = %config.hostname, "mticket is running");
 

@@ -48,6 +48,9 @@ pub struct Gateway {
     pub submissions_port: u16,
     pub imap_port: u16,
     pub imaps_port: u16,
+    /// Agents' POP3: STLS, and implicit TLS.
+    pub pop3_port: u16,
+    pub pop3s_port: u16,
     child: Option<Child>,
     starts: u32,
 }
@@ -96,6 +99,8 @@ impl Gateway {
             submissions_port,
             imap_port,
             imaps_port,
+            pop3_port,
+            pop3s_port,
         ] = free_ports();
         let records = dir.path().join("dns.txt");
         std::fs::write(&records, &opts.dns_records).unwrap();
@@ -114,8 +119,8 @@ submission = "{submission_host}:{submission_port}"
 submissions = "{submission_host}:{submissions_port}"
 imap = "127.0.0.1:{imap_port}"
 imaps = "127.0.0.1:{imaps_port}"
-pop3 = ""
-pop3s = ""
+pop3 = "127.0.0.1:{pop3_port}"
+pop3s = "127.0.0.1:{pop3s_port}"
 inbound = "127.0.0.1:{inbound_port}"
 lmtp = "127.0.0.1:{lmtp_port}"
 [intake]
@@ -155,6 +160,8 @@ allow_plain_on_loopback = {allow_plain}
             submissions_port,
             imap_port,
             imaps_port,
+            pop3_port,
+            pop3s_port,
             child: None,
             starts: 0,
         };
@@ -209,6 +216,8 @@ allow_plain_on_loopback = {allow_plain}
             self.submissions_port,
             self.imap_port,
             self.imaps_port,
+            self.pop3_port,
+            self.pop3s_port,
         ];
         while ports
             .iter()
