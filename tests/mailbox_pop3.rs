@@ -360,6 +360,18 @@ print("imap inbox:", imap_inbox())
     assert_eq!(before, after, "DELE changes nothing of the ticket");
     assert_eq!(after["status"], "new", "{after}");
     assert_eq!(after["assignee"], "anna", "{after}");
+    // The customer writes again: the ticket's new message is news for anna's POP3 too.
+    customer_mail(
+        &gateway,
+        "erika@kunde.example",
+        "Re: [Support #1] Wo bleibt mein Paket?",
+        "Immer noch nichts da.\n",
+    );
+    gateway.wait_for(
+        "the follow-up in anna's POP3 view",
+        Duration::from_secs(10),
+        || (pop3_view(&gateway, "anna") == [1, 2]).then_some(()),
+    );
 }
 
 #[test]

@@ -18,10 +18,12 @@ CREATE TABLE mailbox_seen (
     PRIMARY KEY (agent_id, ticket_id)
 );
 
--- Tickets an agent deleted from the POP3 view (DELE): hidden there for that agent only.
+-- Ticket messages an agent deleted from the POP3 view (DELE): hidden there for that agent
+-- only, until the ticket changes (its new message has a new UID).
 CREATE TABLE pop3_fetched (
     agent_id  BIGINT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
     ticket_id BIGINT NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+    uid       BIGINT NOT NULL,
     PRIMARY KEY (agent_id, ticket_id)
 );
 

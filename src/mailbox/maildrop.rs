@@ -84,7 +84,7 @@ pub fn wire_size(bytes: &[u8]) -> u64 {
 }
 
 impl Maildrop for TicketMaildrop {
-    /// The INBOX in UID order without the tickets the agent deleted over POP3. A size the
+    /// The INBOX in UID order without the messages the agent deleted over POP3. A size the
     /// store does not know yet is found by rendering the message (which remembers it).
     async fn open(&self, agent: &Agent) -> std::result::Result<Vec<DropEntry>, MaildropError> {
         let catalog = self.mailbox.catalog(agent).await.map_err(unavailable)?;
@@ -104,7 +104,7 @@ impl Maildrop for TicketMaildrop {
             let Source::Ticket(ticket_id) = m.source else {
                 continue;
             };
-            if fetched.contains(&ticket_id) {
+            if fetched.get(&ticket_id) == Some(&m.uid) {
                 continue;
             }
             let size = match m.size {
@@ -145,7 +145,7 @@ impl Maildrop for TicketMaildrop {
             .map_err(unavailable)
     }
 
-    /// Marks the tickets behind `uidls` fetched for this agent, in one transaction.
+    /// Marks the ticket messages behind `uidls` fetched for this agent, in one transaction.
     async fn delete(
         &self,
         agent: &Agent,
@@ -154,13 +154,13 @@ impl Maildrop for TicketMaildrop {
         let mut seen = HashSet::new();
         let mut ids = Vec::with_capacity(uidls.len());
         for u in uidls {
-            let Some((ticket_id, _)) = parse_uidl(u) else {
+            let Some((ticket_id, uid)) = parse_uidl(u) else {
                 return Err(MaildropError::Unavailable(format!(
                     "not a message here: {u}"
                 )));
             };
             if seen.insert(ticket_id) {
-                ids.push(ticket_id);
+                ids.push((ticket_id, uid));
             }
         }
         self.mailbox

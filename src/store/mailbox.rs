@@ -5,7 +5,7 @@
 //! clears it ([`Store::list_changed_tickets`] gives the next one), so a changed ticket shows
 //! as a new message, UIDs only grow and none is used twice, and one UIDVALIDITY serves every
 //! folder. The agents' own folders draw their UIDs from the same counter.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::Row;
 
@@ -516,27 +516,30 @@ impl Store {
         tx.commit().await
     }
 
-    /// Tickets the agent deleted from their POP3 view.
-    pub async fn pop3_fetched(&self, agent_id: i64) -> Result<HashSet<i64>> {
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT ticket_id FROM pop3_fetched WHERE agent_id = $1")
-                .bind(agent_id)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(ids.into_iter().collect())
+    /// The ticket messages the agent deleted from their POP3 view: ticket id → UID.
+    pub async fn pop3_fetched(&self, agent_id: i64) -> Result<HashMap<i64, u32>> {
+        let rows = sqlx::query("SELECT ticket_id, uid FROM pop3_fetched WHERE agent_id = $1")
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, uid(r.try_get(1)?)?)))
+            .collect()
     }
 
-    /// Hides these tickets from the agent's POP3 view (and no one else's).
-    pub async fn pop3_mark_fetched(&self, agent_id: i64, ticket_ids: &[i64]) -> Result<()> {
+    /// Hides these ticket messages (ticket id, UID) from the agent's POP3 view (and no one
+    /// else's); a ticket's next message shows again.
+    pub async fn pop3_mark_fetched(&self, agent_id: i64, messages: &[(i64, u32)]) -> Result<()> {
         let mut tx = self.begin().await?;
         let conn = tx.conn().await?;
-        for id in ticket_ids {
+        for &(ticket_id, uid) in messages {
             sqlx::query(
-                "INSERT INTO pop3_fetched (agent_id, ticket_id) VALUES ($1, $2) \
-                 ON CONFLICT (agent_id, ticket_id) DO NOTHING",
+                "INSERT INTO pop3_fetched (agent_id, ticket_id, uid) VALUES ($1, $2, $3) \
+                 ON CONFLICT (agent_id, ticket_id) DO UPDATE SET uid = excluded.uid",
             )
             .bind(agent_id)
-            .bind(*id)
+            .bind(ticket_id)
+            .bind(i64::from(uid))
             .execute(&mut *conn)
             .await?;
         }
