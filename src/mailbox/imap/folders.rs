@@ -24,6 +24,8 @@ pub(super) struct Selected {
     pub read_only: bool,
     /// In sequence order (sequence number = index + 1), UIDs ascending.
     pub messages: Vec<Message>,
+    /// The mailbox's last UID when `messages` were read: while it stays, nothing changed.
+    pub last_uid: i64,
 }
 
 impl Selected {
@@ -305,10 +307,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !folder.selectable() {
             return self.no(tag, "this folder only holds other folders");
         }
-        let Some(messages) = self.messages_of(&catalog, &folder).await else {
+        // Read before the messages: a change in between shows at the next refresh.
+        let Some((validity, next)) = self.uid_validity_next().await else {
             return self.no(tag, "folder not available right now");
         };
-        let Some((validity, next)) = self.uid_validity_next().await else {
+        let Some(messages) = self.messages_of(&catalog, &folder).await else {
             return self.no(tag, "folder not available right now");
         };
         let read_only = examine || matches!(folder, Folder::Templates | Folder::Statistics);
@@ -390,6 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             folder,
             read_only,
             messages,
+            last_uid: i64::from(next.get()) - 1,
         });
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -464,6 +468,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(sel) = self.selected.as_ref() else {
             return;
         };
+        // Every change of a ticket or an own folder takes a new UID: while the last UID
+        // stays, the folder is as it was (one cheap read per IDLE poll).
+        let Ok(last_uid) = self.mailbox.store().mailbox_last_uid().await else {
+            return;
+        };
+        if last_uid == sel.last_uid {
+            return;
+        }
         let folder = sel.folder.clone();
         let Some(catalog) = self.catalog().await else {
             return;
@@ -474,6 +486,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
+        if expunges {
+            // Without expunges the folder is not fully current yet.
+            sel.last_uid = last_uid;
+        }
         let fresh_uids: HashSet<u32> = fresh.iter().map(|m| m.uid).collect();
         if expunges {
             for i in (0..sel.messages.len()).rev() {
