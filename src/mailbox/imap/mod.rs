@@ -289,7 +289,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.authenticate_plain(tag, initial.declassify()).await;
                 } else {
                     self.authenticating = Some(tag);
-                    let empty = CommandContinuationRequest::basic(None, "").expect("valid");
+                    // An empty challenge: "+ " (a basic continuation cannot be empty).
+                    let empty = CommandContinuationRequest::base64(Vec::new());
                     let _ = self.server.authenticate_continue(empty);
                 }
             }
@@ -813,6 +814,14 @@ mod tests {
         .await;
         assert!(out.contains("* BAD"), "{out}");
         assert!(out.contains("a1 BAD unknown command"), "{out}");
+        assert!(out.ends_with("a2 OK LOGOUT completed\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn authenticate_without_initial_response_gets_an_empty_challenge() {
+        let out = talk(&["a1 AUTHENTICATE PLAIN\r\n", "*\r\n", "a2 LOGOUT\r\n"]).await;
+        assert!(out.contains("\r\n+ \r\n"), "{out}");
+        assert!(out.contains("a1 "), "{out}");
         assert!(out.ends_with("a2 OK LOGOUT completed\r\n"), "{out}");
     }
 
