@@ -257,7 +257,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
-            if self.errors > self.cfg.max_errors {
+            // Once: a second BYE would move `close_after` on, and so on without end.
+            if self.errors > self.cfg.max_errors && !self.closing {
                 self.bye("too many bad commands");
             }
         }
@@ -823,6 +824,15 @@ mod tests {
         assert!(out.contains("\r\n+ \r\n"), "{out}");
         assert!(out.contains("a1 "), "{out}");
         assert!(out.ends_with("a2 OK LOGOUT completed\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn too_many_bad_commands_end_the_session_with_one_bye() {
+        let junk: Vec<String> = (0..40).map(|i| format!("junk {i}\r\n")).collect();
+        let lines: Vec<&str> = junk.iter().map(String::as_str).collect();
+        let out = talk(&lines).await;
+        assert_eq!(out.matches("* BYE").count(), 1, "{out}");
+        assert!(out.ends_with("* BYE too many bad commands\r\n"), "{out}");
     }
 
     #[tokio::test]
