@@ -125,6 +125,10 @@ struct Session<S> {
     /// What the client sent while a FETCH was being answered, handled after it.
     deferred: std::collections::VecDeque<Event>,
     deferred_errors: std::collections::VecDeque<ProtocolError>,
+    /// Line and literal sizes of what the client sends, checked as it arrives.
+    limit: LineLimit,
+    /// Over a limit: answered and closed before reading more.
+    overflow: Option<(Overflow, Option<Tag<'static>>)>,
 }
 
 fn options(cfg: &ImapConfig) -> Options {
@@ -207,6 +211,8 @@ where
         job: None,
         deferred: Default::default(),
         deferred_errors: Default::default(),
+        limit: LineLimit::default(),
+        overflow: None,
     };
     session.run().await
 }
@@ -257,7 +263,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
-            if self.errors > self.cfg.max_errors {
+            // Once: a second BYE would move `close_after` on, and so on without end.
+            if self.errors > self.cfg.max_errors && !self.closing {
                 self.bye("too many bad commands");
             }
         }
@@ -289,7 +296,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.authenticate_plain(tag, initial.declassify()).await;
                 } else {
                     self.authenticating = Some(tag);
-                    let empty = CommandContinuationRequest::basic(None, "").expect("valid");
+                    // An empty challenge: "+ " (a basic continuation cannot be empty).
+                    let empty = CommandContinuationRequest::base64(Vec::new());
                     let _ = self.server.authenticate_continue(empty);
                 }
             }
@@ -376,6 +384,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if let Some(e) = self.deferred_errors.pop_front() {
                         return Ok(Step::Error(e));
                     }
+                    if let Some((over, tag)) = self.overflow.take() {
+                        // What follows cannot be read as commands again: answer and close.
+                        let text = match over {
+                            Overflow::Line => "command line too long",
+                            Overflow::Literal => "literal too long",
+                        };
+                        if let Some(tag) = tag {
+                            self.bad(tag, text);
+                        }
+                        self.bye(text);
+                        continue;
+                    }
                     let timeout = if self.idling {
                         IDLE_POLL
                     } else if self.agent.is_none() {
@@ -395,7 +415,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         Ok(Ok(0)) => return Ok(Step::Closed),
                         Ok(Ok(n)) => {
                             self.idle_since = std::time::Instant::now();
-                            self.server.enqueue_input(&self.buf[..n]);
+                            let (take, over) = self.limit.feed(
+                                &self.buf[..n],
+                                self.cfg.max_command,
+                                self.cfg.max_literal,
+                            );
+                            self.server.enqueue_input(&self.buf[..take]);
+                            self.overflow = over;
                         }
                         Ok(Err(e)) => return Err(e.into()),
                         Err(_)
@@ -707,6 +733,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // A fresh state sends a greeting first: that one is dropped, not written.
         let greeting = Greeting::ok(None, "mticket ready").expect("valid greeting");
         self.server = Server::new(options(&self.cfg), greeting);
+        self.limit = LineLimit::default();
         loop {
             match self.server.next() {
                 Ok(Event::GreetingSent { .. }) => return Ok(()),
@@ -748,6 +775,104 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.close_after = Some(last);
         self.closing = true;
     }
+}
+
+/// Which limit the client went over.
+#[derive(Debug, PartialEq)]
+enum Overflow {
+    Line,
+    Literal,
+}
+
+/// Follows the client's bytes as they arrive: imap-next checks a command's size only
+/// against `max_literal + max_command` and only once its line is complete, so without this
+/// a line with no end, or a non-synchronizing literal over `max_literal` (the client sends
+/// it anyway), would be buffered up to that size before being refused.
+#[derive(Default)]
+struct LineLimit {
+    /// Bytes of the current line so far (literals not counted).
+    line: usize,
+    /// Literal bytes still to come.
+    literal: u64,
+    /// The start of the command, for its tag.
+    head: Vec<u8>,
+    /// The end of the current line, for a literal announcement.
+    tail: Vec<u8>,
+}
+
+impl LineLimit {
+    /// How many of `bytes` go to the parser: all of them, or those up to the point where a
+    /// limit was passed (with the limit and the command's tag).
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        max_command: u32,
+        max_literal: u32,
+    ) -> (usize, Option<(Overflow, Option<Tag<'static>>)>) {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.literal > 0 {
+                let n = self.literal.min((bytes.len() - i) as u64);
+                self.literal -= n;
+                i += n as usize;
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            self.line += 1;
+            if self.head.len() < 64 {
+                self.head.push(b);
+            }
+            if self.tail.len() == 32 {
+                self.tail.remove(0);
+            }
+            self.tail.push(b);
+            if b == b'\n' {
+                let announced = literal_announcement(&self.tail);
+                self.line = 0;
+                self.tail.clear();
+                match announced {
+                    Some((n, true)) if n > u64::from(max_literal) => {
+                        // imap-next refuses it and the client does not send it.
+                        self.head.clear();
+                    }
+                    Some((n, false)) if n > u64::from(max_literal) => {
+                        return (i, Some((Overflow::Literal, tag_of(&self.head))));
+                    }
+                    // The command goes on after the literal: its head stays.
+                    Some((n, _)) => self.literal = n,
+                    None => self.head.clear(),
+                }
+            } else if self.line > max_command as usize {
+                return (i, Some((Overflow::Line, tag_of(&self.head))));
+            }
+        }
+        (bytes.len(), None)
+    }
+}
+
+/// `{N}`, `{N+}`, `{N-}` or `~{N}` at the end of a line: (N, synchronizing).
+fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"}")?;
+    let (inner, sync) = match inner
+        .strip_suffix(b"+")
+        .or_else(|| inner.strip_suffix(b"-"))
+    {
+        Some(rest) => (rest, false),
+        None => (inner, true),
+    };
+    let start = inner.iter().rposition(|&b| b == b'{')?;
+    let digits = &inner[start + 1..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(digits)
+        .ok()?
+        .parse()
+        .unwrap_or(u64::MAX);
+    Some((n, sync))
 }
 
 /// The tag of a line the parser gave up on, when it starts with one: the client then gets
@@ -814,6 +939,63 @@ mod tests {
         assert!(out.contains("* BAD"), "{out}");
         assert!(out.contains("a1 BAD unknown command"), "{out}");
         assert!(out.ends_with("a2 OK LOGOUT completed\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn authenticate_without_initial_response_gets_an_empty_challenge() {
+        let out = talk(&["a1 AUTHENTICATE PLAIN\r\n", "*\r\n", "a2 LOGOUT\r\n"]).await;
+        assert!(out.contains("\r\n+ \r\n"), "{out}");
+        assert!(out.contains("a1 "), "{out}");
+        assert!(out.ends_with("a2 OK LOGOUT completed\r\n"), "{out}");
+    }
+
+    #[test]
+    fn long_lines_and_oversized_non_synchronizing_literals_are_caught_as_they_arrive() {
+        let mut limit = LineLimit::default();
+        let ok = b"a1 NOOP\r\na2 APPEND Drafts {5}\r\nhello\r\n";
+        assert_eq!(limit.feed(ok, 32, 10), (ok.len(), None));
+
+        // The literal's bytes do not count against the line, even split over reads.
+        let mut limit = LineLimit::default();
+        let announce = b"a3 APPEND Drafts {40+}\r\n";
+        assert_eq!(limit.feed(announce, 32, 100), (announce.len(), None));
+        assert_eq!(limit.feed(&[b'x'; 30], 32, 100), (30, None));
+        let rest = b"xxxxxxxxxx\r\na4 NOOP\r\n";
+        assert_eq!(limit.feed(rest, 32, 100), (rest.len(), None));
+
+        let mut limit = LineLimit::default();
+        let (taken, over) = limit.feed(b"a5 NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 16, 100);
+        assert_eq!(taken, 17);
+        let (what, tag) = over.expect("over the line limit");
+        assert_eq!(what, Overflow::Line);
+        assert_eq!(tag.expect("tag").as_ref(), "a5");
+
+        // Synchronizing: refused by imap-next, not sent by the client; what follows counts.
+        let mut limit = LineLimit::default();
+        let sync = b"a6 APPEND Drafts {104857600}\r\na7 NOOP\r\n";
+        assert_eq!(limit.feed(sync, 64, 100), (sync.len(), None));
+
+        let mut limit = LineLimit::default();
+        let nonsync = b"a8 APPEND Drafts {104857600+}\r\nxxxx";
+        let (taken, over) = limit.feed(nonsync, 64, 100);
+        assert_eq!(taken, nonsync.len() - 4);
+        let (what, tag) = over.expect("literal over the limit");
+        assert_eq!(what, Overflow::Literal);
+        assert_eq!(tag.expect("tag").as_ref(), "a8");
+
+        assert_eq!(literal_announcement(b"x ~{12}\r\n"), Some((12, true)));
+        assert_eq!(literal_announcement(b"x {12-}\n"), Some((12, false)));
+        assert_eq!(literal_announcement(b"x {}\r\n"), None);
+        assert_eq!(literal_announcement(b"x {1a}\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn too_many_bad_commands_end_the_session_with_one_bye() {
+        let junk: Vec<String> = (0..40).map(|i| format!("junk {i}\r\n")).collect();
+        let lines: Vec<&str> = junk.iter().map(String::as_str).collect();
+        let out = talk(&lines).await;
+        assert_eq!(out.matches("* BYE").count(), 1, "{out}");
+        assert!(out.ends_with("* BYE too many bad commands\r\n"), "{out}");
     }
 
     #[tokio::test]
