@@ -2,7 +2,8 @@
 //! login name, read fresh (access may have changed), and its password checked against the
 //! stored argon2id hash. An unknown login is checked against a dummy hash, so it takes as
 //! long as a wrong password and does not tell which logins exist.
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use tokio::sync::Semaphore;
 
@@ -21,17 +22,61 @@ static CHECKS: LazyLock<Semaphore> = LazyLock::new(|| {
     )
 });
 
+/// Mailbox sessions (IMAP and POP3) one agent may have open at once: Thunderbird keeps up
+/// to five per account, an agent may run a few clients; more is a runaway client.
+pub const MAX_SESSIONS_PER_AGENT: usize = 20;
+
 pub struct Logins {
     store: Store,
     dummy_hash: tokio::sync::OnceCell<String>,
+    sessions: Arc<Mutex<HashMap<i64, usize>>>,
+    max_sessions: usize,
+}
+
+/// One open mailbox session of an agent; dropping it ends it.
+pub struct SessionSlot {
+    sessions: Arc<Mutex<HashMap<i64, usize>>>,
+    agent_id: i64,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.agent_id) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.agent_id);
+            }
+        }
+    }
 }
 
 impl Logins {
     pub fn new(store: Store) -> Logins {
+        Logins::with_session_limit(store, MAX_SESSIONS_PER_AGENT)
+    }
+
+    pub fn with_session_limit(store: Store, max_sessions: usize) -> Logins {
         Logins {
             store,
             dummy_hash: tokio::sync::OnceCell::new(),
+            sessions: Arc::default(),
+            max_sessions,
         }
+    }
+
+    /// A mailbox session for the agent, unless they have the most open already.
+    pub fn enter(&self, agent_id: i64) -> Option<SessionSlot> {
+        let mut open = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(agent_id).or_default();
+        if *n >= self.max_sessions {
+            return None;
+        }
+        *n += 1;
+        Some(SessionSlot {
+            sessions: self.sessions.clone(),
+            agent_id,
+        })
     }
 
     /// The agent, when `password` is right; `Err` when the check itself failed.
@@ -101,4 +146,23 @@ pub fn plain_credentials(decoded: &[u8]) -> Result<(String, String), PlainError>
         return Err(PlainError::OtherIdentity);
     }
     Ok((user.to_string(), pass.to_string()))
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_has_at_most_the_limit_of_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let logins = Logins::with_session_limit(store, 2);
+        let a = logins.enter(1).expect("first");
+        let _b = logins.enter(1).expect("second");
+        assert!(logins.enter(1).is_none(), "third refused");
+        assert!(logins.enter(2).is_some(), "another agent is not affected");
+        drop(a);
+        assert!(logins.enter(1).is_some(), "a place is free again");
+    }
 }

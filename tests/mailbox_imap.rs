@@ -601,3 +601,37 @@ m.logout()
     let changed = imaplib(&gateway, script);
     assert_ne!(uid(&first), uid(&changed), "{changed}");
 }
+
+/// An agent's mailbox sessions are limited (20): the next login is refused with [LIMIT],
+/// another agent still gets in, and a closed session frees its place.
+#[test]
+fn an_agent_has_a_limited_number_of_sessions() {
+    let gateway = helpdesk();
+    let said = imaplib(
+        &gateway,
+        r#"
+import imaplib, os, ssl, sys
+port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+def connect(login, password):
+    m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
+    try:
+        m.login(login, password)
+        return m, "OK"
+    except imaplib.IMAP4.error as e:
+        return m, str(e)
+open_ = [connect("anna", os.environ["AGENT_PASSWORD"])[0] for _ in range(20)]
+m, result = connect("anna", os.environ["AGENT_PASSWORD"])
+print("21st:", result)
+b, result = connect("ben", "ben-secret")
+print("ben:", result)
+open_[0].logout()
+m, result = connect("anna", os.environ["AGENT_PASSWORD"])
+print("after one closed:", result)
+"#,
+    );
+    assert!(said.contains("21st: b'[LIMIT]"), "{said}");
+    assert!(said.contains("ben: OK"), "{said}");
+    assert!(said.contains("after one closed: OK"), "{said}");
+}

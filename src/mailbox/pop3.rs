@@ -191,6 +191,7 @@ where
             user: None,
             sasl: false,
         },
+        slot: None,
     };
     let result = session.run().await;
     if let Some(stream) = session.wire.stream.as_mut() {
@@ -439,6 +440,8 @@ struct Session<S, M> {
     peer: Option<SocketAddr>,
     errors: usize,
     state: State,
+    /// The agent's place among their open sessions, held while logged in.
+    slot: Option<crate::login::SessionSlot>,
 }
 
 const NEEDS_TLS: &str = "[AUTH] login needs TLS: use STLS first, or port 995";
@@ -711,6 +714,11 @@ where
         match self.logins.check(login, password).await {
             Ok(Some(agent)) => {
                 guard.succeeded(ip, login);
+                let Some(slot) = self.logins.enter(agent.id) else {
+                    tracing::info!(agent = %agent.login, peer = ?self.peer, "POP3 login: too many sessions");
+                    return self.refuse("[IN-USE] too many open sessions for this agent");
+                };
+                self.slot = Some(slot);
                 self.open(agent).await
             }
             Ok(None) => {

@@ -96,6 +96,8 @@ struct Session<S> {
     mailbox: Mailbox,
     /// Set by a successful LOGIN or AUTHENTICATE.
     agent: Option<Agent>,
+    /// The agent's place among their open sessions, held while logged in.
+    slot: Option<crate::login::SessionSlot>,
     /// The open folder (SELECT/EXAMINE).
     selected: Option<folders::Selected>,
     /// In IDLE: changes are looked for every [`IDLE_POLL`].
@@ -193,6 +195,7 @@ where
         logins,
         mailbox,
         agent: None,
+        slot: None,
         selected: None,
         idling: false,
         authenticating: None,
@@ -676,7 +679,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match self.logins.check(login, password).await {
             Ok(Some(agent)) => {
                 guard.succeeded(ip, login);
+                let Some(slot) = self.logins.enter(agent.id) else {
+                    tracing::info!(agent = %agent.login, peer = ?self.peer, "IMAP login: too many sessions");
+                    return (false, "[LIMIT] too many open sessions for this agent");
+                };
                 tracing::info!(agent = %agent.login, peer = ?self.peer, "IMAP login");
+                self.slot = Some(slot);
                 self.agent = Some(agent);
                 (true, "logged in")
             }
