@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use chrono::{DateTime, FixedOffset};
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use crate::config::Locale;
 use crate::core::commands::{self, CommandError};
@@ -137,9 +137,8 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(unparseable("the mail is empty"));
     }
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or_else(|| unparseable("no header section found"))?;
+    let message =
+        crate::core::mail::parse_mime(raw).ok_or_else(|| unparseable("no header section found"))?;
     let root = message
         .parts
         .first()
@@ -819,6 +818,7 @@ fn encoded_words(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::MessageParser;
 
     fn entry(kind: ItemKind, marker: &str, date: i64) -> QuoteEntry {
         QuoteEntry {
