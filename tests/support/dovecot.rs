@@ -1,6 +1,7 @@
 //! A private Dovecot 2.3 instance for integration tests: POP3 (plain + STLS) and POP3S on
-//! free loopback ports, passwd-file users, Maildir mailboxes filled directly on disk, and a
-//! certificate from a CA it generates (trust it with `ca_pem()`). Dropping it stops Dovecot.
+//! free loopback ports (with [`Dovecot::start_with_imap`] also IMAP and IMAPS), passwd-file
+//! users, Maildir mailboxes filled directly on disk, and a certificate from a CA it generates
+//! (trust it with `ca_pem()`). Dropping it stops Dovecot.
 
 use std::fs;
 use std::io::Read;
@@ -22,6 +23,8 @@ pub struct Dovecot {
     child: Child,
     pop3_port: u16,
     pop3s_port: u16,
+    /// IMAP (plain + STARTTLS) and IMAPS, when started with them.
+    imap_ports: Option<(u16, u16)>,
     ca_pem: String,
     /// Owner of the mailboxes: `nobody` as root (Dovecot refuses uid 0), else ourselves.
     mail_uid: u32,
@@ -35,12 +38,21 @@ static DELIVERED: AtomicU64 = AtomicU64::new(0);
 impl Dovecot {
     /// Starts an instance and waits until both ports accept connections.
     pub fn start() -> Dovecot {
+        Self::start_serving(false)
+    }
+
+    /// Like [`Dovecot::start`], also serving IMAP and IMAPS (needs `dovecot-imapd`).
+    pub fn start_with_imap() -> Dovecot {
+        Self::start_serving(true)
+    }
+
+    fn start_serving(imap: bool) -> Dovecot {
         let binary = which_dovecot();
         // Ports are picked by binding to port 0 and released just before Dovecot binds
         // them; another test could grab one in between, so retry a few times.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Self::try_start(&binary) {
+            match Self::try_start(&binary, imap) {
                 Ok(dovecot) => return dovecot,
                 Err(e) => last_error = e,
             }
@@ -48,7 +60,7 @@ impl Dovecot {
         panic!("could not start dovecot: {last_error}");
     }
 
-    fn try_start(binary: &Path) -> Result<Dovecot, String> {
+    fn try_start(binary: &Path, imap: bool) -> Result<Dovecot, String> {
         let dir = tempfile::Builder::new()
             .prefix("mticket-dovecot-")
             .tempdir()
@@ -76,8 +88,13 @@ impl Dovecot {
         fs::set_permissions(root.join("home"), fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("chmod home: {e}"))?;
 
-        let [pop3_port, pop3s_port] = super::gateway::free_ports();
-        let config = config_text(&root, pop3_port, pop3s_port, mail_uid, mail_gid, is_root);
+        let [pop3_port, pop3s_port, imap_port, imaps_port] = super::gateway::free_ports();
+        let imap_ports = imap.then_some((imap_port, imaps_port));
+        let mut config = config_text(&root, pop3_port, pop3s_port, mail_uid, mail_gid, is_root);
+        if let Some((imap_port, imaps_port)) = imap_ports {
+            config = config.replace("protocols = pop3\n", "protocols = pop3 imap\n");
+            config.push_str(&imap_service_text(imap_port, imaps_port, is_root));
+        }
         let conf_path = root.join("dovecot.conf");
         write(&conf_path, &config);
 
@@ -108,7 +125,8 @@ impl Dovecot {
             // A greeting on the plain port means the master finished starting up (it
             // ignores SIGTERM before that) and login processes are serving.
             let up = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if up(pop3s_port) && greets(pop3_port) {
+            let imap_up = imap_ports.is_none_or(|(p, ps)| up(ps) && greets_imap(p));
+            if up(pop3s_port) && greets(pop3_port) && imap_up {
                 break;
             }
             if Instant::now() > deadline {
@@ -126,6 +144,7 @@ impl Dovecot {
             child,
             pop3_port,
             pop3s_port,
+            imap_ports,
             ca_pem,
             mail_uid,
             mail_gid,
@@ -139,6 +158,37 @@ impl Dovecot {
 
     pub fn pop3s_port(&self) -> u16 {
         self.pop3s_port
+    }
+
+    /// The IMAP port (plain, STARTTLS); only with [`Dovecot::start_with_imap`].
+    pub fn imap_port(&self) -> u16 {
+        self.imap_ports.expect("started without IMAP").0
+    }
+
+    /// The IMAPS port (implicit TLS); only with [`Dovecot::start_with_imap`].
+    pub fn imaps_port(&self) -> u16 {
+        self.imap_ports.expect("started without IMAP").1
+    }
+
+    /// The ids of this instance's processes named `comm` (`imap`, `pop3`, `auth`, …): those
+    /// in the master's process group.
+    pub fn processes(&self, comm: &str) -> Vec<u32> {
+        let group = self.child.id();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|p| {
+                let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(p.path().join("stat")).ok()?;
+                let (head, rest) = stat.rsplit_once(')')?;
+                let name = head.split_once('(')?.1;
+                // After the name: state, ppid, pgrp.
+                let pgrp: u32 = rest.split_whitespace().nth(2)?.parse().ok()?;
+                (name == comm && pgrp == group).then_some(pid)
+            })
+            .collect()
     }
 
     /// PEM of the CA that signed the server certificate (valid for `localhost` and 127.0.0.1).
@@ -208,6 +258,29 @@ impl Dovecot {
         let tmp = maildir.join("tmp").join(&name);
         fs::write(&tmp, raw).expect("write message");
         fs::rename(&tmp, maildir.join("new").join(&name)).expect("move message to new");
+    }
+
+    /// Puts a message into the user's INBOX as one a client has already seen: straight into
+    /// `cur` with the Maildir flags `flags` (any of `S` seen, `R` answered, `F` flagged, `D`
+    /// draft, `T` trashed; sorted here) and its size in the name, as Dovecot's own delivery
+    /// names it. Names sort in the order of the calls, and Dovecot gives UIDs in that order.
+    pub fn deliver_seen(&self, user: &str, raw: &[u8], flags: &str) {
+        let maildir = self.maildir(user);
+        assert!(maildir.join("cur").is_dir(), "unknown user {user}");
+        let n = DELIVERED.fetch_add(1, Ordering::Relaxed);
+        let mut sorted: Vec<char> = flags.chars().collect();
+        sorted.sort_unstable();
+        let flags: String = sorted.into_iter().collect();
+        let name = format!(
+            "{}.M{n}P{}.mticket-test,S={}",
+            1_000_000_000 + n,
+            std::process::id(),
+            raw.len()
+        );
+        let tmp = maildir.join("tmp").join(&name);
+        fs::write(&tmp, raw).expect("write message");
+        fs::rename(&tmp, maildir.join("cur").join(format!("{name}:2,{flags}")))
+            .expect("move message to cur");
     }
 
     pub fn deliver_many<'a>(&self, user: &str, raws: impl IntoIterator<Item = &'a [u8]>) {
@@ -362,6 +435,35 @@ service pop3-login {{
 {login_chroot}}}
 "#
     )
+}
+
+/// The IMAP service, appended to [`config_text`]'s.
+fn imap_service_text(imap_port: u16, imaps_port: u16, is_root: bool) -> String {
+    let login_chroot = if is_root { "" } else { "  chroot =\n" };
+    format!(
+        r#"service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = {imaps_port}
+    ssl = yes
+  }}
+  service_count = 0
+  process_min_avail = 2
+{login_chroot}}}
+"#
+    )
+}
+
+/// Whether an IMAP greeting (`* OK`) comes on `port`.
+fn greets_imap(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"* OK"
 }
 
 fn greets(port: u16) -> bool {
