@@ -109,8 +109,8 @@ const PRODUCT_PREFIXES: &[&str] = &[
     "Nacht", "Ofen", "Rasen", "Schnell", "Sonnen", "Stand", "Tisch", "Wand", "Zeit",
 ];
 const PRODUCT_SUFFIXES: &[&str] = &[
-    "bohrer", "kocher", "lampe", "mixer", "pumpe", "regal", "schrank", "spiegel", "uhr",
-    "waage", "sauger", "grill", "filter", "presse", "heizer",
+    "bohrer", "kocher", "lampe", "mixer", "pumpe", "regal", "schrank", "spiegel", "uhr", "waage",
+    "sauger", "grill", "filter", "presse", "heizer",
 ];
 /// The product the body search looks for.
 const SEARCHED: usize = 137;
@@ -310,7 +310,11 @@ impl Client {
         };
         let mut greeting = Response::default();
         c.read(&mut greeting).expect("greeting");
-        assert!(greeting.starts_with("* OK"), "greeting: {}", greeting.line());
+        assert!(
+            greeting.starts_with("* OK"),
+            "greeting: {}",
+            greeting.line()
+        );
         c
     }
 
@@ -355,10 +359,7 @@ impl Client {
                 .unwrap_or_else(|e| panic!("{command}: reading the response: {e}"));
             if r.starts_with(&format!("{tag} ")) {
                 let line = r.line();
-                assert!(
-                    line[tag.len() + 1..].starts_with("OK"),
-                    "{command}: {line}"
-                );
+                assert!(line[tag.len() + 1..].starts_with("OK"), "{command}: {line}");
                 return line;
             }
             each(&r);
@@ -765,7 +766,10 @@ fn main() {
             g.found, d.found,
             "the gateway and Dovecot find the same messages"
         );
-        assert_eq!(g.found, expected, "the search finds the tickets naming {word}");
+        assert_eq!(
+            g.found, expected,
+            "the search finds the tickets naming {word}"
+        );
         runs.push((g, d));
     }
     let breakdown = [Server::Gateway, Server::Dovecot].map(|server| {

@@ -136,6 +136,11 @@ impl<'a> Anatomy<'a> {
 }
 
 /// ENVELOPE of a message's top-level header.
+/// ENVELOPE of a header block alone (no MIME structure is read: cheap for listings).
+pub fn header_envelope(header: &[u8]) -> Envelope<'static> {
+    envelope_of(header)
+}
+
 pub fn envelope(raw: &[u8]) -> Envelope<'static> {
     Anatomy::parse(raw).envelope()
 }

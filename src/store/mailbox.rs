@@ -7,9 +7,10 @@
 //! folder. The agents' own folders draw their UIDs from the same counter.
 use std::collections::HashMap;
 
+use futures::TryStreamExt;
 use sqlx::Row;
 
-use super::{Actor, Arg, Field, Result, Sql, Store, StoreError, TicketQuery, flag};
+use super::{Actor, Arg, Backend, Field, Result, Sql, Store, StoreError, TicketQuery, flag};
 use crate::config::Locale;
 use crate::core::model::{Priority, TicketDetail};
 use crate::core::ticket_message::TicketHead;
@@ -103,22 +104,39 @@ impl Store {
         .await?;
         let first = last - ids.len() as i64 + 1;
         uid(last)?;
-        // `column1`/`column2` name a VALUES list's columns in SQLite and PostgreSQL alike.
-        for (n, chunk) in ids.chunks(400).enumerate() {
-            let mut sql = Sql::for_backend(
-                self.backend,
-                "UPDATE tickets SET mailbox_uid = v.column2, mailbox_size = NULL FROM (VALUES ",
-            );
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
+        match self.backend {
+            // One prepared statement per ticket: SQLite plans `UPDATE … FROM (VALUES …)`
+            // with bound values as a scan of every ticket per value (seconds per batch).
+            Backend::Sqlite => {
+                for (i, id) in ids.iter().enumerate() {
+                    sqlx::query(
+                        "UPDATE tickets SET mailbox_uid = $1, mailbox_size = NULL \
+                         WHERE id = $2 AND mailbox_uid IS NULL",
+                    )
+                    .bind(first + i as i64)
+                    .bind(*id)
+                    .execute(&mut *conn)
+                    .await?;
                 }
-                let uid = first + (n * 400 + i) as i64;
-                sql.push("(").bind(Arg::Int(*id)).push(", ");
-                sql.bind(Arg::Int(uid)).push(")");
             }
-            sql.push(") AS v WHERE tickets.id = v.column1 AND tickets.mailbox_uid IS NULL");
-            sql.query().execute(&mut *conn).await?;
+            // One statement per 400 tickets; `column1`/`column2` name the VALUES columns.
+            Backend::Postgres => {
+                for (n, chunk) in ids.chunks(400).enumerate() {
+                    let mut sql = Sql::new(
+                        "UPDATE tickets SET mailbox_uid = v.column2, mailbox_size = NULL FROM (VALUES ",
+                    );
+                    for (i, id) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            sql.push(", ");
+                        }
+                        let uid = first + (n * 400 + i) as i64;
+                        sql.push("(").bind(Arg::Int(*id)).push(", ");
+                        sql.bind(Arg::Int(uid)).push(")");
+                    }
+                    sql.push(") AS v WHERE tickets.id = v.column1 AND tickets.mailbox_uid IS NULL");
+                    sql.query().execute(&mut *conn).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(ids.len())
@@ -141,37 +159,24 @@ impl Store {
         );
         self.push_conditions(&mut sql, q);
         sql.push(" ORDER BY t.mailbox_uid");
-        let rows = sql.query().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ListedTicket {
-                    uid: uid(r.try_get("mailbox_uid")?)?,
-                    ticket_id: r.try_get("id")?,
-                    priority: r
-                        .try_get::<String, _>("priority")?
-                        .parse()
-                        .unwrap_or(Priority::Low),
-                    billable: r.try_get::<i64, _>("billable")? != 0,
-                    delivery_block: r.try_get::<i64, _>("delivery_block")? != 0,
-                    answered: r.try_get::<Option<String>, _>("last_kind")?.as_deref()
-                        == Some("reply"),
-                    last_action_at: r.try_get("last_action_at")?,
-                    size: r.try_get("mailbox_size")?,
-                })
-            })
-            .collect()
+        // Row by row: a folder of 100,000 tickets as rows at once costs hundreds of MiB.
+        let mut rows = sql.query().fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            out.push(listed(&r)?);
+        }
+        Ok(out)
     }
 
     /// Every ticket's tags (ticket id → names).
     pub async fn all_ticket_tags(&self) -> Result<HashMap<i64, Vec<String>>> {
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT tt.ticket_id, g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id \
              ORDER BY g.name",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch(&self.pool);
         let mut out: HashMap<i64, Vec<String>> = HashMap::new();
-        for r in &rows {
+        while let Some(r) = rows.try_next().await? {
             out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
         }
         Ok(out)
@@ -461,12 +466,13 @@ impl Store {
     }
 
     /// Remembers the rendered size of a ticket's message, while it still has that UID.
+    /// A cache: written without waiting for the disk (SQLite), a lost one is computed again.
     pub async fn mailbox_set_size(&self, ticket_id: i64, uid: u32, size: i64) -> Result<()> {
         sqlx::query("UPDATE tickets SET mailbox_size = $1 WHERE id = $2 AND mailbox_uid = $3")
             .bind(size)
             .bind(ticket_id)
             .bind(i64::from(uid))
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await?;
         Ok(())
     }
@@ -647,6 +653,22 @@ impl Store {
         }
         tx.commit().await
     }
+}
+
+fn listed(r: &sqlx::any::AnyRow) -> Result<ListedTicket> {
+    Ok(ListedTicket {
+        uid: uid(r.try_get("mailbox_uid")?)?,
+        ticket_id: r.try_get("id")?,
+        priority: r
+            .try_get::<String, _>("priority")?
+            .parse()
+            .unwrap_or(Priority::Low),
+        billable: r.try_get::<i64, _>("billable")? != 0,
+        delivery_block: r.try_get::<i64, _>("delivery_block")? != 0,
+        answered: r.try_get::<Option<String>, _>("last_kind")?.as_deref() == Some("reply"),
+        last_action_at: r.try_get("last_action_at")?,
+        size: r.try_get("mailbox_size")?,
+    })
 }
 
 fn push_ids(sql: &mut Sql, ids: &[i64]) {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use super::folders::{internal_date, wire_flags};
-use crate::mailbox::message::{Anatomy, istring, partial};
+use crate::mailbox::message::{Anatomy, header_envelope, header_fields, istring, partial};
 use crate::mailbox::view::{Message, Source};
 
 /// Messages answered per turn of the session loop.
@@ -126,6 +126,22 @@ fn sets_seen(items: &[MessageDataItemName<'_>]) -> bool {
     })
 }
 
+/// A header-only section (see [`header_only`]) from the header block alone.
+fn header_section(header: &[u8], section: &Option<Section<'_>>) -> Vec<u8> {
+    let names = |n: &Vec1<imap_next::imap_types::core::AString<'_>>| -> Vec<Vec<u8>> {
+        n.as_ref().iter().map(|a| a.as_ref().to_vec()).collect()
+    };
+    match section {
+        Some(Section::HeaderFields(None, n)) | Some(Section::HeaderFieldsNot(None, n)) => {
+            let owned = names(n);
+            let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
+            header_fields(header, &refs, not)
+        }
+        _ => header.to_vec(),
+    }
+}
+
 fn body(bytes: &[u8]) -> NString<'static> {
     NString(Some(istring(bytes)))
 }
@@ -217,7 +233,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             let header = header.unwrap_or_default();
             let full_anatomy = full.as_deref().map(Anatomy::parse);
-            let head_anatomy = Anatomy::parse(&header);
+            // Only for the rare items a header alone answers beyond ENVELOPE.
+            let head_anatomy = || Anatomy::parse(&header);
             let mut flags = m.flags.clone();
             if mark_seen && !flags.seen {
                 flags.seen = true;
@@ -254,13 +271,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             .unwrap_or(0);
                         out.push(MessageDataItem::Rfc822Size(size.min(u32::MAX as u64) as u32));
                     }
-                    N::Envelope => out.push(MessageDataItem::Envelope(head_anatomy.envelope())),
+                    N::Envelope => out.push(MessageDataItem::Envelope(header_envelope(&header))),
                     N::Body | N::BodyStructure => {
                         let extended = matches!(item, N::BodyStructure);
                         let structure = full_anatomy
                             .as_ref()
                             .map(|a| a.body_structure(extended))
-                            .unwrap_or_else(|| head_anatomy.body_structure(extended));
+                            .unwrap_or_else(|| head_anatomy().body_structure(extended));
                         out.push(if extended {
                             MessageDataItem::BodyStructure(structure)
                         } else {
@@ -274,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     } => {
                         let data = match (&full_anatomy, header_only(section)) {
                             (Some(a), _) => a.section(section.as_ref()).into_owned(),
-                            (None, true) => head_anatomy.section(section.as_ref()).into_owned(),
+                            (None, true) => header_section(&header, section),
                             (None, false) => Vec::new(),
                         };
                         let data = match range {
