@@ -7,14 +7,15 @@ use std::process::Command;
 
 use support::gateway::{Gateway, Options};
 
-/// Runs an imaplib script with the gateway's ports, certificate and anna's password as
-/// arguments; returns what it printed.
+/// Runs an imaplib script with the gateway's IMAP ports, certificate and inbound SMTP port
+/// as arguments and anna's password in the environment; returns what it printed.
 fn imaplib(gateway: &Gateway, script: &str) -> String {
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(gateway.imap_port.to_string())
         .arg(gateway.imaps_port.to_string())
         .arg(gateway.cert_path())
+        .arg(gateway.inbound_port.to_string())
         .env("AGENT_PASSWORD", "anna-secret")
         .output()
         .expect("python3");
@@ -86,33 +87,6 @@ print("logout:", s.logout()[0])
     );
 }
 
-/// Sends a customer mail to the Support queue over the inbound SMTP listener; `250` means
-/// its ticket is committed.
-fn customer_mail(gateway: &Gateway, from: &str, subject: &str, body: &str) {
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{}", gateway.inbound_port),
-            "--from",
-            from,
-            "--to",
-            "support@shop.test",
-            "--header",
-            &format!("Subject: {subject}"),
-            "--body",
-            body,
-        ])
-        .output()
-        .expect(
-            "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
-        );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Three tickets in Support: #1 assigned to anna (her INBOX), #2 and #3 unassigned.
 fn helpdesk() -> Gateway {
     let mut gateway = Gateway::new(Options::default());
@@ -122,21 +96,21 @@ fn helpdesk() -> Gateway {
     gateway.add_agent("ben", "ben@shop.test", "ben-secret", &["Support"]);
     gateway.cli_ok(&["tag", "add", "vip"]);
     gateway.start();
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
+        "support@shop.test",
         "Wo bleibt mein Paket?",
         "Bestellt am Montag.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "max@kunde.example",
+        "support@shop.test",
         "Rechnung falsch",
         "Bitte korrigieren.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
+        "support@shop.test",
         "Noch eine Frage",
         "Zur Lieferung.",
     );
@@ -280,33 +254,12 @@ print("logout:", m.logout()[0])
     assert_eq!(three["status"], "waiting", "{three}");
 }
 
-/// Like [`imaplib`], with the inbound SMTP port as a fourth argument.
-fn imaplib_inbound(gateway: &Gateway, script: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(gateway.imap_port.to_string())
-        .arg(gateway.imaps_port.to_string())
-        .arg(gateway.cert_path())
-        .arg(gateway.inbound_port.to_string())
-        .env("AGENT_PASSWORD", "anna-secret")
-        .output()
-        .expect("python3");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "imaplib: {said}{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
-    said
-}
-
 /// A client in IDLE hears of a new ticket within 2 s, and of a changed one as the old
 /// message expunged and the new one (a new UID) announced.
 #[test]
 fn idle_announces_new_and_changed_tickets_within_two_seconds() {
     let gateway = helpdesk();
-    let said = imaplib_inbound(
+    let said = imaplib(
         &gateway,
         r#"
 import imaplib, os, re, smtplib, ssl, sys, time
@@ -432,7 +385,7 @@ m.logout()
 #[test]
 fn a_reply_to_a_ticket_message_finds_its_ticket_and_version() {
     let gateway = helpdesk();
-    let said = imaplib_inbound(
+    let said = imaplib(
         &gateway,
         r#"
 import imaplib, os, smtplib, ssl, sys, email, email.policy
@@ -597,7 +550,12 @@ m.logout()
             .to_string()
     };
     assert_eq!(uid(&first), uid(&again));
-    customer_mail(&gateway, "neu@kunde.example", "Noch ein Ticket", "Hallo");
+    gateway.customer_mail(
+        "neu@kunde.example",
+        "support@shop.test",
+        "Noch ein Ticket",
+        "Hallo",
+    );
     let changed = imaplib(&gateway, script);
     assert_ne!(uid(&first), uid(&changed), "{changed}");
 }

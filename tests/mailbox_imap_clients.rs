@@ -120,33 +120,6 @@ fn numbers(s: &str) -> BTreeSet<i64> {
         .collect()
 }
 
-/// Sends a customer mail to `to` over the inbound SMTP listener; `250` means its ticket is
-/// committed.
-fn customer_mail(gateway: &Gateway, from: &str, to: &str, subject: &str, body: &str) {
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{}", gateway.inbound_port),
-            "--from",
-            from,
-            "--to",
-            to,
-            "--header",
-            &format!("Subject: {subject}"),
-            "--body",
-            body,
-        ])
-        .output()
-        .expect(
-            "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
-        );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Queues Support and Sales; anna works in Support, ben only in Sales. Customers K1
 /// (erika) and K2 (max); tickets #1 (erika, assigned to anna), #2 (max), #3 (erika) and
 /// #4 (otto, no customer) in Support, #5 in Sales.
@@ -178,36 +151,31 @@ fn helpdesk() -> Gateway {
     ]);
     gateway.start();
     let support = "support@shop.test";
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
         support,
         "Wo bleibt mein Paket?",
         "Bestellt am Montag, Lieferung fehlt.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "max@kunde.example",
         support,
         "Rechnung falsch",
         "Bitte korrigieren.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
         support,
         "Noch eine Frage zur Rechnung",
         "Zur Lieferung vom Dienstag.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "otto@anders.example",
         support,
         "Paket beschaedigt",
         "Karton nass angekommen.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "lisa@firma.example",
         "sales@shop.test",
         "Angebot erbeten",

@@ -96,33 +96,6 @@ print(" ".join(str(t) for t in sorted(v)))
         .collect()
 }
 
-/// Sends a customer mail to the Support queue over the inbound SMTP listener; `250` means
-/// its ticket is committed.
-fn customer_mail(gateway: &Gateway, from: &str, subject: &str, body: &str) {
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{}", gateway.inbound_port),
-            "--from",
-            from,
-            "--to",
-            "support@shop.test",
-            "--header",
-            &format!("Subject: {subject}"),
-            "--body",
-            body,
-        ])
-        .output()
-        .expect(
-            "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
-        );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Three tickets in Support: #1 assigned to anna and watched by ben, #2 assigned to anna,
 /// #3 assigned to ben. anna's INBOX holds #1 and #2, ben's #1 and #3 (#1 last: it changed
 /// last, so its message has the highest UID).
@@ -132,21 +105,21 @@ fn helpdesk() -> Gateway {
     gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
     gateway.add_agent("ben", "ben@shop.test", "ben-secret", &["Support"]);
     gateway.start();
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
+        "support@shop.test",
         "Wo bleibt mein Paket?",
         "Bestellt am Montag.\n.Eine Zeile mit Punkt vorne.\n",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "max@kunde.example",
+        "support@shop.test",
         "Rechnung falsch",
         "Bitte korrigieren.",
     );
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
+        "support@shop.test",
         "Noch eine Frage",
         "Zur Lieferung.",
     );
@@ -361,9 +334,9 @@ print("imap inbox:", imap_inbox())
     assert_eq!(after["status"], "new", "{after}");
     assert_eq!(after["assignee"], "anna", "{after}");
     // The customer writes again: the ticket's new message is news for anna's POP3 too.
-    customer_mail(
-        &gateway,
+    gateway.customer_mail(
         "erika@kunde.example",
+        "support@shop.test",
         "Re: [Support #1] Wo bleibt mein Paket?",
         "Immer noch nichts da.\n",
     );

@@ -417,6 +417,33 @@ allow_plain_on_loopback = {allow_plain}
     }
 
     /// The gateway's own certificate (made on first start), for clients to trust.
+    /// Sends a customer's mail to `to` over the inbound SMTP listener (swaks); `250` means
+    /// its ticket state is committed.
+    pub fn customer_mail(&self, from: &str, to: &str, subject: &str, body: &str) {
+        let out = Command::new("swaks")
+            .args([
+                "--server",
+                &format!("127.0.0.1:{}", self.inbound_port),
+                "--from",
+                from,
+                "--to",
+                to,
+                "--header",
+                &format!("Subject: {subject}"),
+                "--body",
+                body,
+            ])
+            .output()
+            .expect(
+                "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
+            );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     pub fn cert_path(&self) -> PathBuf {
         self.dir.path().join("certs/cert.pem")
     }
