@@ -349,6 +349,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn step(&mut self) -> Result<Step, SessionError> {
         loop {
             match self.server.next() {
+                // An ordinary response went out: keep collecting (written in bulk below).
+                Ok(Event::ResponseSent { handle, .. })
+                    if self.close_after != Some(handle) && !self.starttls => {}
                 Ok(event) => {
                     let from_client = !matches!(
                         event,
