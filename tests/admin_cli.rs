@@ -2,33 +2,7 @@
 //! direct-search field of the seed, statistics, and secrets kept out of output.
 mod support;
 
-use std::process::Command;
-
 use support::gateway::{Gateway, Options};
-
-fn send(gateway: &Gateway, from: &str, to: &str, subject: &str, body: &str) {
-    let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{}", gateway.inbound_port)])
-        .args([
-            "--from",
-            from,
-            "--to",
-            to,
-            "--header",
-            &format!("Subject: {subject}"),
-            "--body",
-            body,
-        ])
-        .output()
-        .expect(
-            "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
-        );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
 
 fn numbers(v: &serde_json::Value) -> Vec<i64> {
     let mut n: Vec<i64> = v
@@ -168,22 +142,19 @@ fn imports_search_stats_and_secrets() {
     }
 
     gateway.start();
-    send(
-        &gateway,
+    gateway.customer_mail(
         "max@muster.example",
         "support@example.test",
         "Lieferung verspätet",
         "Die Lieferung mit Tracking ZX81 fehlt.",
     );
-    send(
-        &gateway,
+    gateway.customer_mail(
         "erika@beispiel.example",
         "support@example.test",
         "Rechnung falsch",
         "Betrag stimmt nicht.",
     );
-    send(
-        &gateway,
+    gateway.customer_mail(
         "fremd@other.example",
         "sales@example.test",
         "Angebot gewünscht",
@@ -301,8 +272,7 @@ fn assign_and_status_from_the_command_line() {
     add_agent(&gateway, "ben", "Support");
     gateway.start();
     for subject in ["Drucker", "Toner"] {
-        send(
-            &gateway,
+        gateway.customer_mail(
             "kunde@kunde.example",
             "support@example.test",
             subject,

@@ -132,30 +132,26 @@ pub async fn serve<M: Maildrop>(
     shutdown: Shutdown,
 ) {
     let cfg = Arc::new(cfg);
+    let (implicit_tls, tls, timeout) = (cfg.implicit_tls, cfg.tls.clone(), cfg.login_timeout);
     listener
-        .run(shutdown, move |tcp, peer, shutdown| {
-            let cfg = cfg.clone();
-            let logins = logins.clone();
-            let maildrop = maildrop.clone();
-            async move {
-                let Some(stream) = SessionStream::accepted(
-                    tcp,
-                    peer,
-                    cfg.implicit_tls,
-                    cfg.tls.clone(),
-                    cfg.login_timeout,
-                )
-                .await
-                else {
-                    return;
-                };
-                if let Err(e) =
-                    run_session(stream, Some(peer), cfg, logins, maildrop, shutdown).await
-                {
-                    tracing::debug!(%peer, error = %e, "POP3 session ended with error");
+        .run_sessions(
+            shutdown,
+            implicit_tls,
+            tls,
+            timeout,
+            move |stream, peer, shutdown| {
+                let cfg = cfg.clone();
+                let logins = logins.clone();
+                let maildrop = maildrop.clone();
+                async move {
+                    if let Err(e) =
+                        run_session(stream, Some(peer), cfg, logins, maildrop, shutdown).await
+                    {
+                        tracing::debug!(%peer, error = %e, "POP3 session ended with error");
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
 }
 

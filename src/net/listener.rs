@@ -115,6 +115,34 @@ impl Listener {
         self.tcp.local_addr()
     }
 
+    /// [`Listener::run`] with each connection made a session stream first (see
+    /// [`SessionStream::accepted`]): the shape of every mail port.
+    pub async fn run_sessions<H, F>(
+        self,
+        shutdown: Shutdown,
+        implicit_tls: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handshake_timeout: Duration,
+        session: H,
+    ) where
+        H: Fn(SessionStream, SocketAddr, Shutdown) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let session = Arc::new(session);
+        self.run(shutdown, move |tcp, peer, shutdown| {
+            let session = session.clone();
+            let tls = tls.clone();
+            async move {
+                if let Some(stream) =
+                    SessionStream::accepted(tcp, peer, implicit_tls, tls, handshake_timeout).await
+                {
+                    session(stream, peer, shutdown).await;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Accepts until `shutdown`, running `handler(stream, peer, shutdown)` in a task per
     /// connection, then waits up to `drain_timeout` for running sessions and aborts the rest.
     pub async fn run<H, F>(self, mut shutdown: Shutdown, handler: H)

@@ -148,27 +148,23 @@ pub async fn serve<K: MailService>(
     shutdown: Shutdown,
 ) {
     let cfg = Arc::new(cfg);
+    let (implicit_tls, tls, timeout) = (cfg.implicit_tls, cfg.tls.clone(), cfg.idle_timeout);
     listener
-        .run(shutdown, move |tcp, peer, shutdown| {
-            let cfg = cfg.clone();
-            let sink = sink.clone();
-            async move {
-                let Some(stream) = SessionStream::accepted(
-                    tcp,
-                    peer,
-                    cfg.implicit_tls,
-                    cfg.tls.clone(),
-                    cfg.idle_timeout,
-                )
-                .await
-                else {
-                    return;
-                };
-                if let Err(e) = run_session(stream, Some(peer), cfg, sink, shutdown).await {
-                    tracing::debug!(%peer, error = %e, "SMTP session ended with error");
+        .run_sessions(
+            shutdown,
+            implicit_tls,
+            tls,
+            timeout,
+            move |stream, peer, shutdown| {
+                let cfg = cfg.clone();
+                let sink = sink.clone();
+                async move {
+                    if let Err(e) = run_session(stream, Some(peer), cfg, sink, shutdown).await {
+                        tracing::debug!(%peer, error = %e, "SMTP session ended with error");
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
 }
 

@@ -150,30 +150,26 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let cfg = Arc::new(cfg);
+    let (implicit_tls, tls, timeout) = (cfg.implicit_tls, cfg.tls.clone(), cfg.idle_timeout);
     listener
-        .run(shutdown, move |tcp, peer, shutdown| {
-            let cfg = cfg.clone();
-            let logins = logins.clone();
-            let mailbox = mailbox.clone();
-            async move {
-                let Some(stream) = SessionStream::accepted(
-                    tcp,
-                    peer,
-                    cfg.implicit_tls,
-                    cfg.tls.clone(),
-                    cfg.idle_timeout,
-                )
-                .await
-                else {
-                    return;
-                };
-                if let Err(e) =
-                    run_session(stream, Some(peer), cfg, logins, mailbox, shutdown).await
-                {
-                    tracing::debug!(%peer, error = %e, "IMAP session ended with error");
+        .run_sessions(
+            shutdown,
+            implicit_tls,
+            tls,
+            timeout,
+            move |stream, peer, shutdown| {
+                let cfg = cfg.clone();
+                let logins = logins.clone();
+                let mailbox = mailbox.clone();
+                async move {
+                    if let Err(e) =
+                        run_session(stream, Some(peer), cfg, logins, mailbox, shutdown).await
+                    {
+                        tracing::debug!(%peer, error = %e, "IMAP session ended with error");
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
 }
 
