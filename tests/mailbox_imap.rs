@@ -9,9 +9,18 @@ use support::gateway::{Gateway, Options};
 
 /// Runs an imaplib script with the gateway's IMAP ports, certificate and inbound SMTP port
 /// as arguments and anna's password in the environment; returns what it printed.
+/// What every script starts with: the modules, the arguments, a TLS context trusting the
+/// gateway's certificate.
+const PRELUDE: &str = r#"
+import email, email.policy, imaplib, os, re, smtplib, ssl, sys, time
+port, tls_port, cafile, inbound = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+"#;
+
 fn imaplib(gateway: &Gateway, script: &str) -> String {
     let out = Command::new("python3")
-        .args(["-c", script])
+        .args(["-c", &format!("{PRELUDE}{script}")])
         .arg(gateway.imap_port.to_string())
         .arg(gateway.imaps_port.to_string())
         .arg(gateway.cert_path())
@@ -43,11 +52,7 @@ fn imaplib_logs_in_over_starttls_and_implicit_tls_and_not_in_the_clear() {
     let said = imaplib(
         &gateway,
         r#"
-import imaplib, os, ssl, sys
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 password = os.environ["AGENT_PASSWORD"]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 
 m = imaplib.IMAP4("127.0.0.1", port)
 print("plain capabilities:", " ".join(m.capabilities))
@@ -127,10 +132,6 @@ fn thunderbirds_sequence_gets_correct_answers() {
     let said = imaplib(
         &gateway,
         r#"
-import email, email.policy, imaplib, os, re, ssl, sys, time
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
 m.login("anna", os.environ["AGENT_PASSWORD"])
 print("caps:", " ".join(m.capabilities))
@@ -262,10 +263,6 @@ fn idle_announces_new_and_changed_tickets_within_two_seconds() {
     let said = imaplib(
         &gateway,
         r#"
-import imaplib, os, re, smtplib, ssl, sys, time
-port, tls_port, cafile, inbound = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
 m.login("anna", os.environ["AGENT_PASSWORD"])
 typ, data = m.select("Queues/Support")
@@ -337,10 +334,6 @@ m.logout()
 fn uids_survive_a_restart_and_are_never_reused() {
     let mut gateway = helpdesk();
     let script = r#"
-import imaplib, os, ssl, sys
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
 m.login("anna", os.environ["AGENT_PASSWORD"])
 for folder in ["Queues/Support", "INBOX"]:
@@ -388,10 +381,6 @@ fn a_reply_to_a_ticket_message_finds_its_ticket_and_version() {
     let said = imaplib(
         &gateway,
         r#"
-import imaplib, os, smtplib, ssl, sys, email, email.policy
-port, tls_port, cafile, inbound = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
 m.login("anna", os.environ["AGENT_PASSWORD"])
 m.select("INBOX")
@@ -467,10 +456,6 @@ fn an_agents_flag_change_shows_in_every_other_view() {
     let said = imaplib(
         &gateway,
         r#"
-import imaplib, os, ssl, sys, time
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 anna = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
 anna.login("anna", os.environ["AGENT_PASSWORD"])
 ben = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
@@ -516,10 +501,6 @@ ben.logout()
 fn the_statistics_message_is_kept_current() {
     let gateway = helpdesk();
     let script = r#"
-import email, email.policy, imaplib, os, ssl, sys
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
 m.login("anna", os.environ["AGENT_PASSWORD"])
 print("select:", m.select("Statistics", readonly=True))
@@ -568,10 +549,6 @@ fn an_agent_has_a_limited_number_of_sessions() {
     let said = imaplib(
         &gateway,
         r#"
-import imaplib, os, ssl, sys
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
 def connect(login, password):
     m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
     try:
