@@ -1,10 +1,13 @@
 //! The mailbox's bookkeeping against the real database (SQLite, or PostgreSQL with
 //! `MTICKET_TEST_DB=postgres`): a changed ticket's message gets a new, higher UID, no UID
-//! is given twice, and folders list what their query selects in UID order.
+//! is given twice, folders list what their query selects in UID order, and the header
+//! taken down at listing is that of the version listed.
 #[path = "support/mod.rs"]
 mod support;
 
-use mticket::store::{Actor, ListedTicket, NewTicket, Store, TicketQuery};
+use mticket::config::Locale;
+use mticket::mailbox::view::Mailbox;
+use mticket::store::{Actor, ListedTicket, Listing, NewTicket, Store, TicketQuery};
 use support::gateway::{Gateway, Options};
 
 fn new_ticket<'a>(queue_id: i64, queue_name: &'a str, subject: &'a str) -> NewTicket<'a> {
@@ -30,6 +33,7 @@ fn a_changed_ticket_gets_a_new_higher_uid_and_no_uid_comes_twice() {
     let url = gateway.db_url.clone();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = Store::connect(&url).await.unwrap();
+        let mailbox = Mailbox::new(store.clone(), Locale::En, "gw.example.test");
         let support = store.queue_by_name("Support").await.unwrap();
         let sales = store.queue_by_name("Sales").await.unwrap();
         let validity = store.mailbox_uidvalidity().await.unwrap();
@@ -60,7 +64,7 @@ fn a_changed_ticket_gets_a_new_higher_uid_and_no_uid_comes_twice() {
         );
         let mut listed = 0;
         loop {
-            match store.list_changed_tickets(300).await.unwrap() {
+            match mailbox.list_changed(300).await.unwrap() {
                 0 => break,
                 n => listed += n,
             }
@@ -85,18 +89,51 @@ fn a_changed_ticket_gets_a_new_higher_uid_and_no_uid_comes_twice() {
         let before_max = all.iter().map(|e| e.uid).max().unwrap();
         let changed = &tickets[10];
         let mut tx = store.begin().await.unwrap();
+        let version_before = tx.ticket_version(changed.id).await.unwrap();
         tx.set_status(changed, "open", &Actor::system())
             .await
             .unwrap();
         tx.commit().await.unwrap();
         let after = store.folder_tickets(&TicketQuery::default()).await.unwrap();
         assert_eq!(after.len(), 999);
-        assert_eq!(store.list_changed_tickets(300).await.unwrap(), 1);
+        // A header rendered from the version before the change is not taken down.
+        let stale = Listing {
+            ticket_id: changed.id,
+            version: version_before,
+            header: "Subject: old\r\n\r\n".into(),
+            answered: false,
+            tags: Vec::new(),
+        };
+        assert_eq!(store.list_tickets(&[stale]).await.unwrap(), 0);
+        assert_eq!(mailbox.list_changed(300).await.unwrap(), 1);
         let after = store.folder_tickets(&TicketQuery::default()).await.unwrap();
         let last: &ListedTicket = after.last().unwrap();
         assert_eq!(last.ticket_id, changed.id);
         assert!(last.uid > before_max);
         assert_eq!(store.mailbox_last_uid().await.unwrap(), i64::from(last.uid));
+        let header = &mailbox.headers(&[changed.id]).await.unwrap()[&changed.id];
+        assert!(header.contains("X-Ticket-Status: Open\r\n"), "{header}");
+        assert!(header.ends_with("\r\n\r\n"), "{header}");
+
+        // Another form of header (here the locale) lists every ticket again, once.
+        assert!(mailbox.relist_if_the_form_changed().await.unwrap());
+        assert!(!mailbox.relist_if_the_form_changed().await.unwrap());
+        let german = Mailbox::new(store.clone(), Locale::De, "gw.example.test");
+        assert!(german.relist_if_the_form_changed().await.unwrap());
+        assert!(
+            store
+                .folder_tickets(&TicketQuery::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        while german.list_changed(2000).await.unwrap() > 0 {}
+        let relisted = store.folder_tickets(&TicketQuery::default()).await.unwrap();
+        assert_eq!(relisted.len(), 1000);
+        assert!(relisted[0].uid > last.uid);
+        let header = &german.headers(&[changed.id]).await.unwrap()[&changed.id];
+        assert!(header.contains("Content-Language: de\r\n"), "{header}");
+        let last = relisted.last().unwrap();
 
         // Stored messages draw from the same counter.
         let u = store

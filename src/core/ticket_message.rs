@@ -25,6 +25,8 @@ pub struct TicketHead {
     pub version: i64,
     /// Id of the newest item, 0 when none.
     pub last_item_id: i64,
+    /// The newest item is a reply (the message is `\Answered`).
+    pub answered: bool,
     /// Ticket subject without tag.
     pub subject: String,
     /// Queue name.
@@ -127,6 +129,10 @@ fn boundaries(head: &TicketHead) -> (String, String) {
     let base = format!("=_mt.{}.{}", head.number, head.version);
     (format!("{base}.m"), format!("{base}.a"))
 }
+
+/// The form of [`header`]'s output: count it up when the header changes its layout, so
+/// that the headers listed with the tickets are rendered anew.
+pub const HEADER_LAYOUT: u32 = 1;
 
 /// The header block of the ticket's message, through the empty line that ends it. The
 /// locale only names the body's language (`Content-Language`); the `X-Ticket-…` values are
@@ -1104,6 +1110,7 @@ mod tests {
             number: 42,
             version: 7,
             last_item_id: 103,
+            answered: false,
             subject: "Drucker druckt nicht".into(),
             queue: "Support".into(),
             queue_address: "support@example.test".into(),

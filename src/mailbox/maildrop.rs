@@ -203,6 +203,7 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         store: Store,
+        mailbox: Mailbox,
         drop: TicketMaildrop,
         anna: Agent,
         ben: Agent,
@@ -242,7 +243,8 @@ mod tests {
         let mailbox = Mailbox::new(store.clone(), Locale::En, "gateway.example.test");
         Fixture {
             _dir: dir,
-            drop: TicketMaildrop::new(mailbox),
+            drop: TicketMaildrop::new(mailbox.clone()),
+            mailbox,
             store,
             anna,
             ben,
@@ -276,7 +278,8 @@ mod tests {
             ids.push(t);
         }
         tx.commit().await.unwrap();
-        while store.list_changed_tickets(100).await.unwrap() > 0 {}
+        let mailbox = Mailbox::new(store.clone(), Locale::En, "gateway.example.test");
+        while mailbox.list_changed(100).await.unwrap() > 0 {}
         ids
     }
 
@@ -323,7 +326,7 @@ mod tests {
         );
         assert!(f.drop.open(&f.anna).await.unwrap().is_empty());
 
-        while f.store.list_changed_tickets(100).await.unwrap() > 0 {}
+        while f.mailbox.list_changed(100).await.unwrap() > 0 {}
         let after = f.drop.open(&f.anna).await.unwrap();
         assert_eq!(after.len(), 1);
         assert_ne!(after[0].uidl, before[0].uidl);
@@ -348,7 +351,7 @@ mod tests {
         let mut tx = f.store.begin().await.unwrap();
         tx.add_watcher(tickets[0].id, f.ben.id);
         tx.commit().await.unwrap();
-        while f.store.list_changed_tickets(100).await.unwrap() > 0 {}
+        while f.mailbox.list_changed(100).await.unwrap() > 0 {}
 
         let anna = f.drop.open(&f.anna).await.unwrap();
         let ben = f.drop.open(&f.ben).await.unwrap();

@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::config::Locale;
 use crate::core::model::{Agent, Priority, Stats};
 use crate::core::statistics;
-use crate::core::ticket_message::{self, TicketHead};
+use crate::core::ticket_message;
 use crate::mailbox::folder::{Catalog, Folder, StatusName};
-use crate::store::{ListedTicket, Store, StoreError};
+use crate::store::{ListedTicket, Listing, Store, StoreError};
 
 /// Where a message's bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub const KEYWORD_BILLABLE: &str = "billable";
 pub const KEYWORD_DELIVERY_BLOCK: &str = "delivery-block";
 
 /// The flags of a ticket's message for an agent who has seen `seen_uid` of it.
-pub fn ticket_flags(t: &ListedTicket, tags: &[String], seen_uid: Option<u32>) -> Flags {
+pub fn ticket_flags(t: &ListedTicket, seen_uid: Option<u32>) -> Flags {
     let mut keywords: Vec<String> = Vec::new();
     match t.priority {
         Priority::High => keywords.push(KEYWORD_PRIORITY_HIGH.into()),
@@ -119,7 +119,7 @@ pub fn ticket_flags(t: &ListedTicket, tags: &[String], seen_uid: Option<u32>) ->
     if t.delivery_block {
         keywords.push(KEYWORD_DELIVERY_BLOCK.into());
     }
-    keywords.extend(tags.iter().map(|t| tag_keyword(t)));
+    keywords.extend(t.tags.iter().map(|t| tag_keyword(t)));
     Flags {
         seen: seen_uid == Some(t.uid),
         answered: t.answered,
@@ -195,18 +195,13 @@ impl Mailbox {
     ) -> Result<Vec<Message>, StoreError> {
         if let Some(q) = catalog.ticket_query(folder, agent, crate::store::now()) {
             let listed = self.store.folder_tickets(&q).await?;
-            let tags = self.store.all_ticket_tags().await?;
             let seen = self.store.mailbox_seen(agent.id).await?;
             return Ok(listed
                 .iter()
                 .map(|t| Message {
                     uid: t.uid,
                     source: Source::Ticket(t.ticket_id),
-                    flags: ticket_flags(
-                        t,
-                        tags.get(&t.ticket_id).map(Vec::as_slice).unwrap_or(&[]),
-                        seen.get(&t.ticket_id).copied(),
-                    ),
+                    flags: ticket_flags(t, seen.get(&t.ticket_id).copied()),
                     size: t.size.map(|s| s as u64),
                     internal_date: t.last_action_at,
                 })
@@ -288,14 +283,47 @@ impl Mailbox {
         Ok((stats, digest))
     }
 
-    /// The header data of tickets' messages.
-    pub async fn heads(&self, ticket_ids: &[i64]) -> Result<HashMap<i64, TicketHead>, StoreError> {
-        self.store.ticket_heads(ticket_ids, self.locale).await
+    /// The header blocks of listed tickets' messages (ticket id → header), as listed.
+    pub async fn headers(&self, ticket_ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+        self.store.mailbox_headers(ticket_ids).await
     }
 
-    /// A ticket message's header block, from its head alone.
-    pub fn header(&self, head: &TicketHead) -> String {
-        ticket_message::header(head, &self.hostname, self.locale)
+    /// Lists every ticket again when the form of the header it renders (its layout, the
+    /// locale, the host name) is not the one the tickets were listed with.
+    pub async fn relist_if_the_form_changed(&self) -> Result<bool, StoreError> {
+        let form = format!(
+            "{} {} {}",
+            ticket_message::HEADER_LAYOUT,
+            ticket_message::language(self.locale),
+            self.hostname
+        );
+        let hash = Sha256::digest(form.as_bytes());
+        let form = i64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
+        self.store.relist_unless(form).await
+    }
+
+    /// Gives up to `batch` changed tickets their message's new UID, its header rendered
+    /// then; returns how many.
+    pub async fn list_changed(&self, batch: i64) -> Result<usize, StoreError> {
+        let ids = self.store.unlisted_tickets(batch).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut heads = self.store.ticket_heads(&ids, self.locale).await?;
+        let listings: Vec<Listing> = ids
+            .iter()
+            .filter_map(|id| {
+                let head = heads.remove(id)?;
+                Some(Listing {
+                    ticket_id: *id,
+                    version: head.version,
+                    header: ticket_message::header(&head, &self.hostname, self.locale),
+                    answered: head.answered,
+                    tags: head.tags,
+                })
+            })
+            .collect();
+        self.store.list_tickets(&listings).await
     }
 
     /// A message's bytes; `None` when it is gone.
@@ -329,7 +357,7 @@ impl Mailbox {
         ticket_id: i64,
         uid: u32,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let heads = self.heads(&[ticket_id]).await?;
+        let heads = self.store.ticket_heads(&[ticket_id], self.locale).await?;
         let Some(head) = heads.get(&ticket_id) else {
             return Ok(None);
         };

@@ -99,8 +99,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         store.clone(),
         shutdown.clone(),
     )));
+    let mailbox = Mailbox::new(store.clone(), config.locale, &config.hostname);
     tasks.push(tokio::spawn(crate::mailbox::keep_listing(
-        store.clone(),
+        mailbox.clone(),
         shutdown.clone(),
     )));
 
@@ -158,7 +159,6 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         )));
     }
     let logins = Arc::new(Logins::new(store.clone()));
-    let mailbox = Mailbox::new(store.clone(), config.locale, &config.hostname);
     for (name, implicit_tls) in [("imap", false), ("imaps", true)] {
         let Some(addr) = config.listen.addr(name)? else {
             continue;

@@ -432,9 +432,10 @@ impl Store {
         .await?
         .rows_affected();
         if updated > 0 {
-            // The document shows in the overview of the tickets' messages linked to it.
+            // The document shows in the overview of the tickets' messages linked to it: a new
+            // version, so a message the lister is rendering now is not taken down.
             sqlx::query(
-                "UPDATE tickets SET mailbox_uid = NULL \
+                "UPDATE tickets SET version = version + 1, mailbox_uid = NULL \
                  WHERE document_id = (SELECT id FROM documents WHERE number = $1)",
             )
             .bind(d.number.clone())
@@ -711,11 +712,15 @@ impl Tx {
                     .await?
                     .rows_affected();
                 if changed > 0 {
-                    // The customer shows in the header and overview of their tickets' messages.
-                    sqlx::query("UPDATE tickets SET mailbox_uid = NULL WHERE customer_id = $1")
-                        .bind(id)
-                        .execute(self.conn().await?)
-                        .await?;
+                    // The customer shows in the header and overview of their tickets' messages:
+                    // a new version, so a header the lister is rendering now is not taken down.
+                    sqlx::query(
+                        "UPDATE tickets SET version = version + 1, mailbox_uid = NULL \
+                         WHERE customer_id = $1",
+                    )
+                    .bind(id)
+                    .execute(self.conn().await?)
+                    .await?;
                 }
                 sqlx::query("DELETE FROM customer_emails WHERE customer_id = $1")
                     .bind(id)

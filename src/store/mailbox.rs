@@ -2,7 +2,7 @@
 //! per-agent `\Seen`, the POP3 view, and the messages clients keep in their own folders.
 //!
 //! A ticket's message has a UID from one gateway-wide counter. Every change of the ticket
-//! clears it ([`Store::list_changed_tickets`] gives the next one), so a changed ticket shows
+//! clears it ([`Store::list_tickets`] gives the next one), so a changed ticket shows
 //! as a new message, UIDs only grow and none is used twice, and one UIDVALIDITY serves every
 //! folder. The agents' own folders draw their UIDs from the same counter.
 use std::collections::HashMap;
@@ -25,9 +25,22 @@ pub struct ListedTicket {
     pub delivery_block: bool,
     /// The newest item is a reply.
     pub answered: bool,
+    /// Sorted by name.
+    pub tags: Vec<String>,
     pub last_action_at: i64,
     /// The rendered message's size, once known.
     pub size: Option<i64>,
+}
+
+/// A ticket's message as the lister takes it down with its new UID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub ticket_id: i64,
+    /// The ticket's version the header shows.
+    pub version: i64,
+    pub header: String,
+    pub answered: bool,
+    pub tags: Vec<String>,
 }
 
 /// A change of a ticket a mail client asks for by flags or by moving its message.
@@ -81,17 +94,23 @@ impl Store {
         )
     }
 
-    /// Gives up to `batch` changed tickets their message's new UID; returns how many.
-    /// The counter row stays locked until commit, so UIDs become visible in the order they
-    /// were given (a client that saw UID n never later finds a new message below n).
-    pub async fn list_changed_tickets(&self, batch: i64) -> Result<usize> {
-        let ids: Vec<i64> = sqlx::query_scalar(
+    /// Up to `limit` tickets whose message waits for its new UID, oldest first.
+    pub async fn unlisted_tickets(&self, limit: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
             "SELECT id FROM tickets WHERE mailbox_uid IS NULL ORDER BY id LIMIT $1",
         )
-        .bind(batch)
+        .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        if ids.is_empty() {
+        .await?)
+    }
+
+    /// Gives these tickets' messages their new UIDs, in the order given, and takes down what
+    /// the listing shows of them; returns how many were listed. A ticket changed since its
+    /// header was rendered (another version) is left for the next round. The counter row
+    /// stays locked until commit, so UIDs become visible in the order they were given (a
+    /// client that saw UID n never later finds a new message below n).
+    pub async fn list_tickets(&self, listings: &[Listing]) -> Result<usize> {
+        if listings.is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
@@ -99,47 +118,107 @@ impl Store {
         let last: i64 = sqlx::query_scalar(
             "UPDATE counters SET value = value + $1 WHERE name = 'mailbox_uid' RETURNING value",
         )
-        .bind(ids.len() as i64)
+        .bind(listings.len() as i64)
         .fetch_one(&mut *conn)
         .await?;
-        let first = last - ids.len() as i64 + 1;
+        let first = last - listings.len() as i64 + 1;
         uid(last)?;
+        let mut listed = 0;
         match self.backend {
             // One prepared statement per ticket: SQLite plans `UPDATE … FROM (VALUES …)`
             // with bound values as a scan of every ticket per value (seconds per batch).
             Backend::Sqlite => {
-                for (i, id) in ids.iter().enumerate() {
-                    sqlx::query(
-                        "UPDATE tickets SET mailbox_uid = $1, mailbox_size = NULL \
-                         WHERE id = $2 AND mailbox_uid IS NULL",
+                for (i, l) in listings.iter().enumerate() {
+                    listed += sqlx::query(
+                        "UPDATE tickets SET mailbox_uid = $1, mailbox_size = NULL, \
+                         mailbox_header = $2, mailbox_answered = $3, mailbox_tags = $4 \
+                         WHERE id = $5 AND version = $6 AND mailbox_uid IS NULL",
                     )
                     .bind(first + i as i64)
-                    .bind(*id)
+                    .bind(l.header.clone())
+                    .bind(flag(l.answered))
+                    .bind(l.tags.join("\n"))
+                    .bind(l.ticket_id)
+                    .bind(l.version)
                     .execute(&mut *conn)
-                    .await?;
+                    .await?
+                    .rows_affected() as usize;
                 }
             }
-            // One statement per 400 tickets; `column1`/`column2` name the VALUES columns.
+            // One statement per 400 tickets; `columnN` name the VALUES columns.
             Backend::Postgres => {
-                for (n, chunk) in ids.chunks(400).enumerate() {
+                for (n, chunk) in listings.chunks(400).enumerate() {
                     let mut sql = Sql::new(
-                        "UPDATE tickets SET mailbox_uid = v.column2, mailbox_size = NULL FROM (VALUES ",
+                        "UPDATE tickets SET mailbox_uid = v.column3, mailbox_size = NULL, \
+                         mailbox_header = v.column4, mailbox_answered = v.column5, \
+                         mailbox_tags = v.column6 FROM (VALUES ",
                     );
-                    for (i, id) in chunk.iter().enumerate() {
+                    for (i, l) in chunk.iter().enumerate() {
                         if i > 0 {
                             sql.push(", ");
                         }
                         let uid = first + (n * 400 + i) as i64;
-                        sql.push("(").bind(Arg::Int(*id)).push(", ");
-                        sql.bind(Arg::Int(uid)).push(")");
+                        sql.push("(").bind(Arg::Int(l.ticket_id)).push(", ");
+                        sql.bind(Arg::Int(l.version)).push(", ");
+                        sql.bind(Arg::Int(uid)).push(", ");
+                        sql.bind(Arg::Text(l.header.clone())).push(", ");
+                        sql.bind(Arg::Int(flag(l.answered))).push(", ");
+                        sql.bind(Arg::Text(l.tags.join("\n"))).push(")");
                     }
-                    sql.push(") AS v WHERE tickets.id = v.column1 AND tickets.mailbox_uid IS NULL");
-                    sql.query().execute(&mut *conn).await?;
+                    sql.push(
+                        ") AS v WHERE tickets.id = v.column1 AND tickets.version = v.column2 \
+                         AND tickets.mailbox_uid IS NULL",
+                    );
+                    listed += sql.query().execute(&mut *conn).await?.rows_affected() as usize;
                 }
             }
         }
         tx.commit().await?;
-        Ok(ids.len())
+        Ok(listed)
+    }
+
+    /// Lists every ticket again (new UIDs, headers rendered anew) unless `form` is the form
+    /// of header the tickets were listed with; true when it did.
+    pub async fn relist_unless(&self, form: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'mailbox_header_form'")
+                .fetch_optional(&mut *conn)
+                .await?;
+        if known == Some(form) {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE tickets SET mailbox_uid = NULL WHERE mailbox_uid IS NOT NULL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ('mailbox_header_form', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(form)
+        .execute(&mut *conn)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The header blocks of these listed tickets' messages (ticket id → header).
+    pub async fn mailbox_headers(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::for_backend(
+                self.backend,
+                "SELECT id, mailbox_header FROM tickets \
+                 WHERE mailbox_header IS NOT NULL AND id IN (",
+            );
+            push_ids(&mut sql, chunk);
+            let mut rows = sql.query().fetch(&self.pool);
+            while let Some(r) = rows.try_next().await? {
+                out.insert(r.try_get(0)?, r.try_get(1)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The listed tickets `q` selects, in UID order.
@@ -150,8 +229,7 @@ impl Store {
         let mut sql = Sql::new(
             "SELECT t.mailbox_uid, t.id, t.priority, t.billable, \
              COALESCE(c.delivery_block, 0) AS delivery_block, t.last_action_at, t.mailbox_size, \
-             (SELECT i.kind FROM items i WHERE i.ticket_id = t.id \
-              ORDER BY i.date DESC, i.id DESC LIMIT 1) AS last_kind \
+             t.mailbox_answered, t.mailbox_tags \
              FROM tickets t \
              JOIN queues qu ON qu.id = t.queue_id JOIN statuses s ON s.id = t.status_id \
              LEFT JOIN customers c ON c.id = t.customer_id LEFT JOIN agents a ON a.id = t.assignee_id \
@@ -164,20 +242,6 @@ impl Store {
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
             out.push(listed(&r)?);
-        }
-        Ok(out)
-    }
-
-    /// Every ticket's tags (ticket id → names).
-    pub async fn all_ticket_tags(&self) -> Result<HashMap<i64, Vec<String>>> {
-        let mut rows = sqlx::query(
-            "SELECT tt.ticket_id, g.name FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id \
-             ORDER BY g.name",
-        )
-        .fetch(&self.pool);
-        let mut out: HashMap<i64, Vec<String>> = HashMap::new();
-        while let Some(r) = rows.try_next().await? {
-            out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
         }
         Ok(out)
     }
@@ -198,7 +262,9 @@ impl Store {
                  c.company1, s.name_en, s.name_de, t.priority, a.login AS assignee, t.due_date, \
                  t.billable, c.number AS customer_number, COALESCE(c.delivery_block, 0) AS blocked, \
                  t.created_at, t.last_action_at, \
-                 (SELECT MAX(i.id) FROM items i WHERE i.ticket_id = t.id) AS last_item \
+                 (SELECT MAX(i.id) FROM items i WHERE i.ticket_id = t.id) AS last_item, \
+                 (SELECT i.kind FROM items i WHERE i.ticket_id = t.id \
+                  ORDER BY i.date DESC, i.id DESC LIMIT 1) AS last_kind \
                  FROM tickets t JOIN queues qu ON qu.id = t.queue_id \
                  JOIN statuses s ON s.id = t.status_id \
                  LEFT JOIN customers c ON c.id = t.customer_id \
@@ -241,6 +307,8 @@ impl Store {
                         number: r.try_get("number")?,
                         version: r.try_get("version")?,
                         last_item_id: r.try_get::<Option<i64>, _>("last_item")?.unwrap_or(0),
+                        answered: r.try_get::<Option<String>, _>("last_kind")?.as_deref()
+                            == Some("reply"),
                         subject: r.try_get("subject")?,
                         queue: r.try_get("queue")?,
                         queue_address: r.try_get("queue_address")?,
@@ -665,7 +733,13 @@ fn listed(r: &sqlx::any::AnyRow) -> Result<ListedTicket> {
             .unwrap_or(Priority::Low),
         billable: r.try_get::<i64, _>("billable")? != 0,
         delivery_block: r.try_get::<i64, _>("delivery_block")? != 0,
-        answered: r.try_get::<Option<String>, _>("last_kind")?.as_deref() == Some("reply"),
+        answered: r.try_get::<i64, _>("mailbox_answered")? != 0,
+        tags: r
+            .try_get::<String, _>("mailbox_tags")?
+            .split('\n')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
         last_action_at: r.try_get("last_action_at")?,
         size: r.try_get("mailbox_size")?,
     })

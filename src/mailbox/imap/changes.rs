@@ -236,8 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if changed.is_empty() {
             return;
         }
-        let store = self.mailbox.store().clone();
-        while let Ok(n) = store.list_changed_tickets(2000).await {
+        while let Ok(n) = self.mailbox.list_changed(2000).await {
             if n == 0 {
                 break;
             }
@@ -253,6 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(agent_id) = self.agent.as_ref().map(|a| a.id) else {
             return;
         };
+        let store = self.mailbox.store();
         match store.ticket_uids(&seen).await {
             Ok(uids) => {
                 let pairs: Vec<(i64, u32)> = uids.into_iter().collect();

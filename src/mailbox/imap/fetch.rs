@@ -194,8 +194,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => None,
             })
             .collect();
-        let heads = if want_header && !tickets.is_empty() {
-            match self.mailbox.heads(&tickets).await {
+        let mut headers = if want_header && !tickets.is_empty() {
+            match self.mailbox.headers(&tickets).await {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(error = %e, "IMAP FETCH: cannot read tickets");
@@ -221,9 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 None
             };
             let header: Option<Vec<u8>> = match (&m.source, &full) {
-                (Source::Ticket(id), None) => {
-                    heads.get(id).map(|h| self.mailbox.header(h).into_bytes())
-                }
+                (Source::Ticket(id), None) => headers.remove(id).map(String::into_bytes),
                 (_, Some(f)) => Some(
                     Anatomy::parse(f)
                         .section(Some(&Section::Header(None)))

@@ -287,15 +287,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => None,
             })
             .collect();
-        let heads = self.mailbox.heads(&tickets).await.map_err(|e| {
+        let mut headers = self.mailbox.headers(&tickets).await.map_err(|e| {
             tracing::warn!(error = %e, "IMAP SEARCH failed");
         })?;
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             let header = match m.source {
-                Source::Ticket(id) => heads
-                    .get(&id)
-                    .map(|h| self.mailbox.header(h).into_bytes())
+                Source::Ticket(id) => headers
+                    .remove(&id)
+                    .map(String::into_bytes)
                     .unwrap_or_default(),
                 _ => match self.mailbox.bytes(agent, m).await {
                     Ok(Some(b)) => {
