@@ -207,15 +207,21 @@ impl Store {
     pub async fn mailbox_headers(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
+            // Packed into one row as in `folder_tickets`: `id header`, separated by U+001E,
+            // which the rendered header (7-bit, encoded words) never holds.
             let mut sql = Sql::for_backend(
                 self.backend,
-                "SELECT id, mailbox_header FROM tickets \
+                "SELECT string_agg(id || ' ' || mailbox_header, '\u{1e}') FROM tickets \
                  WHERE mailbox_header IS NOT NULL AND id IN (",
             );
             push_ids(&mut sql, chunk);
-            let mut rows = sql.query().fetch(&self.pool);
-            while let Some(r) = rows.try_next().await? {
-                out.insert(r.try_get(0)?, r.try_get(1)?);
+            let packed: Option<String> = sql.query().fetch_one(&self.pool).await?.try_get(0)?;
+            for entry in packed.as_deref().unwrap_or_default().split('\u{1e}') {
+                if let Some((id, header)) = entry.split_once(' ')
+                    && let Ok(id) = id.parse()
+                {
+                    out.insert(id, header.to_string());
+                }
             }
         }
         Ok(out)
