@@ -445,12 +445,16 @@ fn field_value<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
 
 /// A raw field value on one line: line breaks removed, outer whitespace trimmed.
 fn unfold(value: &[u8]) -> Vec<u8> {
-    let unfolded: Vec<u8> = value
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect();
-    trim(&unfolded).to_vec()
+    let value = trim(value);
+    // Copied in the pieces between line breaks (a byte-wise filter was a third of ENVELOPE).
+    let mut unfolded = Vec::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+        unfolded.extend_from_slice(&rest[..i]);
+        rest = &rest[i + 1..];
+    }
+    unfolded.extend_from_slice(rest);
+    unfolded
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -475,7 +479,9 @@ fn is_wsp(b: u8) -> bool {
 /// An IMAP string for arbitrary bytes: quoted when it can be, a literal otherwise (NULs dropped).
 pub(crate) fn istring(bytes: impl Into<Vec<u8>>) -> IString<'static> {
     let mut bytes = bytes.into();
-    bytes.retain(|&b| b != 0);
+    if memchr::memchr(0, &bytes).is_some() {
+        bytes.retain(|&b| b != 0);
+    }
     IString::try_from(bytes).unwrap_or_else(|_| IString::try_from("").expect("empty is quoted"))
 }
 
@@ -641,15 +647,15 @@ fn envelope_of(header: &[u8]) -> Envelope<'static> {
 
 /// A lexical token of an address list (RFC 5322 §3.2): comments are dropped.
 #[derive(Debug)]
-struct Token {
-    /// Atom text, or a quoted string without its quotes and escapes.
-    text: Vec<u8>,
+struct Token<'a> {
+    /// Atom text, or a quoted string without its quotes and escapes (only that one copied).
+    text: Cow<'a, [u8]>,
     /// One of `<>@,;:`, or 0 for a word.
     special: u8,
     space_before: bool,
 }
 
-fn tokenize(value: &[u8]) -> Vec<Token> {
+fn tokenize(value: &[u8]) -> Vec<Token<'_>> {
     let mut tokens = Vec::new();
     let mut space = false;
     let mut i = 0;
@@ -667,7 +673,7 @@ fn tokenize(value: &[u8]) -> Vec<Token> {
             b'"' => {
                 let (text, next) = quoted_string(value, i + 1);
                 tokens.push(Token {
-                    text,
+                    text: Cow::Owned(text),
                     special: 0,
                     space_before: space,
                 });
@@ -676,7 +682,7 @@ fn tokenize(value: &[u8]) -> Vec<Token> {
             }
             b'<' | b'>' | b'@' | b',' | b';' | b':' => {
                 tokens.push(Token {
-                    text: vec![b],
+                    text: Cow::Borrowed(&value[i..i + 1]),
                     special: b,
                     space_before: space,
                 });
@@ -686,11 +692,16 @@ fn tokenize(value: &[u8]) -> Vec<Token> {
             _ => {
                 let end = value[i..]
                     .iter()
-                    .position(|&c| is_wsp(c) || b"()\"<>@,;:".contains(&c))
+                    .position(|&c| {
+                        is_wsp(c)
+                            || matches!(
+                                c,
+                                b'(' | b')' | b'"' | b'<' | b'>' | b'@' | b',' | b';' | b':'
+                            )
+                    })
                     .map_or(value.len(), |n| i + n);
-                let text = value[i..end].to_vec();
                 tokens.push(Token {
-                    text,
+                    text: Cow::Borrowed(&value[i..end]),
                     special: 0,
                     space_before: space,
                 });
@@ -745,8 +756,8 @@ fn quoted_string(value: &[u8], start: usize) -> (Vec<u8>, usize) {
 fn addresses(value: &[u8]) -> Vec<Address<'static>> {
     let tokens = tokenize(value);
     let mut out = Vec::new();
-    let mut words: Vec<&Token> = Vec::new();
-    let mut angle: Option<&[Token]> = None;
+    let mut words: Vec<&Token<'_>> = Vec::new();
+    let mut angle: Option<&[Token<'_>]> = None;
     let mut in_group = false;
     let mut i = 0;
     while i < tokens.len() {
@@ -783,8 +794,8 @@ fn addresses(value: &[u8]) -> Vec<Address<'static>> {
 }
 
 /// One mailbox from its display-name words and angle-address tokens (or a bare addr-spec).
-fn mailbox(words: &[&Token], angle: Option<&[Token]>) -> Option<Address<'static>> {
-    let (name, spec): (Option<Vec<u8>>, Vec<&Token>) = match angle {
+fn mailbox(words: &[&Token<'_>], angle: Option<&[Token<'_>]>) -> Option<Address<'static>> {
+    let (name, spec): (Option<Vec<u8>>, Vec<&Token<'_>>) = match angle {
         Some(angle) => {
             let name = (!words.is_empty()).then(|| phrase(words));
             (name, angle.iter().collect())
@@ -830,7 +841,7 @@ fn address(
 }
 
 /// Words joined with single spaces where the sender put whitespace.
-fn phrase(words: &[&Token]) -> Vec<u8> {
+fn phrase(words: &[&Token<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for (n, word) in words.iter().enumerate() {
         if n > 0 && word.space_before {
@@ -842,8 +853,12 @@ fn phrase(words: &[&Token]) -> Vec<u8> {
 }
 
 /// Tokens joined without spaces (local parts, domains, routes).
-fn concat(tokens: &[&Token]) -> Vec<u8> {
-    tokens.iter().flat_map(|t| t.text.iter().copied()).collect()
+fn concat(tokens: &[&Token<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tokens.iter().map(|t| t.text.len()).sum());
+    for t in tokens {
+        out.extend_from_slice(&t.text);
+    }
+    out
 }
 
 #[cfg(test)]
