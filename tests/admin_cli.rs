@@ -342,3 +342,38 @@ fn assign_and_status_from_the_command_line() {
     fails(&["ticket", "assign", "2", "anna"], "merged into #1");
     fails(&["ticket", "status", "2", "open"], "merged into #1");
 }
+
+/// SQLite serves one gateway: a second `serve` on the same database is refused with the
+/// reason, before it touches anything, and the first goes on; after the first stops (even
+/// when killed), `serve` starts again. On PostgreSQL the database is no reason to refuse
+/// (the second `serve` here fails only on the ports the first holds).
+#[test]
+fn a_second_serve_on_one_sqlite_database_is_refused_with_the_reason() {
+    let mut gateway = Gateway::new(Options::default());
+    gateway.add_queue("Support", "support@shop.test", None, None, &[]);
+    gateway.start();
+    let second = gateway.cli(&["serve"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    let refused = stderr.contains("another `mticket serve` already runs on")
+        && stderr.contains("SQLite serves one gateway instance")
+        && stderr.contains("PostgreSQL");
+    if gateway.db_url.starts_with("sqlite:") {
+        assert!(refused, "{stderr}");
+    } else {
+        assert!(!refused, "{stderr}");
+    }
+    gateway.customer_mail(
+        "kunde@example.test",
+        "support@shop.test",
+        "Still there?",
+        "The first gateway still takes mail.",
+    );
+    assert_eq!(
+        numbers(&gateway.json(&["search", "--subject", "still there"])),
+        vec![1]
+    );
+    gateway.kill();
+    gateway.start();
+    gateway.stop();
+}

@@ -45,6 +45,12 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 redact_url(&config.database.url)
             )
         })?;
+    // SQLite serves one gateway: a second `serve` on the same file would poll the same
+    // mailboxes and send the same outgoing mail again. Held until `serve` returns.
+    let _one_instance = match store.sqlite_file() {
+        Some(file) => Some(one_instance(file)?),
+        None => None,
+    };
     store.migrate().await?;
     tracing::info!(database = %redact_url(&config.database.url), "database ready");
     if demo {
@@ -289,6 +295,29 @@ async fn search_indexer(store: Store, mut shutdown: Shutdown) {
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// `<database>.serve.lock`, locked for as long as the file is open; refused with the reason
+/// when another `serve` holds it (the lock goes with its process, even when killed).
+fn one_instance(database: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = std::path::PathBuf::from(format!("{}.serve.lock", database.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `mticket serve` already runs on {}: SQLite serves one gateway instance; \
+             for several, give them one PostgreSQL database (database.url = \"postgres://…\")",
+            database.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }

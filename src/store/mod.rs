@@ -84,6 +84,8 @@ pub struct Store {
     syncs: Arc<Syncs>,
     /// SQLite's write-ahead log file (see [`Store::sync`]).
     wal: Option<std::path::PathBuf>,
+    /// The SQLite database file.
+    file: Option<std::path::PathBuf>,
     /// SQLite has one writer at a time: write transactions of this process queue here
     /// instead of in SQLite's busy handler, which sleeps in steps up to 100 ms and serves
     /// waiters in no order.
@@ -143,9 +145,13 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let mut wal = None;
+        let mut file = None;
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
-            let (url, file) = sqlite_url(path)?;
-            wal = file.map(|f| std::path::PathBuf::from(format!("{f}-wal")));
+            let (url, path) = sqlite_url(path)?;
+            wal = path
+                .as_ref()
+                .map(|f| std::path::PathBuf::from(format!("{f}-wal")));
+            file = path.map(std::path::PathBuf::from);
             (Backend::Sqlite, url)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             (Backend::Postgres, url.to_string())
@@ -181,9 +187,15 @@ impl Store {
             last_mail: Default::default(),
             syncs: Default::default(),
             wal,
+            file,
             writer: Arc::new(tokio::sync::Semaphore::new(1)),
             sync_turn: Default::default(),
         })
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     /// Notes that intake or an agent's mail just committed (see [`Store::mail_quiet_for`]).

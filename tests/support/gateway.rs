@@ -416,7 +416,6 @@ allow_plain_on_loopback = {allow_plain}
         );
     }
 
-    /// The gateway's own certificate (made on first start), for clients to trust.
     /// Sends a customer's mail to `to` over the inbound SMTP listener (swaks); `250` means
     /// its ticket state is committed.
     pub fn customer_mail(&self, from: &str, to: &str, subject: &str, body: &str) {
