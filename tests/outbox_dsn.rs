@@ -8,7 +8,6 @@
 //! the library's store, as submission will.
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
@@ -22,19 +21,11 @@ const WAIT: Duration = Duration::from_secs(30);
 const CUSTOMER: &str = "kunde@kunde.example";
 
 fn send(gateway: &Gateway, subject: &str) {
-    let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{}", gateway.inbound_port)])
-        .args(["--from", CUSTOMER, "--to", "support@example.test"])
-        .args(["--header", &format!("Subject: {subject}")])
-        .args(["--body", "Wo bleibt mein Paket?"])
-        .output()
-        .expect(
-            "swaks not found: apt-get install swaks libnet-ssleay-perl (scripts/test does this)",
-        );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    gateway.customer_mail(
+        CUSTOMER,
+        "support@example.test",
+        subject,
+        "Wo bleibt mein Paket?",
     );
 }
 

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use futures::TryStreamExt;
 use sqlx::Row;
 
-use super::{Actor, Arg, Backend, Field, Result, Sql, Store, StoreError, TicketQuery, flag};
+use super::{
+    Actor, Arg, Backend, Field, Result, Sql, Store, StoreError, TicketQuery, flag, set_counter,
+};
 use crate::config::Locale;
 use crate::core::model::{Priority, TicketDetail};
 use crate::core::ticket_message::TicketHead;
@@ -192,13 +194,7 @@ impl Store {
         sqlx::query("UPDATE tickets SET mailbox_uid = NULL WHERE mailbox_uid IS NOT NULL")
             .execute(&mut *conn)
             .await?;
-        sqlx::query(
-            "INSERT INTO counters (name, value) VALUES ('mailbox_header_form', $1) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(form)
-        .execute(&mut *conn)
-        .await?;
+        set_counter(conn, "mailbox_header_form", form).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -538,14 +534,7 @@ impl Store {
         .fetch_one(&mut *conn)
         .await?;
         for (name, value) in names.iter().zip([digest, next, now]) {
-            sqlx::query(
-                "INSERT INTO counters (name, value) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(name.clone())
-            .bind(value)
-            .execute(&mut *conn)
-            .await?;
+            set_counter(conn, name, value).await?;
         }
         tx.commit().await?;
         Ok((uid(next)?, now))

@@ -385,6 +385,19 @@ impl Tx {
     }
 }
 
+/// Sets the counter `name` to `value`, creating it when missing.
+async fn set_counter(conn: &mut AnyConnection, name: &str, value: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO counters (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name.to_string())
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Pool settings; for SQLite, the pragmas each connection gets, with `synchronous` as given.
 fn pool_options(backend: Backend, synchronous: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::admin::{customer_from_row, document_from_row};
-use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now, push_list};
+use super::{Arg, Backend, Result, Sql, Store, StoreError, Tx, flag, now, push_list, set_counter};
 use crate::core::filter::{AssigneeFilter, DueFilter, Filter, StatusFilter};
 use crate::core::mail::{self, Attachment};
 use crate::core::model::{
@@ -904,13 +904,7 @@ impl Store {
                 if added > 0 {
                     insert.into_query().execute(&mut *conn).await?;
                 }
-                sqlx::query(
-                    "INSERT INTO counters (name, value) VALUES ('search_indexed', $1) \
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                )
-                .bind(upto)
-                .execute(&mut *conn)
-                .await?;
+                set_counter(conn, "search_indexed", upto).await?;
                 added
             }
             Backend::Postgres => {
