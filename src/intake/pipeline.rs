@@ -18,7 +18,8 @@ use crate::core::subject;
 use crate::core::texts::{self, Placeholders};
 use crate::intake::authcheck::AuthChecker;
 use crate::store::{
-    Actor, AgentAway, Content, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
+    Actor, AgentAway, Content, Lease, NewItem, NewOutbound, NewTicket, Store, StoreError,
+    TicketRef, Tx,
 };
 
 /// One mail as it arrived.
@@ -173,28 +174,36 @@ impl Pipeline {
     }
 
     /// Takes in a batch of mails for one queue in one transaction, durable when it returns.
+    /// `lease`: see [`Pipeline::commit`].
     pub async fn take_in(
         &self,
         queue: &Queue,
         arrivals: &[Arrival],
+        lease: Option<&Lease>,
     ) -> Result<Vec<Outcome>, IntakeError> {
         let prepared = self.prepare(arrivals).await?;
-        self.commit(queue, arrivals, &prepared, Durability::Synced)
+        self.commit(queue, arrivals, &prepared, Durability::Synced, lease)
             .await
     }
 
     /// Commits mails made ready by [`Pipeline::prepare`]: one transaction for all of them.
+    /// With a `lease` (the queue's polling lease), nothing is committed unless this instance
+    /// still holds it: an instance that took the queue over may be taking the same mails.
     pub async fn commit(
         &self,
         queue: &Queue,
         arrivals: &[Arrival],
         prepared: &[Prepared],
         durability: Durability,
+        lease: Option<&Lease>,
     ) -> Result<Vec<Outcome>, IntakeError> {
         let mut tx = match durability {
             Durability::Synced => self.store.begin().await?,
             Durability::Deferred => self.store.begin_deferred().await?,
         };
+        if let Some(lease) = lease {
+            tx.hold(lease).await?;
+        }
         let mut batch = Batch::look_up(&mut tx, queue, prepared).await?;
         let mut outcomes = Vec::with_capacity(arrivals.len());
         let mut autoresponded = false;
@@ -721,7 +730,7 @@ impl crate::net::smtp::MailService for Pipeline {
                         raw: raw.to_vec(),
                         uidl: None,
                     };
-                    self.take_in(&queue, std::slice::from_ref(&arrival))
+                    self.take_in(&queue, std::slice::from_ref(&arrival), None)
                         .await
                         .map(|_| ())
                         .map_err(|e| {

@@ -13,6 +13,7 @@ use crate::intake::pipeline::{Arrival, Durability, IntakeError, Pipeline, Prepar
 use crate::intake::pop3::{self, Pop3Tls};
 use crate::net::listener::Shutdown;
 use crate::net::tls;
+use crate::store::{Lease, StoreError};
 
 /// Mails committed per transaction: large enough to amortise the commit, small enough
 /// that little is fetched again after a crash.
@@ -69,14 +70,18 @@ pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutd
     }
 }
 
-/// Polls one queue forever, backing off exponentially while it fails.
+/// Polls one queue forever, backing off exponentially while it fails. Gateway instances
+/// sharing a database take turns: the one holding the queue's lease polls it, the others
+/// look again at every interval and take over when it died.
 async fn poll_queue(
     queue_id: i64,
     pipeline: Arc<Pipeline>,
     settings: Arc<PollSettings>,
     mut shutdown: Shutdown,
 ) {
+    let lease = pipeline.store().lease(format!("poll:{queue_id}"));
     let mut failures: u32 = 0;
+    let mut polled_elsewhere = false;
     loop {
         if shutdown.is_triggered() {
             return;
@@ -91,8 +96,28 @@ async fn poll_queue(
                 continue;
             }
         };
+        match pipeline.store().take_lease(&lease).await {
+            Ok(true) => {
+                if std::mem::take(&mut polled_elsewhere) {
+                    tracing::info!(queue = %queue.name, "this instance polls the queue now");
+                }
+            }
+            Ok(false) => {
+                if !std::mem::replace(&mut polled_elsewhere, true) {
+                    tracing::info!(queue = %queue.name, "another gateway instance polls the queue");
+                }
+                sleep_or_stop(settings.interval, &mut shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(queue = %queue.name, error = %e, "cannot take the queue's polling lease");
+                failures += 1;
+                sleep_or_stop(backoff(settings.interval, failures), &mut shutdown).await;
+                continue;
+            }
+        }
         let result = tokio::select! {
-            r = poll_once(&queue, &pipeline, &settings) => r,
+            r = poll_once(&queue, &pipeline, &settings, &lease) => r,
             _ = shutdown.wait() => return,
         };
         let wait = match result {
@@ -109,6 +134,10 @@ async fn poll_queue(
                 {
                     tracing::warn!(queue = %queue.name, error = %e, "cannot record poll result");
                 }
+                settings.interval
+            }
+            Err(PollError::Intake(IntakeError::Store(StoreError::LeaseLost(_)))) => {
+                tracing::warn!(queue = %queue.name, "another gateway instance took the queue over while this one polled it; its poll stops");
                 settings.interval
             }
             Err(e) => {
@@ -207,6 +236,7 @@ async fn poll_once(
     queue: &Queue,
     pipeline: &Arc<Pipeline>,
     settings: &PollSettings,
+    lease: &Lease,
 ) -> Result<PollReport, PollError> {
     let (mut client, window) = open_session(queue).await?;
     let uidls = client.uidl_all().await?;
@@ -312,13 +342,21 @@ async fn poll_once(
         aside_incoming,
     )));
     let commit = Stage(tokio::spawn({
-        let (pipeline, queue) = (pipeline.clone(), queue.clone());
+        let (pipeline, queue, lease) = (pipeline.clone(), queue.clone(), lease.clone());
         async move {
             let mut report = PollReport::default();
             let mut to_delete = Vec::new();
             let mut handed_aside = 0;
             while let Some(batch) = ready_incoming.recv().await {
-                commit_batch(&queue, &pipeline, batch, &mut to_delete, &mut report).await?;
+                commit_batch(
+                    &queue,
+                    &pipeline,
+                    &lease,
+                    batch,
+                    &mut to_delete,
+                    &mut report,
+                )
+                .await?;
                 if to_delete.len() - handed_aside >= DELETE_ASIDE_CHUNK {
                     // Once the deleter gave up, the main session deletes these at its end.
                     let _ = aside.send(to_delete[handed_aside..].to_vec());
@@ -435,6 +473,7 @@ type ReadyBatch = (Vec<u32>, Vec<Arrival>, Result<Vec<Prepared>, IntakeError>);
 async fn commit_batch(
     queue: &Queue,
     pipeline: &Pipeline,
+    lease: &Lease,
     (numbers, arrivals, prepared): ReadyBatch,
     to_delete: &mut Vec<u32>,
     report: &mut PollReport,
@@ -447,7 +486,13 @@ async fn commit_batch(
     let committed = match prepared {
         Ok(prepared) => {
             pipeline
-                .commit(queue, &arrivals, &prepared, Durability::Deferred)
+                .commit(
+                    queue,
+                    &arrivals,
+                    &prepared,
+                    Durability::Deferred,
+                    Some(lease),
+                )
                 .await
         }
         Err(e) => Err(e),
@@ -465,7 +510,10 @@ async fn commit_batch(
             tracing::warn!(queue = %queue.name, error = %e, "batch failed; taking mails one by one");
             let numbers: Vec<u32> = to_delete.drain(first_new..).collect();
             for (n, a) in numbers.into_iter().zip(arrivals) {
-                match pipeline.take_in(queue, std::slice::from_ref(&a)).await {
+                match pipeline
+                    .take_in(queue, std::slice::from_ref(&a), Some(lease))
+                    .await
+                {
                     Ok(_) => {
                         report.taken += 1;
                         to_delete.push(n);

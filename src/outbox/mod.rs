@@ -115,7 +115,7 @@ impl Worker {
     /// Relays what is due, one upstream session per queue and round; returns how many were
     /// attempted.
     async fn relay_due(&self) -> Result<usize, crate::store::StoreError> {
-        let due = self.store.outbox_due(crate::store::now(), 32).await?;
+        let due = self.store.outbox_claim(crate::store::now(), 32).await?;
         // Mail that POP3 intake committed without waiting for the disk goes out once a sync
         // covered it, so a power failure cannot leave a customer with an autoresponse for a
         // ticket the database lost.

@@ -52,7 +52,11 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         None => None,
     };
     store.migrate().await?;
-    tracing::info!(database = %redact_url(&config.database.url), "database ready");
+    store
+        .join(&config.hostname, _one_instance.is_some())
+        .await
+        .context("cannot register this gateway instance in the database")?;
+    tracing::info!(database = %redact_url(&config.database.url), instance = %store.instance(), "database ready");
     if demo {
         demo::setup(&store, &config).await?;
     }
@@ -100,6 +104,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         wake: wake.clone(),
     };
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+    tasks.push(tokio::spawn(stay_alive(
+        store.clone(),
+        config.hostname.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn({
+        let (store, mut shutdown) = (store.clone(), shutdown.clone());
+        async move { store.follow_mailbox_uids(shutdown.wait()).await }
+    }));
     tasks.push(tokio::spawn(checkpoints(store.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(search_indexer(
         store.clone(),
@@ -228,6 +241,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
+    // Other instances take over this one's queues and outbox entries at once.
+    if let Err(e) = store.leave().await {
+        tracing::warn!(error = %e, "cannot sign this instance off; the others take over its work once its time runs out");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -244,6 +261,29 @@ async fn wait_for_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Tells the other gateway instances on the database that this one is alive, so they
+/// leave its queues and outbox entries to it.
+async fn stay_alive(store: Store, host: String, mut shutdown: Shutdown) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::store::RENEW_EVERY) => {}
+            _ = shutdown.wait() => return,
+        }
+        match store.stay_alive(&host).await {
+            Ok(()) if std::mem::take(&mut failing) => {
+                tracing::info!("this instance can say it is alive again")
+            }
+            Ok(()) => {}
+            Err(e) if !std::mem::replace(&mut failing, true) => tracing::error!(
+                error = %e,
+                "cannot tell the database this instance is alive: other instances take over its queues once its time runs out"
+            ),
+            Err(_) => {}
         }
     }
 }

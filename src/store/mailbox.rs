@@ -6,6 +6,7 @@
 //! as a new message, UIDs only grow and none is used twice, and one UIDVALIDITY serves every
 //! folder. The agents' own folders draw their UIDs from the same counter.
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use sqlx::Row;
@@ -89,11 +90,80 @@ impl Store {
     /// The highest UID given so far (0 before the first): it moves whenever a ticket's
     /// message is replaced or a client stores a message.
     pub async fn mailbox_last_uid(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'mailbox_uid'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let last = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'mailbox_uid'")
+            .fetch_one(&self.pool)
+            .await?;
+        self.uid_seen(last);
+        Ok(last)
+    }
+
+    /// The mailbox's last UID, told whenever it grows: at once when this process took the
+    /// UID, and through [`Store::follow_mailbox_uids`] when another instance (or process)
+    /// did. IDLE sessions wait on it instead of asking the database.
+    pub fn mailbox_uids(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.uids.subscribe()
+    }
+
+    fn uid_seen(&self, last: i64) {
+        self.uids.send_if_modified(|known| {
+            let grew = last > *known;
+            if grew {
+                *known = last;
+            }
+            grew
+        });
+    }
+
+    /// Keeps [`Store::mailbox_uids`] current with the UIDs other instances take, until
+    /// `stop` completes. On PostgreSQL they tell of each at its commit (`LISTEN`, see
+    /// `notify_uid`). Besides, the counter is read every few seconds: that covers news lost
+    /// while the listening connection was down, and UIDs taken by another process on
+    /// SQLite.
+    pub async fn follow_mailbox_uids(&self, stop: impl std::future::Future<Output = ()>) {
+        const READ_EVERY: Duration = Duration::from_secs(5);
+        tokio::pin!(stop);
+        let mut listener = None;
+        loop {
+            if let (Some(url), None) = (&self.url, &listener) {
+                match sqlx::postgres::PgListener::connect(url).await {
+                    Ok(mut l) => match l.listen(UID_CHANNEL).await {
+                        Ok(()) => listener = Some(l),
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for mailbox news"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for mailbox news"),
+                }
+            }
+            if let Err(e) = self.mailbox_last_uid().await {
+                tracing::debug!(error = %e, "cannot read the mailbox's last UID");
+            }
+            let deadline = tokio::time::Instant::now() + READ_EVERY;
+            loop {
+                let news = async {
+                    match listener.as_mut() {
+                        Some(l) => l.try_recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    news = news => match news {
+                        Ok(Some(n)) => {
+                            if let Ok(last) = n.payload().parse() {
+                                self.uid_seen(last);
+                            }
+                        }
+                        // The connection was lost and is made again: read what was missed.
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listening for mailbox news failed");
+                            listener = None;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Up to `limit` tickets whose message waits for its new UID, oldest first.
@@ -175,7 +245,9 @@ impl Store {
                 }
             }
         }
+        notify_uid(conn, self.backend, last).await?;
         tx.commit().await?;
+        self.uid_seen(last);
         Ok(listed)
     }
 
@@ -536,7 +608,9 @@ impl Store {
         for (name, value) in names.iter().zip([digest, next, now]) {
             set_counter(conn, name, value).await?;
         }
+        notify_uid(conn, self.backend, next).await?;
         tx.commit().await?;
+        self.uid_seen(next);
         Ok((uid(next)?, now))
     }
 
@@ -689,7 +763,9 @@ impl Store {
         .bind(raw.to_vec())
         .execute(&mut *conn)
         .await?;
+        notify_uid(conn, self.backend, next).await?;
         tx.commit().await?;
+        self.uid_seen(next);
         uid(next)
     }
 
@@ -785,6 +861,22 @@ fn yes_no(b: bool) -> &'static str {
 
 fn split_flags(s: &str) -> Vec<String> {
     s.split_ascii_whitespace().map(str::to_string).collect()
+}
+
+/// The PostgreSQL channel on which instances tell each other of the mailbox's last UID.
+const UID_CHANNEL: &str = "mticket_mailbox";
+
+/// PostgreSQL: tells every instance listening (see [`Store::follow_mailbox_uids`]) of the
+/// mailbox's new last UID when the transaction commits.
+async fn notify_uid(conn: &mut sqlx::AnyConnection, backend: Backend, last: i64) -> Result<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(UID_CHANNEL.to_string())
+            .bind(last.to_string())
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

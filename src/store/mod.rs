@@ -5,6 +5,7 @@
 //! Times are Unix seconds and flags 0/1 integers, because `Any` decodes nothing richer.
 mod admin;
 mod edits;
+mod instances;
 mod mailbox;
 mod outbox;
 mod pending;
@@ -12,6 +13,7 @@ mod tickets;
 
 pub use admin::*;
 pub use edits::*;
+pub use instances::*;
 pub use mailbox::*;
 pub use outbox::*;
 pub use tickets::*;
@@ -39,6 +41,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("cannot create the database folder {0}: {1}")]
     Folder(String, std::io::Error),
+    #[error("another gateway instance took over {0}")]
+    LeaseLost(String),
 }
 
 impl StoreError {
@@ -52,11 +56,18 @@ impl StoreError {
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_) => true,
                 sqlx::Error::Database(db) => {
+                    // PostgreSQL: serialization failure, deadlock, lock not available, the
+                    // server shutting down or starting up.
+                    let code = db.code().unwrap_or_default();
                     let msg = db.message().to_ascii_lowercase();
-                    msg.contains("locked") || msg.contains("busy")
+                    matches!(&*code, "40001" | "40P01" | "55P03" | "57P01" | "57P03")
+                        || msg.contains("locked")
+                        || msg.contains("busy")
                 }
                 _ => false,
             },
+            // The instance that took over may die too.
+            StoreError::LeaseLost(_) => true,
             _ => false,
         }
     }
@@ -92,6 +103,12 @@ pub struct Store {
     writer: Arc<tokio::sync::Semaphore>,
     /// Held by the one [`Store::sync`] running.
     sync_turn: Arc<tokio::sync::Mutex<()>>,
+    /// This process's instance id (see `instances`).
+    instance: Arc<str>,
+    /// PostgreSQL: the url, for the connection that listens for other instances' news.
+    url: Option<Arc<str>>,
+    /// The mailbox's last UID as far as this process knows (see [`Store::mailbox_uids`]).
+    uids: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 /// Deferred commits counted against the syncs that covered them (SQLite).
@@ -146,6 +163,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let mut wal = None;
         let mut file = None;
+        let given = url;
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let (url, path) = sqlite_url(path)?;
             wal = path
@@ -190,6 +208,9 @@ impl Store {
             file,
             writer: Arc::new(tokio::sync::Semaphore::new(1)),
             sync_turn: Default::default(),
+            instance: format!("{:016x}", rand::random::<u64>()).into(),
+            url: (backend == Backend::Postgres).then(|| given.into()),
+            uids: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 

@@ -2,7 +2,7 @@
 //! later by the outbox worker.
 use sqlx::Row;
 
-use super::{Arg, Backend, Result, Store, Tx, now};
+use super::{Arg, Backend, Result, Sql, Store, Tx, now};
 
 pub struct NewOutbound<'a> {
     pub queue_id: i64,
@@ -82,20 +82,69 @@ impl Tx {
 }
 
 impl Store {
-    /// Pending entries whose next attempt is due, oldest first.
-    pub async fn outbox_due(&self, at: i64, limit: i64) -> Result<Vec<Outbound>> {
-        let rows = sqlx::query(
+    /// Claims up to `limit` pending entries whose next attempt is due, oldest first, for this
+    /// instance to send: entries claimed by no one, by this instance, or by an instance that
+    /// died (counted in `reclaims`: it may have handed the mail to the upstream just before).
+    /// Another instance's live claims are left alone; on PostgreSQL, so are rows another
+    /// instance is claiming at this moment (`SKIP LOCKED`).
+    pub async fn outbox_claim(&self, at: i64, limit: i64) -> Result<Vec<Outbound>> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let me = self.instance().to_string();
+        let mut select = format!(
+            "SELECT id, claimed_by FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+             AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_by NOT IN \
+             (SELECT id FROM instances WHERE alive_until > {})) \
+             ORDER BY next_attempt_at, id LIMIT $3",
+            super::instances::clock(self.backend)
+        );
+        if self.backend == Backend::Postgres {
+            select.push_str(" FOR UPDATE SKIP LOCKED");
+        }
+        let claimable: Vec<(i64, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(at)
+            .bind(me.clone())
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        if claimable.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(claimable.len());
+        let mut reclaimed = Vec::new();
+        for (id, by) in claimable {
+            ids.push(id);
+            if by.is_some_and(|by| by != me) {
+                reclaimed.push(id);
+            }
+        }
+        let mut claim = Sql::new("UPDATE outbox SET claimed_by = ");
+        claim.bind(Arg::Text(me)).push(" WHERE id IN (");
+        super::push_list(&mut claim, ids.iter().map(|&id| Arg::Int(id)));
+        claim.push(")");
+        claim.query().execute(&mut *conn).await?;
+        if !reclaimed.is_empty() {
+            let mut count = Sql::new("UPDATE outbox SET reclaims = reclaims + 1 WHERE id IN (");
+            super::push_list(&mut count, reclaimed.iter().map(|&id| Arg::Int(id)));
+            count.push(")");
+            count.query().execute(&mut *conn).await?;
+            tracing::warn!(
+                entries = ?reclaimed,
+                "outbox: taking over entries of an instance that died while sending them; \
+                 the upstream may have taken one of them already"
+            );
+        }
+        let mut read = Sql::new(
             "SELECT o.id, o.queue_id, o.ticket_id, o.agent_id, o.kind, o.mail_from, o.rcpt_to, \
              o.message_id, CASE WHEN o.item_id IS NULL THEN o.raw ELSE i.raw END AS raw, \
              o.attempts, o.created_at FROM outbox o LEFT JOIN items i ON i.id = o.item_id \
-             WHERE o.state = 'pending' AND o.next_attempt_at <= $1 \
-             ORDER BY o.next_attempt_at, o.id LIMIT $2",
-        )
-        .bind(at)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+             WHERE o.id IN (",
+        );
+        super::push_list(&mut read, ids.iter().map(|&id| Arg::Int(id)));
+        read.push(") ORDER BY o.next_attempt_at, o.id");
+        let rows = read.query().fetch_all(&mut *conn).await?;
+        let due = rows
+            .iter()
             .map(|r| {
                 Ok(Outbound {
                     id: r.try_get("id")?,
@@ -116,7 +165,9 @@ impl Store {
                     created_at: r.try_get("created_at")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(due)
     }
 
     /// The earliest time a pending entry is due, if any.
@@ -142,7 +193,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1, \
-             last_error = '' WHERE id = $2",
+             last_error = '', claimed_by = NULL WHERE id = $2",
         )
         .bind(now())
         .bind(id)
@@ -163,7 +214,7 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, rcpt_to = $1, next_attempt_at = $2, \
-             last_error = $3 WHERE id = $4",
+             last_error = $3, claimed_by = NULL WHERE id = $4",
         )
         .bind(rcpts.join(","))
         .bind(next_at)
@@ -183,7 +234,7 @@ impl Store {
             Some((rcpts, next_at)) => {
                 sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, rcpt_to = $1, \
-                     next_attempt_at = $2, last_error = $3 WHERE id = $4",
+                     next_attempt_at = $2, last_error = $3, claimed_by = NULL WHERE id = $4",
                 )
                 .bind(rcpts.join(","))
                 .bind(next_at)
@@ -194,8 +245,8 @@ impl Store {
             }
             None => {
                 sqlx::query(
-                    "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $1 \
-                     WHERE id = $2",
+                    "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $1, \
+                     claimed_by = NULL WHERE id = $2",
                 )
                 .bind(f.error.to_string())
                 .bind(o.id)

@@ -83,10 +83,6 @@ enum Step {
     Closed,
 }
 
-/// How often a session in IDLE looks for changes: with the listing interval, a new or
-/// changed ticket reaches the client within a second.
-const IDLE_POLL: Duration = Duration::from_millis(400);
-
 /// Unauthenticated sessions get this long to log in between commands.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -100,8 +96,11 @@ struct Session<S> {
     slot: Option<crate::login::SessionSlot>,
     /// The open folder (SELECT/EXAMINE).
     selected: Option<folders::Selected>,
-    /// In IDLE: changes are looked for every [`IDLE_POLL`].
+    /// In IDLE: the folder is looked at again whenever `uids` tells of a new UID.
     idling: bool,
+    /// The mailbox's last UID: every change of what a folder shows takes a new one, here or
+    /// at another gateway instance (see [`crate::store::Store::mailbox_uids`]).
+    uids: tokio::sync::watch::Receiver<i64>,
     /// The tag of an AUTHENTICATE waiting for the client's response.
     authenticating: Option<Tag<'static>>,
     /// Responses waiting to be written, sent together before the next read.
@@ -189,6 +188,7 @@ where
     let mut session = Session {
         stream: Some(stream),
         logins,
+        uids: mailbox.store().mailbox_uids(),
         mailbox,
         agent: None,
         slot: None,
@@ -399,15 +399,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         continue;
                     }
                     let timeout = if self.idling {
-                        IDLE_POLL
+                        // From the last thing the client sent, not from the last news.
+                        self.cfg
+                            .idle_timeout
+                            .saturating_sub(self.idle_since.elapsed())
                     } else if self.agent.is_none() {
                         LOGIN_TIMEOUT.min(self.cfg.idle_timeout)
                     } else {
                         self.cfg.idle_timeout
                     };
                     let stream = self.stream.as_mut().expect("stream outside an upgrade");
+                    let idling = self.idling;
                     let read = tokio::select! {
                         r = tokio::time::timeout(timeout, stream.read(&mut self.buf)) => r,
+                        Ok(()) = self.uids.changed(), if idling => return Ok(Step::Tick),
                         _ = self.shutdown.wait() => {
                             self.bye("server shutting down");
                             continue;
@@ -426,11 +431,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             self.overflow = over;
                         }
                         Ok(Err(e)) => return Err(e.into()),
-                        Err(_)
-                            if self.idling && self.idle_since.elapsed() < self.cfg.idle_timeout =>
-                        {
-                            return Ok(Step::Tick);
-                        }
                         Err(_) => {
                             tracing::debug!(peer = ?self.peer, "IMAP session idle too long");
                             self.bye("idle too long");

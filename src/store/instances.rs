@@ -1,0 +1,157 @@
+//! Several gateway instances on one database. Each registers itself and stays alive by
+//! renewing its time; work that one instance at a time must do (polling a queue, listing
+//! the mailbox) is taken under a lease that lasts while its holder is alive, and each
+//! outbox entry is claimed by one instance while it sends it.
+//!
+//! Times here are milliseconds by the database's clock, so the hosts' clocks do not have
+//! to agree.
+use std::time::Duration;
+
+use super::{Backend, Result, Store, StoreError, Tx};
+
+/// How long an instance counts as alive after it last said so.
+pub const ALIVE_FOR: Duration = Duration::from_secs(15);
+/// How often a running instance says it is alive.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// The database's clock, in Unix milliseconds.
+pub(super) fn clock(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CAST(unixepoch('subsec') * 1000 AS BIGINT)",
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
+
+/// A lease by name, as held (or wanted) by this process's instance.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    name: String,
+    holder: String,
+}
+
+impl Lease {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Store {
+    /// This process's instance id: random, new with every start.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Registers this process as a live instance. `alone`: no other instance can be running
+    /// (SQLite, whose `serve` holds a lock file), so instances left by killed processes are
+    /// dead already: they are removed with their leases and claims, and a restart goes on
+    /// at once instead of waiting for their time to run out.
+    pub async fn join(&self, host: &str, alone: bool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        if alone {
+            sqlx::query("DELETE FROM leases")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("UPDATE outbox SET claimed_by = NULL WHERE claimed_by IS NOT NULL")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM instances")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let clock = clock(self.backend);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO instances (id, host, started_at, alive_until) \
+             VALUES ($1, $2, {clock}, {clock} + $3)"
+        )))
+        .bind(self.instance.to_string())
+        .bind(host.to_string())
+        .bind(ALIVE_FOR.as_millis() as i64)
+        .execute(&mut *conn)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Says this instance is alive for another [`ALIVE_FOR`]. An instance whose row is gone
+    /// (removed by a start that found itself alone) registers again.
+    pub async fn stay_alive(&self, host: &str) -> Result<()> {
+        let clock = clock(self.backend);
+        let renewed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET alive_until = {clock} + $1 WHERE id = $2"
+        )))
+        .bind(ALIVE_FOR.as_millis() as i64)
+        .bind(self.instance.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if renewed == 0 {
+            self.join(host, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends this instance: its leases and outbox claims are free for the others at once.
+    pub async fn leave(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let me = self.instance.to_string();
+        sqlx::query("DELETE FROM leases WHERE holder = $1")
+            .bind(me.clone())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("UPDATE outbox SET claimed_by = NULL WHERE claimed_by = $1")
+            .bind(me.clone())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(me)
+            .execute(&mut *conn)
+            .await?;
+        tx.commit().await
+    }
+
+    /// The lease `name` for this instance (not taken yet; see [`Store::take_lease`]).
+    pub fn lease(&self, name: impl Into<String>) -> Lease {
+        Lease {
+            name: name.into(),
+            holder: self.instance.to_string(),
+        }
+    }
+
+    /// Takes `lease` when it is free or its holder is dead, or keeps it when this instance
+    /// holds it; false when a live instance holds it.
+    pub async fn take_lease(&self, lease: &Lease) -> Result<bool> {
+        let clock = clock(self.backend);
+        let holder: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO leases (name, holder) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder \
+             WHERE leases.holder = excluded.holder OR NOT EXISTS (SELECT 1 FROM instances i \
+             WHERE i.id = leases.holder AND i.alive_until > {clock}) \
+             RETURNING holder"
+        )))
+        .bind(lease.name.clone())
+        .bind(lease.holder.clone())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(holder.is_some())
+    }
+}
+
+impl Tx {
+    /// Fails with [`StoreError::LeaseLost`] unless this instance holds `lease`. On
+    /// PostgreSQL the lease's row stays locked until the transaction ends, so no other
+    /// instance takes the lease over between this check and the commit.
+    pub async fn hold(&mut self, lease: &Lease) -> Result<()> {
+        let held = sqlx::query("UPDATE leases SET holder = holder WHERE name = $1 AND holder = $2")
+            .bind(lease.name.clone())
+            .bind(lease.holder.clone())
+            .execute(self.conn().await?)
+            .await?
+            .rows_affected();
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.name.clone()))
+        }
+    }
+}
