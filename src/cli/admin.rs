@@ -741,6 +741,55 @@ pub async fn profile(store: &Store, cmd: ProfileCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn instances(store: &Store, as_json: bool) -> anyhow::Result<()> {
+    let report = store.instances_report().await?;
+    if as_json {
+        return json(&report);
+    }
+    let queues: std::collections::HashMap<String, String> = store
+        .queues()
+        .await?
+        .into_iter()
+        .map(|q| (format!("poll:{}", q.id), q.name))
+        .collect();
+    let rows: Vec<Vec<String>> = report
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.host.clone(),
+                time(i.started_at / 1000),
+                if i.alive { "alive" } else { "gone" }.to_string(),
+            ]
+        })
+        .collect();
+    table(&["INSTANCE", "HOST", "STARTED", "STATE"], &rows);
+    println!();
+    let rows: Vec<Vec<String>> = report
+        .leases
+        .iter()
+        .map(|l| {
+            let work = match queues.get(&l.name) {
+                Some(queue) => format!("polls queue {queue}"),
+                None if l.name.starts_with("poll:") => {
+                    format!("polls a removed queue ({})", l.name)
+                }
+                None => l.name.clone(),
+            };
+            vec![work, l.holder.clone()]
+        })
+        .collect();
+    table(&["WORK", "INSTANCE"], &rows);
+    println!();
+    let o = &report.outbox;
+    println!(
+        "Outbox: {} pending, {} sent, {} failed; {} taken over from instances that died while sending",
+        o.pending, o.sent, o.failed, o.taken_over
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Gateway instances on this database, which of them polls which queue, and the outbox
+    Instances {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -418,6 +423,7 @@ pub async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Ticket(c) => tickets::ticket(&store, c).await,
         Command::Search(a) => tickets::search(&store, a).await,
         Command::Stats { json } => tickets::stats(&store, json).await,
+        Command::Instances { json } => admin::instances(&store, json).await,
     };
     store.close().await;
     result

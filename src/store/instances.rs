@@ -52,9 +52,21 @@ impl Store {
             sqlx::query("DELETE FROM leases")
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("UPDATE outbox SET claimed_by = NULL WHERE claimed_by IS NOT NULL")
-                .execute(&mut *conn)
-                .await?;
+            // Claimed by a process that died sending them: counted as taken over.
+            let taken_over = sqlx::query(
+                "UPDATE outbox SET claimed_by = NULL, reclaims = reclaims + 1 \
+                 WHERE claimed_by IS NOT NULL",
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if taken_over > 0 {
+                tracing::warn!(
+                    entries = taken_over,
+                    "outbox: taking over entries of a gateway that died while sending them; \
+                     the upstream may have taken one of them already"
+                );
+            }
             sqlx::query("DELETE FROM instances")
                 .execute(&mut *conn)
                 .await?;
@@ -153,5 +165,89 @@ impl Tx {
         } else {
             Err(StoreError::LeaseLost(lease.name.clone()))
         }
+    }
+}
+
+/// What `mticket instances` shows: who runs, who holds which lease, how the outbox stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstancesReport {
+    pub instances: Vec<InstanceRow>,
+    pub leases: Vec<LeaseRow>,
+    pub outbox: OutboxCounts,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceRow {
+    pub id: String,
+    pub host: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// False once its time ran out: killed, or cut off from the database.
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeaseRow {
+    pub name: String,
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    /// Times an entry was taken over from an instance that died while it had it: each may
+    /// have reached its recipient twice.
+    pub taken_over: i64,
+}
+
+impl Store {
+    pub async fn instances_report(&self) -> Result<InstancesReport> {
+        let clock = clock(self.backend);
+        let instances =
+            sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(format!(
+                "SELECT id, host, started_at, CASE WHEN alive_until > {clock} THEN 1 ELSE 0 END \
+                 FROM instances ORDER BY started_at, id"
+            )))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|(id, host, started_at, alive)| InstanceRow {
+                id,
+                host,
+                started_at,
+                alive: alive == 1,
+            })
+            .collect();
+        let leases =
+            sqlx::query_as::<_, (String, String)>("SELECT name, holder FROM leases ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|(name, holder)| LeaseRow { name, holder })
+                .collect();
+        let mut outbox = OutboxCounts::default();
+        let rows =
+            sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        for (state, n) in rows {
+            match state.as_str() {
+                "pending" => outbox.pending = n,
+                "sent" => outbox.sent = n,
+                "failed" => outbox.failed = n,
+                _ => {}
+            }
+        }
+        outbox.taken_over =
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(reclaims), 0) AS BIGINT) FROM outbox")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(InstancesReport {
+            instances,
+            leases,
+            outbox,
+        })
     }
 }

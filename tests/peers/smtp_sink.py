@@ -97,13 +97,12 @@ def write_atomic(path, data, fsync):
     os.replace(tmp, path)
 
 
-def make_authenticator(userpass):
-    user, _, password = userpass.partition(":")
+def make_authenticator(userpasses):
+    accounts = dict(up.partition(":")[::2] for up in userpasses.split(","))
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (isinstance(auth_data, LoginPassword)
-              and auth_data.login.decode() == user
-              and auth_data.password.decode() == password)
+              and accounts.get(auth_data.login.decode()) == auth_data.password.decode())
         return AuthResult(success=ok, handled=False)
 
     return authenticator
@@ -117,7 +116,7 @@ async def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--dir", required=True)
-    p.add_argument("--auth", help="USER:PASS; AUTH PLAIN/LOGIN after TLS")
+    p.add_argument("--auth", help="USER:PASS[,USER:PASS...]; AUTH PLAIN/LOGIN after TLS")
     p.add_argument("--control")
     p.add_argument("--no-fsync", action="store_true", help="do not fsync stored messages")
     args = p.parse_args()

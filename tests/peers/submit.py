@@ -6,9 +6,13 @@ the SUBMIT_PASSWORD environment variable, never from the command line.
 
   submit.py --port N [--tls starttls|implicit|none] --user LOGIN --from ADDR
             --to ADDR[,ADDR] [--auth PLAIN|LOGIN] [--cafile PEM] [--parallel K] FILE...
+
+An empty --to sends each mail to the addresses in its own To and Cc headers.
 """
 import argparse
 import concurrent.futures
+import email
+import email.utils
 import json
 import os
 import smtplib
@@ -45,7 +49,12 @@ def send(args, path):
                 smtp.user, smtp.password = args.user, password
                 mechanism = getattr(smtp, "auth_" + args.auth.lower())
                 smtp.auth(args.auth, mechanism, initial_response_ok=True)
-            refused = smtp.sendmail(args.mail_from, args.to.split(","), raw)
+            if args.to:
+                to = args.to.split(",")
+            else:
+                head = email.message_from_bytes(raw)
+                to = [a for _, a in email.utils.getaddresses(head.get_all("To", []) + head.get_all("Cc", []))]
+            refused = smtp.sendmail(args.mail_from, to, raw)
             if refused:
                 return {"file": path, "code": 550, "text": repr(refused)}
             return {"file": path, "code": 250, "text": "accepted"}

@@ -70,6 +70,8 @@ pub struct Options {
     pub submission_host: &'static str,
     /// `submission.allow_plain_on_loopback`.
     pub allow_plain_on_loopback: bool,
+    /// Another gateway's database, for a second instance beside it (`Gateway::db_url`).
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             give_up_after: "2days",
             submission_host: "127.0.0.1",
             allow_plain_on_loopback: false,
+            database_url: None,
         }
     }
 }
@@ -105,7 +108,10 @@ impl Gateway {
         let records = dir.path().join("dns.txt");
         std::fs::write(&records, &opts.dns_records).unwrap();
         let config = dir.path().join("mticket.toml");
-        let db_url = db::url_for(opts.backend.unwrap_or(db::backend()), dir.path());
+        let db_url = match opts.database_url {
+            Some(url) => url,
+            None => db::url_for(opts.backend.unwrap_or(db::backend()), dir.path()),
+        };
         let text = format!(
             r#"hostname = "gateway.example.test"
 locale = "{locale}"

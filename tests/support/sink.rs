@@ -115,6 +115,12 @@ impl Sink {
         Self::spawn(Some(format!("{user}:{password}")), true)
     }
 
+    /// As [`Sink::start_fast_with_auth`], for several accounts.
+    pub fn start_fast_with_logins(accounts: &[(&str, &str)]) -> Sink {
+        let auth: Vec<String> = accounts.iter().map(|(u, p)| format!("{u}:{p}")).collect();
+        Self::spawn(Some(auth.join(",")), false)
+    }
+
     /// As [`Sink::start_with_auth`], but messages are written without fsync: a sink for
     /// throughput runs, where receiving is all it should cost.
     pub fn start_fast_with_auth(user: &str, password: &str) -> Sink {

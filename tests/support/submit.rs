@@ -47,7 +47,8 @@ impl Agent<'_> {
         self.send_many(from, to, &[raw.to_vec()], 1).remove(0)
     }
 
-    /// Sends every mail, `parallel` sessions at a time; one answer per mail, in order.
+    /// Sends every mail, `parallel` sessions at a time; one answer per mail, in order. With
+    /// no `to`, each mail goes to the addresses in its own To and Cc.
     pub fn send_many(
         &self,
         from: &str,
