@@ -407,3 +407,119 @@ fn a_lease_and_an_outbox_entry_belong_to_one_live_instance_at_a_time() {
     assert!(shown.contains("polls queue Support"), "{shown}");
     assert!(shown.contains("1 sent"), "{shown}");
 }
+
+/// Watches Queues/Support on instance A in IDLE while the ticket is changed and a new one
+/// comes in through instance B (on SQLite: the change through the command line, the new
+/// mail through A); prints how long each took to be told, from the start of the change.
+const IDLE_SCRIPT: &str = r#"
+import imaplib, os, smtplib, ssl, subprocess, time
+env = os.environ
+
+def connect(port, cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = False
+    m = imaplib.IMAP4_SSL("127.0.0.1", int(port), ssl_context=ctx)
+    m.login("anna", "anna-secret")
+    m.select("Queues/Support")
+    return m
+
+watcher = connect(env["A_IMAPS"], env["A_CAFILE"])
+
+def idle_until(pred, change):
+    tag = watcher._new_tag().decode()
+    watcher.send(f"{tag} IDLE\r\n".encode())
+    assert watcher.readline().startswith(b"+")
+    start = time.monotonic()
+    change()
+    seen = []
+    watcher.sock.settimeout(10)
+    while not pred(seen):
+        seen.append(watcher.readline().decode().strip())
+    took = time.monotonic() - start
+    watcher.send(b"DONE\r\n")
+    while not watcher.readline().decode().startswith(tag):
+        pass
+    return took, seen
+
+def flag_through_b():
+    if env["B_IMAPS"]:
+        m = connect(env["B_IMAPS"], env["B_CAFILE"])
+        typ, data = m.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "1")
+        m.uid("STORE", data[0].decode(), "+FLAGS", "(\\Flagged)")
+        m.logout()
+    else:
+        subprocess.run([env["MTICKET"], "--config", env["CONFIG"], "ticket", "status", "1", "open"],
+                       check=True, capture_output=True)
+
+def mail_through_b():
+    s = smtplib.SMTP("127.0.0.1", int(env["B_INBOUND"]))
+    s.sendmail("neu@kunde.example", ["support@shop.test"],
+               "From: neu@kunde.example\r\nTo: support@shop.test\r\nSubject: Ganz neu\r\n\r\nHallo\r\n")
+    s.quit()
+
+took, seen = idle_until(lambda s: any("EXPUNGE" in l for l in s) and any(l.endswith("EXISTS") for l in s), flag_through_b)
+print(f"changed ticket told after {took:.2f}s: {seen}")
+took, seen = idle_until(lambda s: any(l.endswith("EXISTS") for l in s), mail_through_b)
+print(f"new ticket told after {took:.2f}s: {seen}")
+watcher.logout()
+"#;
+
+#[test]
+fn an_idle_client_on_one_instance_hears_of_a_change_made_through_the_other() {
+    let (mut a, mut b) = pair(Options::default());
+    a.add_queue("Support", "support@shop.test", None, None, &[]);
+    a.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+    a.start();
+    let two = postgres();
+    if two {
+        b.start();
+    }
+    a.customer_mail(
+        "erika@kunde.example",
+        "support@shop.test",
+        "Wo bleibt mein Paket?",
+        "Bestellt am Montag.",
+    );
+    let out = Command::new("python3")
+        .args(["-c", IDLE_SCRIPT])
+        .env("A_CAFILE", a.cert_path())
+        .env("B_CAFILE", b.cert_path())
+        .env("A_IMAPS", a.imaps_port.to_string())
+        .env(
+            "B_IMAPS",
+            if two {
+                b.imaps_port.to_string()
+            } else {
+                String::new()
+            },
+        )
+        .env(
+            "B_INBOUND",
+            if two { b.inbound_port } else { a.inbound_port }.to_string(),
+        )
+        .env("MTICKET", env!("CARGO_BIN_EXE_mticket"))
+        .env("CONFIG", &a.config)
+        .env_remove("MTICKET_TEST_DB")
+        .env_remove("MTICKET_TEST_POSTGRES")
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}\n--- A ---\n{}\n--- B ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log(),
+        b.log()
+    );
+    eprintln!("{said}");
+    for what in ["changed ticket told after ", "new ticket told after "] {
+        let line = said.lines().find(|l| l.starts_with(what)).expect(what);
+        let seconds: f64 = line[what.len()..]
+            .split('s')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(seconds < 2.0, "{line}");
+    }
+}
