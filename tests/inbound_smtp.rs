@@ -31,8 +31,8 @@ impl MailService for MemSink {
         Ok(None)
     }
 
-    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> bool {
-        self.queues.contains(&rcpt.to_ascii_lowercase())
+    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> Result<bool, String> {
+        Ok(self.queues.contains(&rcpt.to_ascii_lowercase()))
     }
 
     async fn deliver(

@@ -5,7 +5,7 @@
 log() { printf '\n== %s\n' "$*"; }
 
 install_peers() {
-    local debs=(dovecot-core dovecot-pop3d dovecot-imapd postgresql swaks libnet-ssleay-perl mutt fetchmail tmux curl)
+    local debs=(dovecot-core dovecot-pop3d dovecot-imapd postgresql swaks libnet-ssleay-perl mutt fetchmail tmux curl sqlite3)
     local missing=() p
     for p in "${debs[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

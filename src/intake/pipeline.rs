@@ -704,12 +704,12 @@ impl crate::net::smtp::MailService for Pipeline {
         Ok(None)
     }
 
-    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> bool {
+    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> Result<bool, String> {
         match self.store.enabled_queue_by_address(rcpt).await {
-            Ok(q) => q.is_some(),
+            Ok(q) => Ok(q.is_some()),
             Err(e) => {
-                tracing::error!(error = %e, "inbound: cannot look up the recipient");
-                false
+                tracing::error!(error = %e, "inbound: cannot look up the recipient; asking the sender to try again later");
+                Err(e.to_string())
             }
         }
     }

@@ -75,9 +75,13 @@ pub trait MailService: Send + Sync + 'static {
         password: &str,
     ) -> impl Future<Output = Result<Option<Self::Agent>, String>> + Send;
     /// RCPT check: may mail for this address be taken (an enabled queue address, or
-    /// anything from an authenticated agent)?
-    fn accepts(&self, agent: Option<&Self::Agent>, rcpt: &str)
-    -> impl Future<Output = bool> + Send;
+    /// anything from an authenticated agent)? `Err` when that cannot be told now (database
+    /// down): the client is asked to try again later, never told the address is unknown.
+    fn accepts(
+        &self,
+        agent: Option<&Self::Agent>,
+        rcpt: &str,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
     /// Commits one mail for the accepted recipients; one result per recipient, in order,
     /// `Ok` only once durably committed. `raw` starts with the `Return-Path:` line.
     fn deliver(
@@ -532,9 +536,17 @@ where
         if address.is_empty() || address.chars().any(char::is_control) {
             return self.error(501, "5.1.3", "invalid recipient address");
         }
-        if !self.sink.accepts(self.agent.as_ref(), &address).await {
+        match self.sink.accepts(self.agent.as_ref(), &address).await {
+            Ok(true) => {}
             // Counted: repeated misses are how address harvesting looks.
-            return self.error(550, "5.1.1", "no such queue address");
+            Ok(false) => return self.error(550, "5.1.1", "no such queue address"),
+            Err(_) => {
+                return self.reply(
+                    451,
+                    "4.3.0",
+                    "cannot check the address now, try again later",
+                );
+            }
         }
         let Some(tx) = self.tx.as_mut() else {
             return;
@@ -822,7 +834,14 @@ where
             }
             match self.read_more().await? {
                 Input::Data => {}
-                Input::Eof => return Ok(None),
+                Input::Eof => {
+                    tracing::info!(
+                        peer = ?self.peer,
+                        received = body.len(),
+                        "client went away in the middle of DATA: nothing was acknowledged, the mail is dropped"
+                    );
+                    return Ok(None);
+                }
                 Input::Timeout => {
                     self.reply(421, "4.4.2", "timeout during DATA, closing connection");
                     let _ = self.flush().await;
@@ -883,8 +902,8 @@ mod tests {
             Ok((login == "anna" && password == "secret").then(|| login.to_string()))
         }
 
-        async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> bool {
-            agent.is_some() || self.queues.contains(&rcpt.to_ascii_lowercase())
+        async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> Result<bool, String> {
+            Ok(agent.is_some() || self.queues.contains(&rcpt.to_ascii_lowercase()))
         }
 
         async fn deliver(

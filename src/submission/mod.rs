@@ -1059,8 +1059,8 @@ impl MailService for Submission {
         self.logins.check(login, password).await
     }
 
-    async fn accepts(&self, agent: Option<&Agent>, _rcpt: &str) -> bool {
-        agent.is_some()
+    async fn accepts(&self, agent: Option<&Agent>, _rcpt: &str) -> Result<bool, String> {
+        Ok(agent.is_some())
     }
 
     async fn deliver(

@@ -29,8 +29,8 @@ impl MailService for Service {
         Ok((password == self.password).then(|| login.to_string()))
     }
 
-    async fn accepts(&self, agent: Option<&String>, _rcpt: &str) -> bool {
-        agent.is_some()
+    async fn accepts(&self, agent: Option<&String>, _rcpt: &str) -> Result<bool, String> {
+        Ok(agent.is_some())
     }
 
     async fn deliver(

@@ -419,7 +419,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         }
                     };
                     match read {
-                        Ok(Ok(0)) => return Ok(Step::Closed),
+                        Ok(Ok(0)) => {
+                            if self.limit.literal > 0 {
+                                tracing::info!(
+                                    peer = ?self.peer,
+                                    missing = self.limit.literal,
+                                    "client went away in the middle of a literal: the command is dropped"
+                                );
+                            }
+                            return Ok(Step::Closed);
+                        }
                         Ok(Ok(n)) => {
                             self.idle_since = std::time::Instant::now();
                             let (take, over) = self.limit.feed(

@@ -1,0 +1,422 @@
+//! The fault suite: what the network, the disk, the database or a client do wrong, one
+//! fault after another against one running gateway. Each ends with nothing acknowledged
+//! lost, the server answering again, and a log line that says what happened. The summary
+//! prints a table of the faults tried and the mails lost.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::gateway::{Gateway, Options};
+use support::sink::Sink;
+
+/// How one fault went.
+struct Outcome {
+    fault: &'static str,
+    /// Mails the gateway acknowledged (SMTP 250) around the fault.
+    acknowledged: usize,
+    /// Of those, not found as a ticket afterwards, or found twice; autoresponses never sent.
+    lost: usize,
+    /// The log line that tells of it.
+    logged: &'static str,
+}
+
+/// A plain SMTP client: the final reply code to DATA (or the first refusal).
+fn smtp_send(port: u16, from: &str, to: &str, raw: &str) -> u16 {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut reply = |w: &mut TcpStream, line: Option<String>| -> u16 {
+        if let Some(line) = line
+            && w.write_all(line.as_bytes()).is_err()
+        {
+            return 0;
+        }
+        loop {
+            let mut l = String::new();
+            if reader.read_line(&mut l).unwrap_or(0) == 0 {
+                return 0;
+            }
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return l.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            }
+        }
+    };
+    let steps = [
+        None,
+        Some("EHLO faults.test\r\n".to_string()),
+        Some(format!("MAIL FROM:<{from}>\r\n")),
+        Some(format!("RCPT TO:<{to}>\r\n")),
+        Some("DATA\r\n".to_string()),
+        Some(format!("{raw}\r\n.\r\n")),
+    ];
+    let wanted = [220, 250, 250, 250, 354, 250];
+    for (step, want) in steps.into_iter().zip(wanted) {
+        let code = reply(&mut w, step);
+        if code != want {
+            return code;
+        }
+    }
+    let _ = reply(&mut w, Some("QUIT\r\n".into()));
+    250
+}
+
+fn customer_mail(marker: &str) -> String {
+    format!(
+        "From: Kunde <kunde-{m}@firma.example>\r\nTo: support@shop.test\r\nSubject: Frage {marker}\r\n\
+         Message-ID: <{marker}@firma.example>\r\n\r\nHallo, {marker}.\r\n",
+        m = marker.to_lowercase()
+    )
+}
+
+/// How many tickets carry `marker` as a word of their subject.
+fn tickets_with(gw: &Gateway, marker: &str) -> usize {
+    gw.tickets(&[])
+        .iter()
+        .filter(|t| {
+            t["subject"]
+                .as_str()
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|w| w == marker)
+        })
+        .count()
+}
+
+/// The gateway answers: a fresh mail is acknowledged and becomes a ticket.
+fn answers_again(gw: &Gateway, name: &str) {
+    let marker = format!("AFTER-{}", name.replace(' ', "-"));
+    let code = smtp_send(
+        gw.inbound_port,
+        "danach@firma.example",
+        "support@shop.test",
+        &customer_mail(&marker),
+    );
+    assert_eq!(code, 250, "after {name}: not answering\n{}", gw.log());
+    assert_eq!(tickets_with(gw, &marker), 1, "after {name}");
+}
+
+fn wait_for_log(gw: &Gateway, line: &str) {
+    gw.wait_for(
+        &format!("the log line {line:?}"),
+        Duration::from_secs(30),
+        || gw.log().contains(line).then_some(()),
+    );
+}
+
+/// A client that sends half a mail and hangs up: no ticket, and a log line.
+fn client_stops_mid_data(gw: &Gateway) -> Outcome {
+    let mut s = TcpStream::connect(("127.0.0.1", gw.inbound_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    for cmd in [
+        "",
+        "EHLO half.test\r\n",
+        "MAIL FROM:<half@firma.example>\r\n",
+        "RCPT TO:<support@shop.test>\r\n",
+        "DATA\r\n",
+    ] {
+        s.write_all(cmd.as_bytes()).unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+    }
+    let mail = customer_mail("HALFMAIL");
+    s.write_all(&mail.as_bytes()[..mail.len() / 2]).unwrap();
+    drop(r);
+    drop(s);
+    let logged = "client went away in the middle of DATA";
+    wait_for_log(gw, logged);
+    answers_again(gw, "mid-DATA");
+    Outcome {
+        fault: "client stops mid-DATA",
+        acknowledged: 0,
+        lost: tickets_with(gw, "HALFMAIL"),
+        logged,
+    }
+}
+
+/// An IMAP client that announces a literal, sends part of it and hangs up: nothing stored.
+fn client_stops_mid_literal(gw: &Gateway) -> Outcome {
+    let imap = |cmds: &[&str], until: &str| -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.imap_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut said = String::new();
+        let mut buf = [0u8; 4096];
+        let mut expect = |s: &mut TcpStream, what: &str, said: &mut String| {
+            while !said.contains(what) {
+                let n = s.read(&mut buf).unwrap_or(0);
+                assert!(n > 0, "IMAP: no {what:?} in {said}");
+                said.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        };
+        expect(&mut s, "* OK", &mut said);
+        for (i, cmd) in cmds.iter().enumerate() {
+            s.write_all(cmd.as_bytes()).unwrap();
+            let last = i + 1 == cmds.len();
+            if !last {
+                expect(&mut s, &format!("t{i} OK"), &mut said);
+            }
+        }
+        expect(&mut s, until, &mut said);
+        said
+    };
+    let _ = imap(
+        &[
+            "t0 LOGIN anna anna-secret\r\n",
+            "t1 APPEND Drafts {5000}\r\n",
+        ],
+        "+",
+    );
+    // The first session is gone: it sent the announcement, then nothing of the 5,000 bytes
+    // (a second one sends a part and hangs up).
+    let mut s = TcpStream::connect(("127.0.0.1", gw.imap_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let _ = s.read(&mut buf).unwrap();
+    s.write_all(b"t0 LOGIN anna anna-secret\r\nt1 APPEND Drafts {5000+}\r\nFrom: x\r\n\r\nhalf")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let logged = "client went away in the middle of a literal";
+    wait_for_log(gw, logged);
+    let said = imap(
+        &["t0 LOGIN anna anna-secret\r\n", "t1 SELECT Drafts\r\n"],
+        "t1 OK",
+    );
+    assert!(said.contains("* 0 EXISTS"), "{said}");
+    answers_again(gw, "mid-literal");
+    Outcome {
+        fault: "client stops mid-literal (IMAP APPEND)",
+        acknowledged: 0,
+        lost: 0,
+        logged,
+    }
+}
+
+/// The upstream SMTP server goes away while mail comes in, and comes back: every
+/// autoresponse goes out once it is back.
+fn upstream_smtp_outage(gw: &Gateway, sink: &mut Sink) -> Outcome {
+    sink.stop();
+    let before = sink.count();
+    let mut acknowledged = 0;
+    for i in 0..10 {
+        let marker = format!("SMTPDOWN{i}");
+        if smtp_send(
+            gw.inbound_port,
+            &format!("kunde-{}@firma.example", marker.to_lowercase()),
+            "support@shop.test",
+            &customer_mail(&marker),
+        ) == 250
+        {
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(acknowledged, 10, "intake does not need the upstream");
+    let logged = "relay failed for now";
+    wait_for_log(gw, logged);
+    sink.restart();
+    let sent = gw.wait_for(
+        "the autoresponses after the outage",
+        Duration::from_secs(60),
+        || {
+            let n = (0..10)
+                .filter(|i| {
+                    let to = format!("kunde-smtpdown{i}@firma.example");
+                    sink.messages().iter().any(|m| m.rcpt_tos.contains(&to))
+                })
+                .count();
+            (n == 10).then_some(n)
+        },
+    );
+    assert!(sink.count() >= before + sent);
+    answers_again(gw, "SMTP outage");
+    let lost = (0..10)
+        .map(|i| tickets_with(gw, &format!("SMTPDOWN{i}")).abs_diff(1))
+        .sum::<usize>()
+        + (10 - sent);
+    Outcome {
+        fault: "upstream SMTP down, then back",
+        acknowledged,
+        lost,
+        logged,
+    }
+}
+
+/// The database goes away for a while (PostgreSQL: connections cut and refused; SQLite:
+/// another process holds the write lock for longer than a writer waits) while mail comes in: what is refused meanwhile is
+/// sent again, and every mail is taken in exactly once.
+fn database_away(gw: &Gateway) -> Outcome {
+    const MAILS: usize = 10;
+    let postgres = gw.db_url.starts_with("postgres");
+    // SQLite: longer than a writer waits for the lock (15 s), so commits fail meanwhile.
+    let away = Duration::from_secs(if postgres { 6 } else { 20 });
+    let holder = if postgres {
+        let admin = std::env::var("MTICKET_TEST_POSTGRES").unwrap();
+        let name = gw.db_url.rsplit('/').next().unwrap().to_string();
+        let sql = move |q: &str| {
+            let out = Command::new("psql")
+                .args([admin.as_str(), "-qAtc", q])
+                .output()
+                .expect("psql");
+            assert!(
+                out.status.success(),
+                "{q}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let sql = std::sync::Arc::new(sql);
+        sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+        sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+        let back = {
+            let sql = sql.clone();
+            move || sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        };
+        std::thread::spawn(move || {
+            std::thread::sleep(away);
+            back();
+        })
+    } else {
+        let file = gw.db_url.trim_start_matches("sqlite://").to_string();
+        let mut child = Command::new("sqlite3")
+            .arg(&file)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("sqlite3 not found: apt-get install sqlite3");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"BEGIN EXCLUSIVE;\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::thread::spawn(move || {
+            std::thread::sleep(away);
+            let _ = stdin.write_all(b"COMMIT;\n.quit\n");
+            drop(stdin);
+            let _ = child.wait();
+        })
+    };
+    let started = Instant::now();
+    let mut codes = Vec::new();
+    for i in 0..MAILS {
+        let marker = format!("DBAWAY{i}");
+        let code = smtp_send(
+            gw.inbound_port,
+            "db@firma.example",
+            "support@shop.test",
+            &customer_mail(&marker),
+        );
+        codes.push(code);
+        if started.elapsed() < away {
+            std::thread::sleep(away / MAILS as u32);
+        }
+    }
+    holder.join().unwrap();
+    // Refused mail is sent again, as a mail server would.
+    let mut acknowledged = codes.iter().filter(|c| **c == 250).count();
+    for (i, code) in codes.iter().enumerate() {
+        if *code == 250 {
+            continue;
+        }
+        assert!(
+            (400..500).contains(code) || *code == 0,
+            "mail {i} during the outage got {code}: a refusal must be temporary"
+        );
+        let marker = format!("DBAWAY{i}");
+        gw.wait_for(
+            "the mail taken after the outage",
+            Duration::from_secs(60),
+            || {
+                (smtp_send(
+                    gw.inbound_port,
+                    "db@firma.example",
+                    "support@shop.test",
+                    &customer_mail(&marker),
+                ) == 250)
+                    .then_some(())
+            },
+        );
+        acknowledged += 1;
+    }
+    answers_again(gw, "database away");
+    let lost = (0..MAILS)
+        .map(|i| tickets_with(gw, &format!("DBAWAY{i}")).abs_diff(1))
+        .sum();
+    let refused = codes.iter().filter(|c| **c != 250).count();
+    eprintln!(
+        "database away: {refused} of {MAILS} mails refused for now during the outage: {codes:?}"
+    );
+    Outcome {
+        fault: "database away, then back",
+        acknowledged,
+        lost,
+        // PostgreSQL refuses the connection at once (RCPT cannot be checked); SQLite's lock
+        // holds up the commit.
+        logged: if postgres {
+            "cannot look up the recipient"
+        } else {
+            "cannot commit mail"
+        },
+    }
+}
+
+#[test]
+fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
+    let mut sink = Sink::start();
+    let mut gw = Gateway::new(Options {
+        allow_plain_on_loopback: true,
+        max_per_sender_per_day: 100,
+        ..Options::default()
+    });
+    gw.add_queue(
+        "Support",
+        "support@shop.test",
+        None,
+        Some(&sink),
+        &["--autoresponder"],
+    );
+    gw.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+    gw.start();
+
+    let outcomes = vec![
+        client_stops_mid_data(&gw),
+        client_stops_mid_literal(&gw),
+        upstream_smtp_outage(&gw, &mut sink),
+        database_away(&gw),
+    ];
+    assert!(gw.is_running(), "gateway died:\n{}", gw.log());
+    let log = gw.log();
+    let mut table = format!(
+        "fault summary ({}):\n| fault | mails acknowledged | mails lost | server answers after | log line |\n|---|---|---|---|---|\n",
+        support::db::backend()
+    );
+    for o in &outcomes {
+        assert!(
+            log.contains(o.logged),
+            "{}: no log line {:?}",
+            o.fault,
+            o.logged
+        );
+        table.push_str(&format!(
+            "| {} | {} | {} | yes | {} |\n",
+            o.fault, o.acknowledged, o.lost, o.logged
+        ));
+    }
+    eprintln!("{table}");
+    for o in &outcomes {
+        assert_eq!(o.lost, 0, "{}: mails lost\n{table}", o.fault);
+    }
+}
