@@ -176,7 +176,7 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
         let mut bytes = Vec::with_capacity(encoded.len() + 200);
         for f in fields(raw, start..body_start) {
             if f.valid && !is_content_header(&f.name) {
-                push_field(&mut bytes, &raw[f.span]);
+                f.push(&mut bytes, raw);
             }
         }
         push_content_headers(&mut bytes, &content_type);
@@ -201,7 +201,7 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
             continue;
         }
         has_mime_version |= lower == "mime-version";
-        push_field(&mut out, &raw[f.span.clone()]);
+        f.push(&mut out, raw);
     }
     if !has_mime_version {
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
@@ -598,13 +598,28 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// One header field of a raw header section.
 struct Field {
-    /// Trimmed name as written.
+    /// The name as mail-parser reads it: as written, without blanks.
     name: String,
     /// The whole field with its continuation lines and line ends.
     span: Range<usize>,
     /// False for a line without colon or with a name that is not a field name; such lines
     /// are not written back.
     valid: bool,
+    /// Where the colon is, when the name as written has blanks inside (`Content -Type:`):
+    /// such a field is written back with `name`.
+    respelled_colon: Option<usize>,
+}
+
+impl Field {
+    fn push(&self, out: &mut Vec<u8>, raw: &[u8]) {
+        match self.respelled_colon {
+            Some(colon) => {
+                out.extend_from_slice(self.name.as_bytes());
+                push_field(out, &raw[colon..self.span.end]);
+            }
+            None => push_field(out, &raw[self.span.clone()]),
+        }
+    }
 }
 
 /// The fields of the header section `range` of `raw`, up to its blank line.
@@ -626,12 +641,22 @@ fn fields(raw: &[u8], range: Range<usize>) -> Vec<Field> {
             }
         } else {
             let colon = line.iter().position(|b| *b == b':');
-            let name = colon.map_or(&b""[..], |c| line[..c].trim_ascii_end());
+            let written = colon.map_or(&b""[..], |c| line[..c].trim_ascii_end());
+            // mail-parser skips blanks inside a name (`Content\t-Type` is Content-Type), so
+            // the MIME structure it finds may rest on such a field: read it the same way.
+            let name: Vec<u8> = written
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
             let valid = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic());
             out.push(Field {
-                name: String::from_utf8_lossy(name).into_owned(),
+                name: String::from_utf8_lossy(&name).into_owned(),
                 span: pos..end,
                 valid,
+                respelled_colon: colon
+                    .filter(|_| name.len() != written.len())
+                    .map(|c| pos + c),
             });
         }
         pos = end;
@@ -853,6 +878,14 @@ mod tests {
     }
 
     fn rewrite_with(raw: &[u8], f: &Fixture, template: Option<&str>) -> String {
+        String::from_utf8(rewrite_bytes(raw, f, template).unwrap()).unwrap()
+    }
+
+    fn rewrite_bytes(
+        raw: &[u8],
+        f: &Fixture,
+        template: Option<&str>,
+    ) -> Result<Vec<u8>, RewriteError> {
         let placeholders = Placeholders {
             customer: Some(&f.customer),
             ticket_number: 42,
@@ -876,7 +909,7 @@ mod tests {
             utc_offset: 0,
             ticket_number: 42,
         };
-        String::from_utf8(rewrite(raw, &plan).unwrap()).unwrap()
+        rewrite(raw, &plan)
     }
 
     fn header_block(out: &str) -> &str {
@@ -1180,5 +1213,63 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
         let long = "ü".repeat(40);
         let qp = quoted_printable(&long);
         assert!(qp.split("=\r\n").all(|l| l.len() % 6 == 0), "{qp}");
+    }
+
+    /// The decoded attachments mail-parser finds in `raw`.
+    fn attachment_contents(raw: &[u8]) -> Vec<Vec<u8>> {
+        let message = MessageParser::default().parse(raw).expect("parsable");
+        message
+            .attachments()
+            .map(|p| p.contents().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_field_name_with_blanks_inside_is_read_and_written_as_mail_parser_reads_it() {
+        // mail-parser reads `Content\t-Type` as Content-Type: the multipart structure and
+        // its attachment rest on it, so the field must reach the customer, respelled.
+        let raw = b"From: agent@firma.example\r\n\
+            Content \t-Type: multipart/mixed; boundary=\"b\"\r\n\
+            \r\n\
+            --b\r\n\
+            Content-Type: text/plain\r\n\
+            \r\n\
+            Guten Tag\r\n\
+            --b\r\n\
+            Content-Type: application/pdf\r\n\
+            Content-Disposition: attachment; filename=a.pdf\r\n\
+            \r\n\
+            PDFDATA\r\n\
+            --b--\r\n";
+        let f = fixture();
+        let out = rewrite_bytes(raw, &f, None).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            attachment_contents(&out),
+            attachment_contents(raw),
+            "{text}"
+        );
+        assert_eq!(attachment_contents(raw), vec![b"PDFDATA".to_vec()]);
+    }
+
+    #[test]
+    fn fuzz_input_with_blanks_in_the_content_type_name_keeps_its_attachment() {
+        let raw =
+            include_bytes!("../../tests/fixtures/fuzz/reply_rewrite_blanks_in_content_type.eml");
+        let before = attachment_contents(raw);
+        assert!(!before.is_empty());
+        let out = rewrite_bytes(raw, &fixture(), None).unwrap();
+        let after = attachment_contents(&out);
+        for content in &before {
+            assert!(
+                after.contains(content),
+                "attachment of {} bytes lost",
+                content.len()
+            );
+        }
     }
 }
