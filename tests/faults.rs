@@ -420,3 +420,97 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
         assert_eq!(o.lost, 0, "{}: mails lost\n{table}", o.fault);
     }
 }
+
+/// 300 clients at once for a minute: 100 customers sending mail over SMTP, 100 agents'
+/// IMAP sessions reading folders and 100 POP3 sessions reading the INBOX
+/// (tests/peers/mixed_load.py). Every acknowledged mail is one ticket, no client sees an
+/// error, and the gateway answers afterwards.
+#[test]
+fn three_hundred_clients_across_smtp_imap_and_pop3_for_a_minute() {
+    let mut gw = Gateway::new(Options {
+        max_per_sender_per_day: 1000,
+        ..Options::default()
+    });
+    gw.add_queue("Support", "support@shop.test", None, None, &[]);
+    let agents: Vec<String> = (0..20).map(|i| format!("agent{i}")).collect();
+    for a in &agents {
+        gw.add_agent(a, &format!("{a}@shop.test"), "load-secret", &["Support"]);
+    }
+    gw.start();
+    for i in 0..3 {
+        gw.customer_mail(
+            &format!("vorher{i}@kunde.example"),
+            "support@shop.test",
+            &format!("Vorher {i}"),
+            "Hallo",
+        );
+    }
+    let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mixed_load.py");
+    let rss_before = gw.peak_rss_kib().unwrap_or(0);
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--inbound", &gw.inbound_port.to_string()])
+        .args(["--imaps", &gw.imaps_port.to_string()])
+        .args(["--pop3s", &gw.pop3s_port.to_string()])
+        .args(["--cafile", &gw.cert_path().display().to_string()])
+        .args(["--agents", &agents.join(",")])
+        .args(["--run", &run, "--seconds", "60"])
+        .env("LOAD_PASSWORD", "load-secret")
+        .output()
+        .expect("python3 (runs tests/peers/mixed_load.py)");
+    assert!(
+        out.status.success(),
+        "mixed_load.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(gw.is_running(), "gateway died:\n{}", gw.log());
+    let stats = &report["stats"];
+    let acknowledged: Vec<String> = report["acknowledged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    let mut found: std::collections::HashMap<String, usize> = Default::default();
+    for t in gw.tickets(&[]) {
+        for w in t["subject"].as_str().unwrap_or_default().split_whitespace() {
+            if w.starts_with(&format!("LOAD-{run}-")) {
+                *found.entry(w.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let lost = acknowledged
+        .iter()
+        .filter(|m| found.get(*m) != Some(&1))
+        .count();
+    answers_again(&gw, "300 clients");
+    eprintln!(
+        "300 clients for 60 s ({}): smtp {} imap {} pop3 {}; mails acknowledged {} lost {lost}; \
+         tickets from the load {}; peak RSS {} → {} KiB",
+        support::db::backend(),
+        stats["smtp"],
+        stats["imap"],
+        stats["pop3"],
+        acknowledged.len(),
+        found.len(),
+        rss_before,
+        gw.peak_rss_kib().unwrap_or(0),
+    );
+    assert_eq!(lost, 0, "acknowledged mails missing or doubled");
+    assert_eq!(
+        found.len(),
+        acknowledged.len(),
+        "a mail not acknowledged became a ticket"
+    );
+    for proto in ["smtp", "imap", "pop3"] {
+        assert_eq!(
+            stats[proto]["errors"].as_u64(),
+            Some(0),
+            "{proto} errors: {}",
+            stats[proto]
+        );
+        assert!(stats[proto]["operations"].as_u64().unwrap() > 0, "{proto}");
+    }
+}

@@ -47,13 +47,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         })?;
     // SQLite serves one gateway: a second `serve` on the same file would poll the same
     // mailboxes and send the same outgoing mail again. Held until `serve` returns.
-    let _one_instance = match store.sqlite_file() {
+    let sqlite_lock = match store.sqlite_file() {
         Some(file) => Some(one_instance(file)?),
         None => None,
     };
     store.migrate().await?;
     store
-        .join(&config.hostname, _one_instance.is_some())
+        .join(&config.hostname, sqlite_lock.is_some())
         .await
         .context("cannot register this gateway instance in the database")?;
     tracing::info!(database = %redact_url(&config.database.url), instance = %store.instance(), "database ready");

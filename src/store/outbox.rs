@@ -88,16 +88,28 @@ impl Store {
     /// Another instance's live claims are left alone; on PostgreSQL, so are rows another
     /// instance is claiming at this moment (`SKIP LOCKED`).
     pub async fn outbox_claim(&self, at: i64, limit: i64) -> Result<Vec<Outbound>> {
-        let mut tx = self.begin().await?;
-        let conn = tx.conn().await?;
         let me = self.instance().to_string();
-        let mut select = format!(
-            "SELECT id, claimed_by FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+        let claimable = format!(
+            "FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
              AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_by NOT IN \
-             (SELECT id FROM instances WHERE alive_until > {})) \
-             ORDER BY next_attempt_at, id LIMIT $3",
+             (SELECT id FROM instances WHERE alive_until > {}))",
             super::instances::clock(self.backend)
         );
+        // A look without the write lock first: mostly there is nothing to claim.
+        let any: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id {claimable} LIMIT 1"
+        )))
+        .bind(at)
+        .bind(me.clone())
+        .fetch_optional(&self.pool)
+        .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let conn = tx.conn().await?;
+        let mut select =
+            format!("SELECT id, claimed_by {claimable} ORDER BY next_attempt_at, id LIMIT $3");
         if self.backend == Backend::Postgres {
             select.push_str(" FOR UPDATE SKIP LOCKED");
         }
