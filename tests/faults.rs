@@ -10,8 +10,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::gateway::{Gateway, Options};
-use support::sink::Sink;
+use support::dovecot::Dovecot;
+use support::gateway::{Gateway, Options, ca_file};
+use support::link::Link;
+use support::sink::{Fault, Sink};
 
 /// How one fault went.
 struct Outcome {
@@ -296,12 +298,18 @@ fn database_away(gw: &Gateway) -> Outcome {
         let mut child = Command::new("sqlite3")
             .arg(&file)
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sqlite3 not found: apt-get install sqlite3");
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"BEGIN EXCLUSIVE;\n").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        stdin
+            .write_all(b".timeout 10000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+            .unwrap();
+        let mut said = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut said)
+            .unwrap();
+        assert_eq!(said.trim(), "locked", "sqlite3 did not take the lock");
         std::thread::spawn(move || {
             std::thread::sleep(away);
             let _ = stdin.write_all(b"COMMIT;\n.quit\n");
@@ -373,6 +381,122 @@ fn database_away(gw: &Gateway) -> Outcome {
     }
 }
 
+/// Mails waiting in the POP3 mailbox behind the link.
+struct Upstream<'a> {
+    dovecot: &'a Dovecot,
+    link: &'a Link,
+}
+
+const POST_USER: &str = "post";
+const POST_PASSWORD: &str = "post-pw-1";
+
+/// Waits until each marker's mail is a ticket and the mailbox is empty; how many are
+/// missing or doubled.
+fn taken_from_upstream(gw: &Gateway, up: &Upstream<'_>, markers: &[String]) -> usize {
+    gw.wait_for("the mailbox taken in", Duration::from_secs(120), || {
+        (up.dovecot.count(POST_USER) == 0 && markers.iter().all(|m| tickets_with(gw, m) >= 1))
+            .then_some(())
+    });
+    markers
+        .iter()
+        .map(|m| tickets_with(gw, m).abs_diff(1))
+        .sum()
+}
+
+fn deliver_upstream(up: &Upstream<'_>, markers: &[String]) {
+    for m in markers {
+        up.dovecot.deliver(POST_USER, customer_mail(m).as_bytes());
+    }
+}
+
+/// The POP3 server is unreachable for a while: mail waits upstream and is taken once it
+/// is back.
+fn upstream_pop3_outage(gw: &Gateway, up: &Upstream<'_>) -> Outcome {
+    up.link.cut();
+    let logged = "polling failed";
+    wait_for_log(gw, logged);
+    let markers: Vec<String> = (0..10).map(|i| format!("POPDOWN{i}")).collect();
+    deliver_upstream(up, &markers);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(markers.iter().all(|m| tickets_with(gw, m) == 0));
+    up.link.restore();
+    let lost = taken_from_upstream(gw, up, &markers);
+    answers_again(gw, "POP3 outage");
+    Outcome {
+        fault: "upstream POP3 down, then back",
+        acknowledged: markers.len(),
+        lost,
+        logged,
+    }
+}
+
+/// A POP3 server that answers slowly (every chunk held back 100 ms): the mails still come.
+fn slow_pop3_upstream(gw: &Gateway, up: &Upstream<'_>) -> Outcome {
+    up.link.slow(Duration::from_millis(100));
+    let markers: Vec<String> = (0..10).map(|i| format!("POPSLOW{i}")).collect();
+    deliver_upstream(up, &markers);
+    let lost = taken_from_upstream(gw, up, &markers);
+    up.link.slow(Duration::ZERO);
+    answers_again(gw, "slow POP3");
+    Outcome {
+        fault: "slow upstream POP3 (100 ms per chunk)",
+        acknowledged: markers.len(),
+        lost,
+        logged: "polled",
+    }
+}
+
+/// An upstream SMTP server that takes 300 ms per command: intake does not wait for it, and
+/// every autoresponse gets through.
+fn slow_smtp_upstream(gw: &Gateway, sink: &Sink) -> Outcome {
+    sink.set_fault(None::<Fault>, None, Duration::from_millis(300));
+    let started = Instant::now();
+    let mut acknowledged = 0;
+    for i in 0..5 {
+        let marker = format!("SMTPSLOW{i}");
+        if smtp_send(
+            gw.inbound_port,
+            &format!("kunde-{}@firma.example", marker.to_lowercase()),
+            "support@shop.test",
+            &customer_mail(&marker),
+        ) == 250
+        {
+            acknowledged += 1;
+        }
+    }
+    let intake = started.elapsed();
+    let sent = gw.wait_for(
+        "the autoresponses through the slow upstream",
+        Duration::from_secs(120),
+        || {
+            let n = (0..5)
+                .filter(|i| {
+                    let to = format!("kunde-smtpslow{i}@firma.example");
+                    sink.messages().iter().any(|m| m.rcpt_tos.contains(&to))
+                })
+                .count();
+            (n == 5).then_some(n)
+        },
+    );
+    sink.clear_faults();
+    eprintln!(
+        "slow SMTP upstream: 5 mails taken in {:.2}s, their autoresponses out after {:.2}s",
+        intake.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    answers_again(gw, "slow SMTP");
+    let lost = (0..5)
+        .map(|i| tickets_with(gw, &format!("SMTPSLOW{i}")).abs_diff(1))
+        .sum::<usize>()
+        + (5 - sent);
+    Outcome {
+        fault: "slow upstream SMTP (300 ms per command)",
+        acknowledged,
+        lost,
+        logged: "relayed",
+    }
+}
+
 #[test]
 fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
     let mut sink = Sink::start();
@@ -389,12 +513,52 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
         &["--autoresponder"],
     );
     gw.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+    // A second queue polls a POP3 mailbox through a link the test can cut and slow.
+    let dovecot = Dovecot::start();
+    dovecot.add_user(POST_USER, POST_PASSWORD);
+    let link = Link::to(dovecot.pop3s_port());
+    let pop3 = format!("127.0.0.1:{}", link.port());
+    let ca = ca_file(gw.path(), &[dovecot.ca_pem()]);
+    let out = gw.cli_with(
+        &[
+            "queue",
+            "add",
+            "--name",
+            "Post",
+            "--address",
+            "post@shop.test",
+            "--pop3",
+            &pop3,
+            "--pop3-tls",
+            "implicit",
+            "--login",
+            POST_USER,
+            "--password-env",
+            "POST_PW",
+            "--tls-ca",
+            &ca,
+        ],
+        &[("POST_PW", POST_PASSWORD)],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     gw.start();
+    let upstream = Upstream {
+        dovecot: &dovecot,
+        link: &link,
+    };
 
     let outcomes = vec![
         client_stops_mid_data(&gw),
         client_stops_mid_literal(&gw),
         upstream_smtp_outage(&gw, &mut sink),
+        slow_smtp_upstream(&gw, &sink),
+        upstream_pop3_outage(&gw, &upstream),
+        slow_pop3_upstream(&gw, &upstream),
         database_away(&gw),
     ];
     assert!(gw.is_running(), "gateway died:\n{}", gw.log());

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use mticket::store::{Content, NewOutbound, Store, StoreError};
 use support::dovecot::Dovecot;
 use support::gateway::{Gateway, Options};
+use support::header;
 use support::sink::Sink;
 use support::submit::{Agent, Draft, Security};
 
@@ -52,17 +53,6 @@ fn mail(run: &str, queue: &str, i: usize) -> Vec<u8> {
         to = address(queue),
     )
     .into_bytes()
-}
-
-fn header(raw: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
 }
 
 /// One number from the database, read as a test reaching into the store.
