@@ -6,6 +6,7 @@ use mticket::config::Config;
 
 fn main() -> std::process::ExitCode {
     return_large_blocks_to_the_system();
+    survive_the_file_size_limit();
     let args = Cli::parse();
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
@@ -68,3 +69,17 @@ fn return_large_blocks_to_the_system() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_blocks_to_the_system() {}
+
+/// A write past the file size limit (`ulimit -f`) fails like one on a full disk, with an
+/// error the store reports and answers (SMTP 451), instead of killing the gateway by
+/// SIGXFSZ.
+#[cfg(unix)]
+fn survive_the_file_size_limit() {
+    // SAFETY: sets a signal's disposition to ignore; it runs before any other thread.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(unix))]
+fn survive_the_file_size_limit() {}

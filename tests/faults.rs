@@ -497,6 +497,91 @@ fn slow_smtp_upstream(gw: &Gateway, sink: &Sink) -> Outcome {
     }
 }
 
+/// Sets the gateway's limit on the size of files it writes (`RLIMIT_FSIZE`, soft limit):
+/// a write past it fails as one on a full disk does.
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let pid = pid as libc::pid_t;
+    // SAFETY: prlimit reads and writes only the two structs passed.
+    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
+    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let wanted = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(current.rlim_max),
+        rlim_max: current.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &wanted, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The disk under the SQLite database (where the raw mails are kept) fills up: mail is
+/// refused for now, never acknowledged and lost, and taken once there is room again. The
+/// gateway ignores SIGXFSZ, so a write past its file size limit fails like one on a full
+/// disk. PostgreSQL keeps the mails on the database server's disk, which this test does
+/// not fill.
+fn disk_full(gw: &Gateway) -> Outcome {
+    let file = gw.db_url.trim_start_matches("sqlite://").to_string();
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let biggest = size(&file)
+        .max(size(&format!("{file}-wal")))
+        .max(size(&gw.path().join("serve.log").display().to_string()));
+    limit_file_size(gw.pid().unwrap(), Some(biggest + 256 * 1024));
+    // Mails of 1 MB each: the database has to grow.
+    let attachment = "A".repeat(76);
+    let body: String = std::iter::repeat_n(format!("{attachment}\r\n"), 14_000).collect();
+    let mail = |marker: &str| format!("{}{body}", customer_mail(marker));
+    let codes: Vec<u16> = (0..5)
+        .map(|i| {
+            let marker = format!("DISKFULL{i}");
+            smtp_send(
+                gw.inbound_port,
+                "voll@firma.example",
+                "support@shop.test",
+                &mail(&marker),
+            )
+        })
+        .collect();
+    // SQLite names a write refused for its size an I/O error (a full disk: "database or
+    // disk is full").
+    let logged = "disk I/O error";
+    wait_for_log(gw, logged);
+    limit_file_size(gw.pid().unwrap(), None);
+    let mut acknowledged = 0;
+    for (i, code) in codes.iter().enumerate() {
+        let marker = format!("DISKFULL{i}");
+        if *code != 250 {
+            assert!(
+                (400..500).contains(code),
+                "mail {i} on a full disk got {code}"
+            );
+            assert_eq!(
+                smtp_send(
+                    gw.inbound_port,
+                    "voll@firma.example",
+                    "support@shop.test",
+                    &mail(&marker)
+                ),
+                250,
+                "mail {i} once there is room again"
+            );
+        }
+        acknowledged += 1;
+    }
+    eprintln!("disk full: answers while full {codes:?}");
+    answers_again(gw, "disk full");
+    Outcome {
+        fault: "disk full under the database (SQLite)",
+        acknowledged,
+        lost: (0..5)
+            .map(|i| tickets_with(gw, &format!("DISKFULL{i}")).abs_diff(1))
+            .sum(),
+        logged,
+    }
+}
+
 #[test]
 fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
     let mut sink = Sink::start();
@@ -531,6 +616,7 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
             &pop3,
             "--pop3-tls",
             "implicit",
+            "--no-autoresponder",
             "--login",
             POST_USER,
             "--password-env",
@@ -552,7 +638,7 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
         link: &link,
     };
 
-    let outcomes = vec![
+    let mut outcomes = vec![
         client_stops_mid_data(&gw),
         client_stops_mid_literal(&gw),
         upstream_smtp_outage(&gw, &mut sink),
@@ -561,6 +647,9 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
         slow_pop3_upstream(&gw, &upstream),
         database_away(&gw),
     ];
+    if support::db::backend() == "sqlite" {
+        outcomes.push(disk_full(&gw));
+    }
     assert!(gw.is_running(), "gateway died:\n{}", gw.log());
     let log = gw.log();
     let mut table = format!(

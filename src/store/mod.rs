@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -428,6 +428,24 @@ fn pool_options(backend: Backend, synchronous: &'static str) -> AnyPoolOptions {
         // dropped fails its next statement instead, which is a transient error (the mail
         // is taken or answered again later), and the pool then replaces it.
         .test_before_acquire(false)
+        // A connection still in a transaction when handed out is either rolling back a
+        // dropped one (queued; the ping waits for it) or stuck: when a COMMIT fails on a full
+        // disk, SQLite ends the transaction itself, the driver's ROLLBACK then fails too, and
+        // it counts the transaction open forever, refusing every BEGIN on the connection.
+        // Such a connection is closed and another one opened.
+        .before_acquire(|conn, _| {
+            Box::pin(async move {
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
+                conn.ping().await?;
+                let usable = !conn.is_in_transaction();
+                if !usable {
+                    tracing::warn!("closing a database connection left in a failed transaction");
+                }
+                Ok(usable)
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
