@@ -605,7 +605,7 @@ struct Field {
     /// False for a line without colon or with a name that is not a field name; such lines
     /// are not written back.
     valid: bool,
-    /// Where the colon is, when the name as written has blanks inside (`Content -Type:`):
+    /// Where the colon is, when the name as written differs (`Content -Type:`, `: Content-Type:`):
     /// such a field is written back with `name`.
     respelled_colon: Option<usize>,
 }
@@ -640,11 +640,19 @@ fn fields(raw: &[u8], range: Range<usize>) -> Vec<Field> {
                 last.span.end = end;
             }
         } else {
-            let colon = line.iter().position(|b| *b == b':');
+            // mail-parser skips colons and blanks before a name and blanks inside it
+            // (`: Content-Type`, `Content\t-Type` are Content-Type), so the MIME structure it
+            // finds may rest on such a field: read it the same way.
+            let lead = line
+                .iter()
+                .position(|b| *b != b':' && !b.is_ascii_whitespace())
+                .unwrap_or(line.len());
+            let colon = line[lead..]
+                .iter()
+                .position(|b| *b == b':')
+                .map(|c| lead + c);
             let written = colon.map_or(&b""[..], |c| line[..c].trim_ascii_end());
-            // mail-parser skips blanks inside a name (`Content\t-Type` is Content-Type), so
-            // the MIME structure it finds may rest on such a field: read it the same way.
-            let name: Vec<u8> = written
+            let name: Vec<u8> = written[lead.min(written.len())..]
                 .iter()
                 .copied()
                 .filter(|b| !b.is_ascii_whitespace())
@@ -1258,8 +1266,19 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
 
     #[test]
     fn fuzz_input_with_blanks_in_the_content_type_name_keeps_its_attachment() {
-        let raw =
-            include_bytes!("../../tests/fixtures/fuzz/reply_rewrite_blanks_in_content_type.eml");
+        keeps_its_attachments(include_bytes!(
+            "../../tests/fixtures/fuzz/reply_rewrite_blanks_in_content_type.eml"
+        ));
+    }
+
+    #[test]
+    fn fuzz_input_with_a_colon_before_the_content_type_name_keeps_its_attachment() {
+        keeps_its_attachments(include_bytes!(
+            "../../tests/fixtures/fuzz/reply_rewrite_colon_before_content_type.eml"
+        ));
+    }
+
+    fn keeps_its_attachments(raw: &[u8]) {
         let before = attachment_contents(raw);
         assert!(!before.is_empty());
         let out = rewrite_bytes(raw, &fixture(), None).unwrap();
