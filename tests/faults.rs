@@ -28,6 +28,11 @@ struct Outcome {
 
 /// A plain SMTP client: the final reply code to DATA (or the first refusal).
 fn smtp_send(port: u16, from: &str, to: &str, raw: &str) -> u16 {
+    smtp_send_as(port, None, from, to, raw)
+}
+
+/// As [`smtp_send`], logging in first (AUTH PLAIN, on a loopback port that allows it).
+fn smtp_send_as(port: u16, login: Option<(&str, &str)>, from: &str, to: &str, raw: &str) -> u16 {
     let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return 0;
     };
@@ -52,16 +57,20 @@ fn smtp_send(port: u16, from: &str, to: &str, raw: &str) -> u16 {
             }
         }
     };
-    let steps = [
-        None,
-        Some("EHLO faults.test\r\n".to_string()),
-        Some(format!("MAIL FROM:<{from}>\r\n")),
-        Some(format!("RCPT TO:<{to}>\r\n")),
-        Some("DATA\r\n".to_string()),
-        Some(format!("{raw}\r\n.\r\n")),
-    ];
-    let wanted = [220, 250, 250, 250, 354, 250];
-    for (step, want) in steps.into_iter().zip(wanted) {
+    let mut steps = vec![(None, 220), (Some("EHLO faults.test\r\n".to_string()), 250)];
+    if let Some((user, password)) = login {
+        use base64::Engine;
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        steps.push((Some(format!("AUTH PLAIN {plain}\r\n")), 235));
+    }
+    steps.extend([
+        (Some(format!("MAIL FROM:<{from}>\r\n")), 250),
+        (Some(format!("RCPT TO:<{to}>\r\n")), 250),
+        (Some("DATA\r\n".to_string()), 354),
+        (Some(format!("{raw}\r\n.\r\n")), 250),
+    ]);
+    for (step, want) in steps {
         let code = reply(&mut w, step);
         if code != want {
             return code;
@@ -766,4 +775,119 @@ fn three_hundred_clients_across_smtp_imap_and_pop3_for_a_minute() {
         );
         assert!(stats[proto]["operations"].as_u64().unwrap() > 0, "{proto}");
     }
+}
+
+/// Agents' replies through the submission port while the gateway is killed at random
+/// moments and restarted: every reply acknowledged with 250 reaches the customer, each at
+/// most once more than it should (a kill between the commit and the 250, or between the
+/// upstream's 250 and the outbox's record: at most one of each per kill).
+#[test]
+fn replies_survive_a_crash_loop_of_submission_and_outbox() {
+    const TICKETS: usize = 30;
+    const KILLS: usize = 8;
+    let sink = Sink::start();
+    let mut gw = Gateway::new(Options {
+        allow_plain_on_loopback: true,
+        max_per_sender_per_day: 100,
+        ..Options::default()
+    });
+    gw.add_queue(
+        "Support",
+        "support@shop.test",
+        None,
+        Some(&sink),
+        &["--no-autoresponder"],
+    );
+    gw.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+    gw.start();
+    for i in 0..TICKETS {
+        let marker = format!("CRASHREPLY{i}");
+        let code = smtp_send(
+            gw.inbound_port,
+            &format!("kunde{i}@firma.example"),
+            "support@shop.test",
+            &customer_mail(&marker),
+        );
+        assert_eq!(code, 250);
+    }
+    let numbers: Vec<(i64, String)> = gw
+        .tickets(&[])
+        .iter()
+        .map(|t| {
+            (
+                t["number"].as_i64().unwrap(),
+                t["creator_address"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(numbers.len(), TICKETS);
+
+    // Replies go out one after another, each tried again until it is acknowledged.
+    let port = gw.submission_port;
+    let sender = std::thread::spawn(move || {
+        let mut tries = 0;
+        for (number, to) in &numbers {
+            let raw = format!(
+                "From: anna@shop.test\r\nTo: {to}\r\nSubject: Re: [Support #{number}] Frage\r\n\
+                 Message-ID: <reply-{number}@agent.test>\r\n\r\nGuten Tag,\r\nerledigt.\r\n"
+            );
+            loop {
+                tries += 1;
+                let code = smtp_send_as(
+                    port,
+                    Some(("anna", "anna-secret")),
+                    "anna@shop.test",
+                    to,
+                    &raw,
+                );
+                if code == 250 {
+                    // Paced, so the replies span the kills.
+                    std::thread::sleep(Duration::from_millis(150));
+                    break;
+                }
+                assert!(
+                    code == 0 || (400..500).contains(&code),
+                    "reply to #{number}: {code}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        (numbers, tries)
+    });
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(300 + rand::random::<u64>() % 1200));
+        gw.kill();
+        std::thread::sleep(Duration::from_millis(100));
+        gw.start();
+    }
+    let (numbers, tries) = sender.join().unwrap();
+    gw.wait_for("every reply at the sink", Duration::from_secs(120), || {
+        numbers
+            .iter()
+            .all(|(_, to)| sink.messages().iter().any(|m| m.rcpt_tos.contains(to)))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let mut per_ticket: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in sink.messages() {
+        for r in &m.rcpt_tos {
+            *per_ticket.entry(r.clone()).or_default() += 1;
+        }
+    }
+    let twice: usize = per_ticket.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash loop: {TICKETS} replies in {tries} tries over {KILLS} kills; \
+         at the sink {} mails, {twice} of them a second time ({})",
+        per_ticket.values().sum::<usize>(),
+        support::db::backend()
+    );
+    assert_eq!(
+        per_ticket.len(),
+        TICKETS,
+        "a reply did not reach its customer"
+    );
+    assert!(
+        twice <= 2 * KILLS,
+        "{twice} replies twice after {KILLS} kills"
+    );
 }
