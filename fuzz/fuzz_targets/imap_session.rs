@@ -152,7 +152,7 @@ async fn fill(path: &std::path::Path) {
             uidl: None,
         };
         pipeline
-            .take_in(&support, &[arrival])
+            .take_in(&support, &[arrival], None)
             .await
             .expect("intake");
     }
