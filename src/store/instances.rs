@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{Backend, Result, Store, StoreError, Tx};
 
 /// How long an instance counts as alive after it last said so.
-pub const ALIVE_FOR: Duration = Duration::from_secs(15);
+const ALIVE_FOR: Duration = Duration::from_secs(15);
 /// How often a running instance says it is alive.
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 
@@ -27,12 +27,6 @@ pub(super) fn clock(backend: Backend) -> &'static str {
 pub struct Lease {
     name: String,
     holder: String,
-}
-
-impl Lease {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Store {
