@@ -677,7 +677,7 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
             o.fault, o.acknowledged, o.lost, o.logged
         ));
     }
-    eprintln!("{table}");
+    support::summary(&table);
     for o in &outcomes {
         assert_eq!(o.lost, 0, "{}: mails lost\n{table}", o.fault);
     }
@@ -748,7 +748,7 @@ fn three_hundred_clients_across_smtp_imap_and_pop3_for_a_minute() {
         .filter(|m| found.get(*m) != Some(&1))
         .count();
     answers_again(&gw, "300 clients");
-    eprintln!(
+    support::summary(&format!(
         "300 clients for 60 s ({}): smtp {} imap {} pop3 {}; mails acknowledged {} lost {lost}; \
          tickets from the load {}; peak RSS {} → {} KiB",
         support::db::backend(),
@@ -759,7 +759,7 @@ fn three_hundred_clients_across_smtp_imap_and_pop3_for_a_minute() {
         found.len(),
         rss_before,
         gw.peak_rss_kib().unwrap_or(0),
-    );
+    ));
     assert_eq!(lost, 0, "acknowledged mails missing or doubled");
     assert_eq!(
         found.len(),
@@ -875,12 +875,12 @@ fn replies_survive_a_crash_loop_of_submission_and_outbox() {
         }
     }
     let twice: usize = per_ticket.values().map(|n| n - 1).sum();
-    eprintln!(
+    support::summary(&format!(
         "crash loop: {TICKETS} replies in {tries} tries over {KILLS} kills; \
          at the sink {} mails, {twice} of them a second time ({})",
         per_ticket.values().sum::<usize>(),
         support::db::backend()
-    );
+    ));
     assert_eq!(
         per_ticket.len(),
         TICKETS,

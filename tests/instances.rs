@@ -289,7 +289,7 @@ fn two_instances_take_in_5000_mails_from_4_queues_while_one_is_killed_again_and_
         "{duplicates} mails sent twice, but only {taken_over} outbox entries were taken over"
     );
     let instances = if two { 2 } else { 1 };
-    eprintln!(
+    support::summary(&format!(
         "instances summary: backend={} instances={instances} queues={} mails={total} kills={KILLS} \
          customer_items={customer_items} tickets={} numbers={first}..={last} autoresponses_due={due} autoresponses={} replies={} \
          sent_twice={duplicates} outbox_taken_over={taken_over} progress_at_kills={progress:?} \
@@ -301,7 +301,7 @@ fn two_instances_take_in_5000_mails_from_4_queues_while_one_is_killed_again_and_
         replied.values().sum::<usize>(),
         finished.as_secs_f64(),
         kills_done.elapsed().as_secs_f64(),
-    );
+    ));
 }
 
 /// Takes an instance for dead, as when it was killed and its time ran out.

@@ -320,7 +320,7 @@ fn sigkill_during_pop3_intake_loses_and_doubles_nothing() {
         }
     }
     eprintln!("progress at each kill (pause ms, tickets, autoresponses): {progress:?}");
-    eprintln!(
+    support::summary(&format!(
         "intake_crash summary: kills={KILLS} mails={MAILS} customer_items={customer_items} \
 due_autoresponses={due} autoresponses_at_sink={} duplicate_autoresponses={duplicates} \
 (killed before the outbox commit: {after_log}, before the 250 was read: {before_log}) \
@@ -328,5 +328,5 @@ backend={} elapsed={:.1}s",
         sink.messages().len(),
         support::db::backend(),
         started.elapsed().as_secs_f64()
-    );
+    ));
 }

@@ -37,3 +37,19 @@ pub fn header(raw: &[u8], name: &str) -> Option<String> {
     }
     value
 }
+
+/// Prints a test's summary and, when the test command asked for them (`TEST_SUMMARY_FILE`),
+/// adds it to the summaries it prints at its end.
+pub fn summary(text: &str) {
+    eprintln!("{text}");
+    if let Ok(path) = std::env::var("TEST_SUMMARY_FILE") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("summary file");
+        file.write_all(format!("{text}\n").as_bytes())
+            .expect("write summary");
+    }
+}
