@@ -33,8 +33,12 @@ impl MailService for Service {
         }
     }
 
-    async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> bool {
-        agent.is_some() || rcpt.to_ascii_lowercase().ends_with("@example.com")
+    async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> Result<bool, String> {
+        let rcpt = rcpt.to_ascii_lowercase();
+        if rcpt.contains("down") {
+            return Err("store down".into());
+        }
+        Ok(agent.is_some() || rcpt.ends_with("@example.com"))
     }
 
     async fn deliver(
