@@ -325,8 +325,8 @@ fn a_lease_and_an_outbox_entry_belong_to_one_live_instance_at_a_time() {
         let a = Store::connect(&url).await.unwrap();
         let b = Store::connect(&url).await.unwrap();
         assert_ne!(a.instance(), b.instance());
-        a.join("host-a", false).await.unwrap();
-        b.join("host-b", false).await.unwrap();
+        a.join("host-a", 1, false, &|_| false).await.unwrap();
+        b.join("host-b", 2, false, &|_| false).await.unwrap();
 
         // One holder; the other is refused, and cannot commit under the lease.
         let queue = a.queue_by_name("Support").await.unwrap();
@@ -388,7 +388,7 @@ fn a_lease_and_an_outbox_entry_belong_to_one_live_instance_at_a_time() {
 
         // b signs off: its lease and claims are free at once, for a (alive again).
         b.leave().await.unwrap();
-        a.stay_alive("host-a").await.unwrap();
+        a.stay_alive("host-a", 1).await.unwrap();
         assert!(a.take_lease(&la).await.unwrap());
         assert_eq!(a.outbox_claim(now, 10).await.unwrap().len(), 9);
         assert_eq!(a.instances_report().await.unwrap().outbox.taken_over, 5);

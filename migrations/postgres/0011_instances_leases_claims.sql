@@ -1,9 +1,11 @@
 -- Gateway instances sharing this database. Each renews alive_until (milliseconds by the
 -- database's clock) every few seconds; one whose time ran out is dead, and its leases and
--- outbox claims go to the others.
+-- outbox claims go to the others. `host` and `pid` name its process: a start on the same
+-- host takes over at once from an instance whose process is gone.
 CREATE TABLE instances (
     id          TEXT PRIMARY KEY,
     host        TEXT NOT NULL,
+    pid         BIGINT NOT NULL,
     started_at  BIGINT NOT NULL,
     alive_until BIGINT NOT NULL
 );

@@ -758,7 +758,7 @@ pub async fn instances(store: &Store, as_json: bool) -> anyhow::Result<()> {
         .map(|i| {
             vec![
                 i.id.clone(),
-                i.host.clone(),
+                format!("{} (pid {})", i.host, i.pid),
                 time(i.started_at / 1000),
                 if i.alive { "alive" } else { "gone" }.to_string(),
             ]

@@ -52,8 +52,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         None => None,
     };
     store.migrate().await?;
+    let (host, pid) = (machine_name(), std::process::id());
     store
-        .join(&config.hostname, sqlite_lock.is_some())
+        .join(&host, pid, sqlite_lock.is_some(), &process_gone)
         .await
         .context("cannot register this gateway instance in the database")?;
     tracing::info!(database = %redact_url(&config.database.url), instance = %store.instance(), "database ready");
@@ -106,7 +107,8 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     tasks.push(tokio::spawn(stay_alive(
         store.clone(),
-        config.hostname.clone(),
+        host,
+        pid,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn({
@@ -267,14 +269,14 @@ async fn wait_for_signal() {
 
 /// Tells the other gateway instances on the database that this one is alive, so they
 /// leave its queues and outbox entries to it.
-async fn stay_alive(store: Store, host: String, mut shutdown: Shutdown) {
+async fn stay_alive(store: Store, host: String, pid: u32, mut shutdown: Shutdown) {
     let mut failing = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(crate::store::RENEW_EVERY) => {}
             _ = shutdown.wait() => return,
         }
-        match store.stay_alive(&host).await {
+        match store.stay_alive(&host, pid).await {
             Ok(()) if std::mem::take(&mut failing) => {
                 tracing::info!("this instance can say it is alive again")
             }
@@ -360,4 +362,26 @@ fn one_instance(database: &std::path::Path) -> anyhow::Result<std::fs::File> {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// This machine's name, as instances on one database tell their hosts apart.
+fn machine_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let named = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match named {
+        true => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        false => "unknown".to_string(),
+    }
+}
+
+/// True when no process `pid` runs on this machine.
+fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks whether the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    !alive && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }

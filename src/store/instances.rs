@@ -35,13 +35,36 @@ impl Store {
         &self.instance
     }
 
-    /// Registers this process as a live instance. `alone`: no other instance can be running
-    /// (SQLite, whose `serve` holds a lock file), so instances left by killed processes are
-    /// dead already: they are removed with their leases and claims, and a restart goes on
-    /// at once instead of waiting for their time to run out.
-    pub async fn join(&self, host: &str, alone: bool) -> Result<()> {
+    /// Registers this process (`pid` on the machine `host`) as a live instance. `alone`: no
+    /// other instance can be running (SQLite, whose `serve` holds a lock file), so instances
+    /// left by killed processes are dead already: they are removed with their leases and
+    /// claims. Otherwise an instance on the same host whose process is `gone` is dead too.
+    /// Either way a restart goes on at once instead of waiting for their time to run out.
+    pub async fn join(
+        &self,
+        host: &str,
+        pid: u32,
+        alone: bool,
+        gone: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Result<()> {
+        let clock = clock(self.backend);
         let mut tx = self.begin().await?;
         let conn = tx.conn().await?;
+        let here: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, pid FROM instances WHERE host = $1 AND alive_until > {clock}"
+        )))
+        .bind(host.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, pid) in here {
+            if u32::try_from(pid).is_ok_and(gone) {
+                tracing::warn!(instance = %id, pid, "an instance on this host is gone: taking over its work now");
+                sqlx::query("UPDATE instances SET alive_until = 0 WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
         if alone {
             sqlx::query("DELETE FROM leases")
                 .execute(&mut *conn)
@@ -65,13 +88,13 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
         }
-        let clock = clock(self.backend);
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO instances (id, host, started_at, alive_until) \
-             VALUES ($1, $2, {clock}, {clock} + $3)"
+            "INSERT INTO instances (id, host, pid, started_at, alive_until) \
+             VALUES ($1, $2, $3, {clock}, {clock} + $4)"
         )))
         .bind(self.instance.to_string())
         .bind(host.to_string())
+        .bind(i64::from(pid))
         .bind(ALIVE_FOR.as_millis() as i64)
         .execute(&mut *conn)
         .await?;
@@ -80,7 +103,7 @@ impl Store {
 
     /// Says this instance is alive for another [`ALIVE_FOR`]. An instance whose row is gone
     /// (removed by a start that found itself alone) registers again.
-    pub async fn stay_alive(&self, host: &str) -> Result<()> {
+    pub async fn stay_alive(&self, host: &str, pid: u32) -> Result<()> {
         let clock = clock(self.backend);
         let renewed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE instances SET alive_until = {clock} + $1 WHERE id = $2"
@@ -91,7 +114,7 @@ impl Store {
         .await?
         .rows_affected();
         if renewed == 0 {
-            self.join(host, false).await?;
+            self.join(host, pid, false, &|_| false).await?;
         }
         Ok(())
     }
@@ -174,6 +197,7 @@ pub struct InstancesReport {
 pub struct InstanceRow {
     pub id: String,
     pub host: String,
+    pub pid: i64,
     /// Unix milliseconds.
     pub started_at: i64,
     /// False once its time ran out: killed, or cut off from the database.
@@ -200,16 +224,18 @@ impl Store {
     pub async fn instances_report(&self) -> Result<InstancesReport> {
         let clock = clock(self.backend);
         let instances =
-            sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(format!(
-                "SELECT id, host, started_at, CASE WHEN alive_until > {clock} THEN 1 ELSE 0 END \
+            sqlx::query_as::<_, (String, String, i64, i64, i64)>(sqlx::AssertSqlSafe(format!(
+                "SELECT id, host, pid, started_at, \
+                 CASE WHEN alive_until > {clock} THEN 1 ELSE 0 END \
                  FROM instances ORDER BY started_at, id"
             )))
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, host, started_at, alive)| InstanceRow {
+            .map(|(id, host, pid, started_at, alive)| InstanceRow {
                 id,
                 host,
+                pid,
                 started_at,
                 alive: alive == 1,
             })
