@@ -102,6 +102,42 @@ fn tickets_with(gw: &Gateway, marker: &str) -> usize {
         .count()
 }
 
+/// Mails `PREFIX0` … from `kunde-prefixN@firma.example` to the Support queue; how many
+/// were acknowledged.
+fn send_marked(gw: &Gateway, prefix: &str, n: usize) -> usize {
+    (0..n)
+        .filter(|i| {
+            let marker = format!("{prefix}{i}");
+            smtp_send(
+                gw.inbound_port,
+                &format!("kunde-{}@firma.example", marker.to_lowercase()),
+                "support@shop.test",
+                &customer_mail(&marker),
+            ) == 250
+        })
+        .count()
+}
+
+/// Waits until the senders of [`send_marked`]'s `n` mails each got an autoresponse.
+fn wait_for_autoresponses(gw: &Gateway, sink: &Sink, prefix: &str, n: usize) {
+    gw.wait_for("the autoresponses", Duration::from_secs(120), || {
+        let got = sink.messages();
+        (0..n)
+            .all(|i| {
+                let to = format!("kunde-{}{i}@firma.example", prefix.to_lowercase());
+                got.iter().any(|m| m.rcpt_tos.contains(&to))
+            })
+            .then_some(())
+    });
+}
+
+/// Of the mails `PREFIX0` …, how many are not exactly one ticket.
+fn not_one_ticket(gw: &Gateway, prefix: &str, n: usize) -> usize {
+    (0..n)
+        .map(|i| tickets_with(gw, &format!("{prefix}{i}")).abs_diff(1))
+        .sum()
+}
+
 /// The gateway answers: a fresh mail is acknowledged and becomes a ticket.
 fn answers_again(gw: &Gateway, name: &str) {
     let marker = format!("AFTER-{}", name.replace(' ', "-"));
@@ -222,43 +258,14 @@ fn client_stops_mid_literal(gw: &Gateway) -> Outcome {
 /// autoresponse goes out once it is back.
 fn upstream_smtp_outage(gw: &Gateway, sink: &mut Sink) -> Outcome {
     sink.stop();
-    let before = sink.count();
-    let mut acknowledged = 0;
-    for i in 0..10 {
-        let marker = format!("SMTPDOWN{i}");
-        if smtp_send(
-            gw.inbound_port,
-            &format!("kunde-{}@firma.example", marker.to_lowercase()),
-            "support@shop.test",
-            &customer_mail(&marker),
-        ) == 250
-        {
-            acknowledged += 1;
-        }
-    }
+    let acknowledged = send_marked(gw, "SMTPDOWN", 10);
     assert_eq!(acknowledged, 10, "intake does not need the upstream");
     let logged = "relay failed for now";
     wait_for_log(gw, logged);
     sink.restart();
-    let sent = gw.wait_for(
-        "the autoresponses after the outage",
-        Duration::from_secs(60),
-        || {
-            let n = (0..10)
-                .filter(|i| {
-                    let to = format!("kunde-smtpdown{i}@firma.example");
-                    sink.messages().iter().any(|m| m.rcpt_tos.contains(&to))
-                })
-                .count();
-            (n == 10).then_some(n)
-        },
-    );
-    assert!(sink.count() >= before + sent);
+    wait_for_autoresponses(gw, sink, "SMTPDOWN", 10);
     answers_again(gw, "SMTP outage");
-    let lost = (0..10)
-        .map(|i| tickets_with(gw, &format!("SMTPDOWN{i}")).abs_diff(1))
-        .sum::<usize>()
-        + (10 - sent);
+    let lost = not_one_ticket(gw, "SMTPDOWN", 10);
     Outcome {
         fault: "upstream SMTP down, then back",
         acknowledged,
@@ -369,9 +376,7 @@ fn database_away(gw: &Gateway) -> Outcome {
         acknowledged += 1;
     }
     answers_again(gw, "database away");
-    let lost = (0..MAILS)
-        .map(|i| tickets_with(gw, &format!("DBAWAY{i}")).abs_diff(1))
-        .sum();
+    let lost = not_one_ticket(gw, "DBAWAY", MAILS);
     let refused = codes.iter().filter(|c| **c != 250).count();
     eprintln!(
         "database away: {refused} of {MAILS} mails refused for now during the outage: {codes:?}"
@@ -460,33 +465,9 @@ fn slow_pop3_upstream(gw: &Gateway, up: &Upstream<'_>) -> Outcome {
 fn slow_smtp_upstream(gw: &Gateway, sink: &Sink) -> Outcome {
     sink.set_fault(None::<Fault>, None, Duration::from_millis(300));
     let started = Instant::now();
-    let mut acknowledged = 0;
-    for i in 0..5 {
-        let marker = format!("SMTPSLOW{i}");
-        if smtp_send(
-            gw.inbound_port,
-            &format!("kunde-{}@firma.example", marker.to_lowercase()),
-            "support@shop.test",
-            &customer_mail(&marker),
-        ) == 250
-        {
-            acknowledged += 1;
-        }
-    }
+    let acknowledged = send_marked(gw, "SMTPSLOW", 5);
     let intake = started.elapsed();
-    let sent = gw.wait_for(
-        "the autoresponses through the slow upstream",
-        Duration::from_secs(120),
-        || {
-            let n = (0..5)
-                .filter(|i| {
-                    let to = format!("kunde-smtpslow{i}@firma.example");
-                    sink.messages().iter().any(|m| m.rcpt_tos.contains(&to))
-                })
-                .count();
-            (n == 5).then_some(n)
-        },
-    );
+    wait_for_autoresponses(gw, sink, "SMTPSLOW", 5);
     sink.clear_faults();
     eprintln!(
         "slow SMTP upstream: 5 mails taken in {:.2}s, their autoresponses out after {:.2}s",
@@ -494,10 +475,7 @@ fn slow_smtp_upstream(gw: &Gateway, sink: &Sink) -> Outcome {
         started.elapsed().as_secs_f64()
     );
     answers_again(gw, "slow SMTP");
-    let lost = (0..5)
-        .map(|i| tickets_with(gw, &format!("SMTPSLOW{i}")).abs_diff(1))
-        .sum::<usize>()
-        + (5 - sent);
+    let lost = not_one_ticket(gw, "SMTPSLOW", 5);
     Outcome {
         fault: "slow upstream SMTP (300 ms per command)",
         acknowledged,
@@ -584,9 +562,7 @@ fn disk_full(gw: &Gateway) -> Outcome {
     Outcome {
         fault: "disk full under the database (SQLite)",
         acknowledged,
-        lost: (0..5)
-            .map(|i| tickets_with(gw, &format!("DISKFULL{i}")).abs_diff(1))
-            .sum(),
+        lost: not_one_ticket(gw, "DISKFULL", 5),
         logged,
     }
 }
