@@ -605,7 +605,8 @@ struct Field {
     /// False for a line without colon or with a name that is not a field name; such lines
     /// are not written back.
     valid: bool,
-    /// Where the colon is, when the name as written differs (`Content -Type:`, `: Content-Type:`):
+    /// Where the colon is, when the name as written differs (`Content -Type:`, `: Content-Type:`,
+    /// a blank before the name):
     /// such a field is written back with `name`.
     respelled_colon: Option<usize>,
 }
@@ -625,6 +626,10 @@ impl Field {
 /// The fields of the header section `range` of `raw`, up to its blank line.
 fn fields(raw: &[u8], range: Range<usize>) -> Vec<Field> {
     let mut out: Vec<Field> = Vec::new();
+    // Whether the last field had a colon: mail-parser reads a line after one without as a
+    // new field even when it starts with a blank, so a line that looks like a continuation
+    // may be the Content-Type the MIME structure rests on.
+    let mut continues = false;
     let mut pos = range.start;
     while pos < range.end {
         let end = raw[pos..range.end]
@@ -635,7 +640,7 @@ fn fields(raw: &[u8], range: Range<usize>) -> Vec<Field> {
         if line == b"\r\n" || line == b"\n" {
             break;
         }
-        if matches!(line[0], b' ' | b'\t') {
+        if continues && matches!(line[0], b' ' | b'\t') {
             if let Some(last) = out.last_mut() {
                 last.span.end = end;
             }
@@ -658,6 +663,7 @@ fn fields(raw: &[u8], range: Range<usize>) -> Vec<Field> {
                 .filter(|b| !b.is_ascii_whitespace())
                 .collect();
             let valid = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic());
+            continues = colon.is_some();
             out.push(Field {
                 name: String::from_utf8_lossy(&name).into_owned(),
                 span: pos..end,
@@ -1275,6 +1281,42 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
     fn fuzz_input_with_a_colon_before_the_content_type_name_keeps_its_attachment() {
         keeps_its_attachments(include_bytes!(
             "../../tests/fixtures/fuzz/reply_rewrite_colon_before_content_type.eml"
+        ));
+    }
+
+    #[test]
+    fn a_blank_led_line_after_a_line_without_colon_is_a_field_of_its_own() {
+        // mail-parser drops `Subjive;` and reads the next line, blank and all, as the
+        // Content-Type the attachment rests on: it must reach the customer as a field.
+        let raw = b"From: agent@firma.example\r\n\
+            Subjive;\r\n\
+            \tContent-Type: multipart/mixed; boundary=\"b\"\r\n\
+            \r\n\
+            --b\r\n\
+            Content-Type: text/plain\r\n\
+            \r\n\
+            Guten Tag\r\n\
+            --b\r\n\
+            Content-Type: application/pdf\r\n\
+            Content-Disposition: attachment; filename=a.pdf\r\n\
+            \r\n\
+            PDFDATA\r\n\
+            --b--\r\n";
+        let out = rewrite_bytes(raw, &fixture(), None).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Subjive"), "{text}");
+        assert_eq!(attachment_contents(raw), vec![b"PDFDATA".to_vec()]);
+        assert_eq!(attachment_contents(&out), attachment_contents(raw), "{text}");
+    }
+
+    #[test]
+    fn fuzz_input_with_a_folded_content_type_after_a_line_without_colon_keeps_its_attachment() {
+        keeps_its_attachments(include_bytes!(
+            "../../tests/fixtures/fuzz/reply_rewrite_blank_after_a_line_without_colon.eml"
         ));
     }
 
