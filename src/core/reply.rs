@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use chrono::{DateTime, FixedOffset};
-use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Header, Message, MessagePart, MimeHeaders, PartType};
 
 use crate::config::Locale;
 use crate::core::commands::{self, CommandError};
@@ -144,7 +144,7 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
         .first()
         .ok_or_else(|| unparseable("no MIME structure found"))?;
     let header_end = (root.offset_body as usize).min(raw.len());
-    let top = fields(raw, 0..header_end);
+    let top = fields(raw, &root.headers);
     if !top.iter().any(|f| f.valid) {
         return Err(unparseable("no header fields found"));
     }
@@ -174,7 +174,7 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
             return Err(unparseable("MIME part offsets out of order"));
         }
         let mut bytes = Vec::with_capacity(encoded.len() + 200);
-        for f in fields(raw, start..body_start) {
+        for f in fields(raw, &part.headers) {
             if f.valid && !is_content_header(&f.name) {
                 f.push(&mut bytes, raw);
             }
@@ -596,86 +596,55 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// One header field of a raw header section.
+/// One header field as mail-parser reads it. The fields are taken from mail-parser's own
+/// reading, not read again here: its MIME structure, and so every attachment, rests on the
+/// fields as it sees them, including its quirks (a name with blanks inside, a value that
+/// takes the next line along, a blank-led line after a line without colon).
 struct Field {
-    /// The name as mail-parser reads it: as written, without blanks.
+    /// The name: the standard spelling for the fields mail-parser knows, else as written.
     name: String,
-    /// The whole field with its continuation lines and line ends.
-    span: Range<usize>,
-    /// False for a line without colon or with a name that is not a field name; such lines
-    /// are not written back.
+    /// The value as written, from after the colon to its line end.
+    value: Range<usize>,
+    /// False for a name that is not plain ASCII without blanks; such fields are not written
+    /// back (none of them shapes the MIME structure).
     valid: bool,
-    /// Where the colon is, when the name as written differs (`Content -Type:`, `: Content-Type:`,
-    /// a blank before the name):
-    /// such a field is written back with `name`.
-    respelled_colon: Option<usize>,
 }
 
 impl Field {
     fn push(&self, out: &mut Vec<u8>, raw: &[u8]) {
-        match self.respelled_colon {
-            Some(colon) => {
-                out.extend_from_slice(self.name.as_bytes());
-                push_field(out, &raw[colon..self.span.end]);
-            }
-            None => push_field(out, &raw[self.span.clone()]),
-        }
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b':');
+        push_field(out, &raw[self.value.clone()]);
     }
 }
 
-/// The fields of the header section `range` of `raw`, up to its blank line.
-fn fields(raw: &[u8], range: Range<usize>) -> Vec<Field> {
-    let mut out: Vec<Field> = Vec::new();
-    // Whether the last field had a colon: mail-parser reads a line after one without as a
-    // new field even when it starts with a blank, so a line that looks like a continuation
-    // may be the Content-Type the MIME structure rests on.
-    let mut continues = false;
-    let mut pos = range.start;
-    while pos < range.end {
-        let end = raw[pos..range.end]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(range.end, |i| pos + i + 1);
-        let line = &raw[pos..end];
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        if continues && matches!(line[0], b' ' | b'\t') {
-            if let Some(last) = out.last_mut() {
-                last.span.end = end;
+/// The fields of one part's header, as mail-parser read them from `raw`.
+fn fields(raw: &[u8], headers: &[Header<'_>]) -> Vec<Field> {
+    headers
+        .iter()
+        .filter_map(|h| {
+            let value = h.offset_start as usize..h.offset_end as usize;
+            if value.start > value.end || value.end > raw.len() {
+                return None;
             }
-        } else {
-            // mail-parser skips colons and blanks before a name and blanks inside it
-            // (`: Content-Type`, `Content\t-Type` are Content-Type), so the MIME structure it
-            // finds may rest on such a field: read it the same way.
-            let lead = line
-                .iter()
-                .position(|b| *b != b':' && !b.is_ascii_whitespace())
-                .unwrap_or(line.len());
-            let colon = line[lead..]
-                .iter()
-                .position(|b| *b == b':')
-                .map(|c| lead + c);
-            let written = colon.map_or(&b""[..], |c| line[..c].trim_ascii_end());
-            let name: Vec<u8> = written[lead.min(written.len())..]
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            let valid = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic());
-            continues = colon.is_some();
-            out.push(Field {
-                name: String::from_utf8_lossy(&name).into_owned(),
-                span: pos..end,
-                valid,
-                respelled_colon: colon
-                    .filter(|_| name.len() != written.len())
-                    .map(|c| pos + c),
-            });
-        }
-        pos = end;
-    }
-    out
+            // As written when that is the name; else the standard spelling (`Content
+            // \t-Type` is Content-Type).
+            let written = raw
+                .get(h.offset_field as usize..value.start.saturating_sub(1))
+                .unwrap_or_default();
+            let name = match h.name.as_str() {
+                known if known.as_bytes().eq_ignore_ascii_case(written) => {
+                    String::from_utf8_lossy(written).into_owned()
+                }
+                known => known.to_string(),
+            };
+            Some(Field {
+                valid: !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()),
+                name,
+                value,
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1310,13 +1279,26 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
         );
         assert!(!text.contains("Subjive"), "{text}");
         assert_eq!(attachment_contents(raw), vec![b"PDFDATA".to_vec()]);
-        assert_eq!(attachment_contents(&out), attachment_contents(raw), "{text}");
+        assert_eq!(
+            attachment_contents(&out),
+            attachment_contents(raw),
+            "{text}"
+        );
     }
 
     #[test]
     fn fuzz_input_with_a_folded_content_type_after_a_line_without_colon_keeps_its_attachment() {
         keeps_its_attachments(include_bytes!(
             "../../tests/fixtures/fuzz/reply_rewrite_blank_after_a_line_without_colon.eml"
+        ));
+    }
+
+    #[test]
+    fn fuzz_input_whose_date_takes_the_next_line_along_keeps_its_attachment() {
+        // mail-parser's Date takes the `Content-Type: text/html` line after it along, so
+        // for it the mail is multipart; the rewrite must not make that line a field.
+        keeps_its_attachments(include_bytes!(
+            "../../tests/fixtures/fuzz/reply_rewrite_date_takes_the_next_line_along.eml"
         ));
     }
 
