@@ -4,7 +4,7 @@
 //! POP3 client alone (RETR only, nothing stored; one at a time and pipelined as intake
 //! does) and by Python's poplib. As a peer, the first mails of the same set go through
 //! Request Tracker 5's `rt-mailgate` into a private RT on SQLite. Results are printed and
-//! appended to BENCHMARKS.md.
+//! handed to the report (benches/common/report.rs) that `scripts/bench` makes BENCHMARKS.md of.
 //!
 //! `cargo bench --bench intake` (BENCH_INTAKE_MAILS=N to change the 10,000 mails;
 //! BENCH_INTAKE_RT_SAMPLE=N for RT's 200, 0 to leave RT out; PostgreSQL runs when
@@ -12,7 +12,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::Write;
+#[path = "common/report.rs"]
+mod report;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -338,25 +340,12 @@ fn main() {
     };
     let mut report = format!(
         "\n## Intake, {} ({} mails, {:.1} MB, 2–60 KB, a fifth with attachments)\n\n\
-         Machine: {} cores, {}. Ratios = mails/s ÷ the RETR-only rate of the same mailbox in the same run by the mticket POP3 client, as a plain client (one command at a time) and pipelined as intake retrieves (8 in flight){}.\n\n\
+         Machine: {}. Ratios = mails/s ÷ the RETR-only rate of the same mailbox in the same run by the mticket POP3 client, as a plain client (one command at a time) and pipelined as intake retrieves (8 in flight){}.\n\n\
          | figure | mails | seconds | mails/s | ratio to plain retrieval | ratio to pipelined retrieval | peak RSS |\n|---|---|---|---|---|---|---|\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        report::now(),
         n,
         bytes as f64 / 1e6,
-        std::thread::available_parallelism()
-            .map(|p| p.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(
-                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                    .split(':')
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim()
-                    .to_string())
-            )
-            .unwrap_or_default(),
+        report::machine(),
         if rows.iter().any(|r| r.what.starts_with("peer:")) {
             " (the SQLite run's for the peer: Request Tracker 5, given the first mails of the set by rt-mailgate)"
         } else {
@@ -398,15 +387,72 @@ fn main() {
             r.rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_default()
         ));
     }
-    print!("{report}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    if f.metadata().map(|m| m.len() == 0).unwrap_or(true) {
-        let _ = f.write_all(b"# Benchmarks\n\nEach section is appended by a benchmark run (`scripts/bench`); newest last.\n");
+    report::publish("intake", &summary(&rows), &report);
+}
+
+/// The rows of the summary table: intake on each database against a plain POP3 client
+/// (Python's poplib) and against mticket's own client pipelined as intake retrieves, both
+/// only retrieving the same mailbox; and against Request Tracker's rt-mailgate.
+fn summary(rows: &[Row]) -> Vec<report::Row> {
+    let rate = |r: &Row| r.mails as f64 / r.secs;
+    let show = |x: f64| {
+        if x < 10.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.0}")
+        }
+    };
+    let find = |starts: &str, has: &str| {
+        rows.iter()
+            .find(|r| r.what.starts_with(starts) && r.what.contains(has))
+    };
+    let mut out = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        let Some(m) = find("mticket intake into", backend) else {
+            continue;
+        };
+        let peers = [
+            (
+                "ceiling: Python poplib",
+                backend,
+                "a plain POP3 client (Python poplib) only retrieving the same mailbox",
+            ),
+            (
+                "ceiling: mticket POP3 client",
+                "8 in flight",
+                "mticket's POP3 client only retrieving, pipelined as intake",
+            ),
+        ];
+        for (starts, has, who) in peers {
+            if let Some(p) = rows.iter().find(|r| {
+                r.what.starts_with(starts) && r.what.contains(has) && r.what.contains(backend)
+            }) {
+                out.push(
+                    report::Row::new(
+                        format!("POP3S → tickets on {backend}, mails/s; peer: {who}"),
+                        show(rate(m)),
+                    )
+                    .against(show(rate(p)), report::ratio(rate(m) / rate(p))),
+                );
+            }
+        }
     }
-    f.write_all(report.as_bytes()).unwrap();
+    if let (Some(m), Some(rt)) = (
+        find("mticket intake into", "sqlite"),
+        rows.iter()
+            .filter(|r| r.what.starts_with("peer:"))
+            .max_by(|a, b| rate(a).total_cmp(&rate(b))),
+    ) {
+        out.push(
+            report::Row::new(
+                format!(
+                    "POP3S → tickets on sqlite, mails/s; peer: {}",
+                    rt.what.trim_start_matches("peer: ")
+                ),
+                show(rate(m)),
+            )
+            .against(show(rate(rt)), report::ratio(rate(m) / rate(rt))),
+        );
+    }
+    out
 }

@@ -19,17 +19,20 @@
 //! (Dovecot builds its index and cache files, the gateway's search index catches up), then
 //! in rounds, in turn which server goes first; the machine settles before each timed run.
 //! Peak RSS: the gateway process (VmHWM, from its restart) and Dovecot's `imap` process of
-//! each session (one per connection; the largest). Results are printed and appended to
-//! BENCHMARKS.md.
+//! each session (one per connection; the largest). Results are printed and handed to the
+//! report (benches/common/report.rs) that `scripts/bench` makes BENCHMARKS.md of.
 //!
 //! `cargo bench --bench mailbox` (BENCH_MAILBOX_TICKETS=N to change the 100,000 tickets,
-//! BENCH_MAILBOX_ROUNDS=N for the 4 rounds).
+//! BENCH_MAILBOX_ROUNDS=N for the 4 rounds; on PostgreSQL with MTICKET_TEST_DB=postgres and
+//! MTICKET_TEST_POSTGRES, as scripts/bench runs it after the SQLite run).
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/report.rs"]
+mod report;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -584,23 +587,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn machine() -> String {
-    format!(
-        "{} cores, {}",
-        std::thread::available_parallelism()
-            .map(|p| p.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| {
-                c.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-            })
-            .unwrap_or_default()
-    )
-}
-
 fn dovecot_version() -> String {
     std::process::Command::new("dovecot")
         .arg("--version")
@@ -633,8 +619,9 @@ fn main() {
 
     // The gateway: queue, agent, tickets, and the TLS certificate of a CA the client trusts
     // (Dovecot's is of the same kind, from its own CA).
+    let backend = support::db::backend();
     let mut gateway = Gateway::new(Options {
-        backend: Some("sqlite"),
+        backend: Some(backend),
         ..Options::default()
     });
     gateway.add_queue(
@@ -787,7 +774,8 @@ fn main() {
         .unwrap_or(0);
     gateway.stop();
 
-    let report = report(&Report {
+    let (section, rows) = report(&Report {
+        backend,
         n,
         word: &word,
         found: expected,
@@ -802,17 +790,11 @@ fn main() {
         gateway_rss: (rss_start, gateway_rss_end),
         dovecot_peak,
     });
-    print!("{report}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    f.write_all(report.as_bytes()).unwrap();
+    report::publish(&format!("mailbox-{backend}"), &rows, &section);
 }
 
 struct Report<'a> {
+    backend: &'a str,
     n: usize,
     word: &'a str,
     found: usize,
@@ -829,7 +811,8 @@ struct Report<'a> {
     dovecot_peak: u64,
 }
 
-fn report(r: &Report<'_>) -> String {
+/// The section and the rows of the summary table.
+fn report(r: &Report<'_>) -> (String, Vec<report::Row>) {
     let mib = |k: u64| k as f64 / 1024.0;
     let fetch = |x: &Run| x.select_secs + x.fetch_secs;
     let g_fetch = median(r.runs.iter().map(|(g, _)| fetch(g)).collect());
@@ -885,10 +868,10 @@ fn report(r: &Report<'_>) -> String {
         })
         .collect();
     let mut out = format!(
-        "\n## Mailbox, {} ({} tickets in one folder, IMAP: mticket against Dovecot {})\n\n\
+        "\n## Mailbox, {} ({} tickets in one folder on {}, IMAP: mticket against Dovecot {})\n\n\
          Machine: {}. Both servers on this machine, read by the same client (rustls over a \
          blocking socket, implicit TLS, every response read to its end, nothing parsed) as \
-         agent anna: the gateway's `Queues/Support` (SQLite) and a Maildir INBOX at Dovecot \
+         agent anna: the gateway's `Queues/Support` and a Maildir INBOX at Dovecot \
          (default settings, no FTS plugin) holding the same {} messages, copied from the \
          gateway with their flags ({:.1} MB). Timed: `SELECT` + `{FETCH}`, and `UID SEARCH \
          BODY {}` ({} hits at both). Each server read {WARM} times untimed first, then {} rounds, \
@@ -897,10 +880,11 @@ fn report(r: &Report<'_>) -> String {
          faster). Peak RSS: the gateway process (VmHWM from its start before the untimed \
          reads), Dovecot's `imap` process of a session (the largest; one per connection).\n\n\
          | figure | mticket | Dovecot | ratio | target | |\n|---|---|---|---|---|---|\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        report::now(),
         r.n,
+        r.backend,
         dovecot_version(),
-        machine(),
+        report::machine(),
         r.n,
         r.copied_bytes as f64 / 1e6,
         r.word,
@@ -954,5 +938,26 @@ fn report(r: &Report<'_>) -> String {
          own, gateway / Dovecot): {}.\n",
         steps.join(", ")
     ));
-    out
+    let b = r.backend;
+    let rows = vec![
+        report::Row::new(
+            format!("{b}, {} tickets: SELECT + UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE), seconds; peer: Dovecot, the same messages in a Maildir", r.n),
+            format!("{g_fetch:.2}"),
+        )
+        .against(format!("{d_fetch:.2}"), report::ratio(fetch_ratio)),
+        report::Row::new(
+            format!("{b}, {} tickets: UID SEARCH BODY (full text), seconds; peer: Dovecot (no FTS plugin)", r.n),
+            format!("{g_search:.3}"),
+        )
+        .against(format!("{d_search:.3}"), report::ratio(search_ratio)),
+        report::Row::new(
+            format!("{b}, {} tickets: peak RSS while read, MiB; peer: Dovecot's imap process", r.n),
+            format!("{:.0}", mib(r.gateway_peak)),
+        )
+        .against(
+            format!("{:.0}", mib(r.dovecot_peak)),
+            "",
+        ),
+    ];
+    (out, rows)
 }

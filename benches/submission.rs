@@ -12,7 +12,7 @@
 //! machine at the same speed. When Postfix's `smtp-source` and `smtp-sink` are on the PATH
 //! (scripts/bench fetches them) their plain SMTP rate is added as a reference; they speak
 //! neither TLS nor AUTH, so no ratio is taken against them. Results are printed and
-//! appended to BENCHMARKS.md.
+//! handed to the report (benches/common/report.rs) that `scripts/bench` makes BENCHMARKS.md of.
 //!
 //! `cargo bench --bench submission` (BENCH_SUBMISSION_REPLIES=N to change the 5,000
 //! replies; PostgreSQL runs when MTICKET_TEST_POSTGRES names a server, as scripts/bench
@@ -23,8 +23,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/report.rs"]
+mod report;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -789,7 +791,7 @@ fn report(n: usize, talks: &[Conversation], rows: &[Row], notes: &str) -> String
     let with_pdf = talks.iter().filter(|t| t.with_pdf).count();
     let mut report = format!(
         "\n## Submission, {} ({n} replies to {n} tickets, {:.1} MB, 2–10 KB of text with a Thunderbird quote, {with_pdf} with a PDF)\n\n\
-         Machine: {} cores, {}. {SESSIONS} sessions, one agent each (tests/peers/smtp_load.py: \
+         Machine: {}. {SESSIONS} sessions, one agent each (tests/peers/smtp_load.py: \
          one process per session, one connection, AUTH once, mails back to back). Ack latency \
          = last byte of the mail to the server's 250. Ratios = replies/s through the gateway \
          ÷ the same tool's rate in the same run straight to the recording sink (aiosmtpd, no \
@@ -799,19 +801,9 @@ fn report(n: usize, talks: &[Conversation], rows: &[Row], notes: &str) -> String
          Before each timed run the machine settles (dirty pages written out, cores idle).\n\n\
          | figure | replies | seconds | replies/s | ratio to recording sink | ratio to no-op SMTP server | p50 ack | p99 ack | peak RSS |\n\
          |---|---|---|---|---|---|---|---|---|\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        report::now(),
         bytes as f64 / 1e6,
-        std::thread::available_parallelism()
-            .map(|p| p.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| {
-                c.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-            })
-            .unwrap_or_default(),
+        report::machine(),
     );
     let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or_default();
     for r in rows {
@@ -859,13 +851,45 @@ fn main() {
         println!("PostgreSQL skipped: MTICKET_TEST_POSTGRES is not set (scripts/bench sets it)");
     }
     run_postfix(&talks, &mut rows);
-    let report = report(n, &talks, &rows, &notes);
-    print!("{report}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    f.write_all(report.as_bytes()).unwrap();
+    report::publish(
+        "submission",
+        &summary(&rows),
+        &report(n, &talks, &rows, &notes),
+    );
+}
+
+/// The rows of the summary table: replies through the gateway on each database against
+/// the same load straight to the recording sink (rate and p99 acknowledgment).
+fn summary(rows: &[Row]) -> Vec<report::Row> {
+    let mut out = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        let find = |starts: &str| {
+            rows.iter()
+                .find(|r| r.what.starts_with(starts) && r.what.contains(backend))
+        };
+        let (Some(m), Some(sink)) = (
+            find("mticket submission on"),
+            find("ceiling: smtp_load.py → recording sink"),
+        ) else {
+            continue;
+        };
+        let rate = |r: &Row| r.replies as f64 / r.secs;
+        out.push(
+            report::Row::new(
+                format!("replies through submission on {backend} (STARTTLS, AUTH, rewritten, committed), replies/s; peer: the same load straight to an SMTP recording sink (aiosmtpd)"),
+                format!("{:.0}", rate(m)),
+            )
+            .against(format!("{:.0}", rate(sink)), report::ratio(rate(m) / rate(sink))),
+        );
+        if let (Some(a), Some(b)) = (m.p99_ms, sink.p99_ms) {
+            out.push(
+                report::Row::new(
+                    format!("replies through submission on {backend}, p99 ack latency, ms; peer: the recording sink"),
+                    format!("{a:.1}"),
+                )
+                .against(format!("{b:.1}"), report::ratio(b / a)),
+            );
+        }
+    }
+    out
 }
