@@ -504,38 +504,150 @@ fn limit_file_size(pid: u32, bytes: Option<u64>) {
     assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
-/// The disk under the SQLite database (where the raw mails are kept) fills up: mail is
-/// refused for now, never acknowledged and lost, and taken once there is room again. The
-/// gateway ignores SIGXFSZ, so a write past its file size limit fails like one on a full
-/// disk. PostgreSQL keeps the mails on the database server's disk, which this test does
-/// not fill.
+/// [`limit_file_size`] for a process of another user (the PostgreSQL server's): through
+/// `prlimit` run as that user, since changing another user's limits needs a capability
+/// that a container's root may lack.
+fn limit_file_size_of(pid: u32, bytes: Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("/proc/{pid}")).unwrap().uid();
+    // SAFETY: getuid has no preconditions.
+    if owner == unsafe { libc::getuid() } {
+        return limit_file_size(pid, bytes);
+    }
+    let user = String::from_utf8(
+        Command::new("id")
+            .args(["-nu", &owner.to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let soft = bytes.map_or("unlimited".to_string(), |b| b.to_string());
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            user.trim(),
+            "--",
+            "prlimit",
+            "--pid",
+            &pid.to_string(),
+        ])
+        .arg(format!("--fsize={soft}:"))
+        .output()
+        .expect("runuser and prlimit (util-linux)");
+    assert!(
+        out.status.success(),
+        "prlimit for {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PostgreSQL: the server processes serving the gateway's database, and the size of the
+/// database's largest file.
+fn postgres_backends(gw: &Gateway) -> (Vec<u32>, u64) {
+    let admin = std::env::var("MTICKET_TEST_POSTGRES").unwrap();
+    let name = gw.db_url.rsplit('/').next().unwrap();
+    let psql = |q: &str| {
+        let out = Command::new("psql")
+            .args([admin.as_str(), "-qAtc", q])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pids = psql(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ))
+    .lines()
+    .map(|l| l.trim().parse().unwrap())
+    .collect();
+    let dir = psql(&format!(
+        "SELECT current_setting('data_directory') || '/base/' || oid FROM pg_database \
+         WHERE datname = '{name}'"
+    ));
+    let largest = std::fs::read_dir(dir.trim())
+        .expect("the database's folder")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    (pids, largest)
+}
+
+/// A customer mail of about 1 MB that does not compress (PostgreSQL compresses what it
+/// stores out of line).
+fn big_mail(marker: &str) -> String {
+    let mut x: u64 = marker.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut body = String::with_capacity(1_100_000);
+    for _ in 0..14_000 {
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            body.push(alphabet[(x % 64) as usize] as char);
+        }
+        body.push_str("\r\n");
+    }
+    format!("{}{body}", customer_mail(marker))
+}
+
+/// The disk under the database, where the raw mails are kept, fills up: mail is refused for
+/// now, never acknowledged and lost, and taken once there is room again. A full disk is a
+/// file size limit (`RLIMIT_FSIZE`) just above the largest file: on SQLite on the gateway,
+/// which ignores SIGXFSZ; on PostgreSQL on the server processes serving the gateway's
+/// database, which ignore it too ("so that ulimit violations work like disk full"). There
+/// the limit stays above the 16 MB of a WAL segment, whose creation must not fail.
 fn disk_full(gw: &Gateway) -> Outcome {
-    let file = gw.db_url.trim_start_matches("sqlite://").to_string();
-    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let biggest = size(&file)
-        .max(size(&format!("{file}-wal")))
-        .max(size(&gw.path().join("serve.log").display().to_string()));
-    limit_file_size(gw.pid().unwrap(), Some(biggest + 256 * 1024));
-    // Mails of 1 MB each: the database has to grow.
-    let attachment = "A".repeat(76);
-    let body: String = std::iter::repeat_n(format!("{attachment}\r\n"), 14_000).collect();
-    let mail = |marker: &str| format!("{}{body}", customer_mail(marker));
-    let codes: Vec<u16> = (0..5)
-        .map(|i| {
-            let marker = format!("DISKFULL{i}");
-            smtp_send(
-                gw.inbound_port,
-                "voll@firma.example",
-                "support@shop.test",
-                &mail(&marker),
-            )
-        })
-        .collect();
-    // SQLite names a write refused for its size an I/O error (a full disk: "database or
-    // disk is full").
-    let logged = "disk I/O error";
+    let postgres = gw.db_url.starts_with("postgres");
+    let (pids, limit, logged, fault) = if postgres {
+        let (pids, largest) = postgres_backends(gw);
+        (
+            pids,
+            (largest + 256 * 1024).max(17 << 20),
+            // "could not extend file …: File too large", with the hint to check free disk space.
+            "could not extend file",
+            "disk full under the database (PostgreSQL)",
+        )
+    } else {
+        let file = gw.db_url.trim_start_matches("sqlite://").to_string();
+        let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let biggest = size(&file)
+            .max(size(&format!("{file}-wal")))
+            .max(size(&gw.path().join("serve.log").display().to_string()));
+        (
+            vec![gw.pid().unwrap()],
+            biggest + 256 * 1024,
+            // SQLite names a write refused for its size an I/O error (a full disk: "database
+            // or disk is full").
+            "disk I/O error",
+            "disk full under the database (SQLite)",
+        )
+    };
+    for pid in &pids {
+        limit_file_size_of(*pid, Some(limit));
+    }
+    // Mails of 1 MB each until the disk is full, and two more.
+    let mut codes: Vec<u16> = Vec::new();
+    while codes.len() < 40 && codes.iter().filter(|c| **c != 250).count() < 3 {
+        let marker = format!("DISKFULL{}", codes.len());
+        codes.push(smtp_send(
+            gw.inbound_port,
+            "voll@firma.example",
+            "support@shop.test",
+            &big_mail(&marker),
+        ));
+    }
     wait_for_log(gw, logged);
-    limit_file_size(gw.pid().unwrap(), None);
+    for pid in &pids {
+        limit_file_size_of(*pid, None);
+    }
     let mut acknowledged = 0;
     for (i, code) in codes.iter().enumerate() {
         let marker = format!("DISKFULL{i}");
@@ -549,7 +661,7 @@ fn disk_full(gw: &Gateway) -> Outcome {
                     gw.inbound_port,
                     "voll@firma.example",
                     "support@shop.test",
-                    &mail(&marker)
+                    &big_mail(&marker)
                 ),
                 250,
                 "mail {i} once there is room again"
@@ -560,9 +672,9 @@ fn disk_full(gw: &Gateway) -> Outcome {
     eprintln!("disk full: answers while full {codes:?}");
     answers_again(gw, "disk full");
     Outcome {
-        fault: "disk full under the database (SQLite)",
+        fault,
         acknowledged,
-        lost: not_one_ticket(gw, "DISKFULL", 5),
+        lost: not_one_ticket(gw, "DISKFULL", codes.len()),
         logged,
     }
 }
@@ -623,7 +735,7 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
         link: &link,
     };
 
-    let mut outcomes = vec![
+    let outcomes = vec![
         client_stops_mid_data(&gw),
         client_stops_mid_literal(&gw),
         upstream_smtp_outage(&gw, &mut sink),
@@ -631,10 +743,8 @@ fn every_fault_ends_with_nothing_acknowledged_lost_and_the_server_answering() {
         upstream_pop3_outage(&gw, &upstream),
         slow_pop3_upstream(&gw, &upstream),
         database_away(&gw),
+        disk_full(&gw),
     ];
-    if support::db::backend() == "sqlite" {
-        outcomes.push(disk_full(&gw));
-    }
     assert!(gw.is_running(), "gateway died:\n{}", gw.log());
     let log = gw.log();
     let mut table = format!(
