@@ -12,11 +12,13 @@
 //!   agents × 10 connections over IMAPS, each logged in, INBOX selected, in IDLE), against
 //!   its RSS before they came; the targets are p95 ≤ 50 ms, ≤ 100 ms and ≤ 300 MB.
 //!
-//! The items are written through the store (1,000 tickets per transaction) and indexed for
-//! search before the timing; the text is words drawn from a vocabulary of 4,000 with
+//! The items are written through the store (1,000 tickets per transaction), indexed for
+//! search and the planner's statistics refreshed (as `serve` does every hour) before the
+//! timing; the text is words drawn from a vocabulary of 4,000 with
 //! Zipf-like frequencies, so a rare word is in a few dozen items and a common one in most.
 //!
-//! `cargo bench --bench scale` (BENCH_SCALE_TICKETS=N for the 250,000 tickets); on
+//! `cargo bench --bench scale` (BENCH_SCALE_TICKETS=N for the 250,000 tickets;
+//! BENCH_SCALE_KEEP=1 keeps the databases and prints where they are, for a closer look); on
 //! PostgreSQL too when MTICKET_TEST_POSTGRES is set (scripts/bench sets it).
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -159,11 +161,19 @@ fn fill(gateway: &Gateway, tickets: usize) -> Filled {
         for start in (0..tickets).step_by(BATCH) {
             let mut tx = store.begin().await.unwrap();
             for i in start..(start + BATCH).min(tickets) {
-                let queue = &queues[i % QUEUES.len()];
+                // Queue, assignee, status and tag drawn independently of each other, as
+                // real tickets are not sorted into them by their number.
+                let queue = &queues[rng.random_range(0..QUEUES.len())];
                 // Newest last, a minute apart, ending now.
                 let at = now - (tickets - i) as i64 * 60;
                 let customer = format!("kunde{}@kunden.example", i % 50_000);
-                let assignee = (i % 5 != 0).then(|| agents[i % AGENTS].clone());
+                let assignee = rng
+                    .random_bool(0.8)
+                    .then(|| agents[rng.random_range(0..AGENTS)].clone());
+                let closed = rng.random_bool(1.0 / 3.0);
+                let tag = rng
+                    .random_bool(1.0 / 7.0)
+                    .then(|| tags[rng.random_range(0..TAGS.len())].clone());
                 let subject = format!("Frage zu Bestellung {}", order_number(i));
                 let created = tx
                     .create_ticket(
@@ -232,10 +242,9 @@ fn fill(gateway: &Gateway, tickets: usize) -> Filled {
                     .unwrap();
                     items += 1;
                 }
-                let status = if i % 3 == 0 { "closed" } else { "open" };
+                let status = if closed { "closed" } else { "open" };
                 tx.set_status(&created, status, &actor).await.unwrap();
-                if i % 7 == 0 {
-                    let (id, name) = &tags[i % TAGS.len()];
+                if let Some((id, name)) = &tag {
                     tx.add_tag(created.id, (*id, name), &actor).await.unwrap();
                 }
             }
@@ -251,6 +260,8 @@ fn fill(gateway: &Gateway, tickets: usize) -> Filled {
         let indexing = Instant::now();
         store.catch_up_search_index().await.unwrap();
         let index_secs = indexing.elapsed().as_secs_f64();
+        // As `serve` does a minute after its start and every hour.
+        store.refresh_statistics().await.unwrap();
         store.close().await;
         Filled {
             tickets,
@@ -389,7 +400,27 @@ struct Idle {
     before_kib: u64,
     idle_kib: u64,
     peak_kib: u64,
+    /// VmRSS's parts (RssAnon, RssFile) and the threads, with the connections idle.
+    parts: String,
     connected: serde_json::Value,
+}
+
+/// `RssAnon 700 MiB, RssFile 20 MiB, 14 threads` of a process.
+fn rss_parts(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim_start_matches(':').trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "RssAnon {}, RssFile {}, {} threads",
+        field("RssAnon"),
+        field("RssFile"),
+        field("Threads")
+    )
 }
 
 /// Starts `serve`, waits for it to settle (the mailbox lister gives every ticket its UID),
@@ -421,6 +452,7 @@ fn idle_connections(gateway: &mut Gateway) -> Idle {
         serde_json::from_str(&line).unwrap_or_else(|_| panic!("idle_clients.py said {line:?}"));
     procstat::settle(Duration::from_secs(120));
     let idle_kib = procstat::rss_kib(pid).unwrap();
+    let parts = rss_parts(pid);
     let peak_kib = gateway.peak_rss_kib().unwrap_or(0);
     child.stdin.take().unwrap().write_all(b"").unwrap();
     child.wait().unwrap();
@@ -429,6 +461,7 @@ fn idle_connections(gateway: &mut Gateway) -> Idle {
         before_kib,
         idle_kib,
         peak_kib,
+        parts,
         connected,
     }
 }
@@ -456,6 +489,10 @@ fn run_backend(backend: &'static str, tickets: usize, rows: &mut Vec<Row>, secti
     );
     let q = query(&gateway, tickets);
     let idle = idle_connections(&mut gateway);
+    if std::env::var_os("BENCH_SCALE_KEEP").is_some() {
+        println!("  kept: {} ({})", gateway.db_url, gateway.path().display());
+        std::mem::forget(gateway);
+    }
     let mib = |k: u64| k as f64 / 1024.0;
     let items = filled.items;
     let met = |ok: bool| if ok { "met" } else { "not met" };
@@ -517,8 +554,8 @@ fn run_backend(backend: &'static str, tickets: usize, rows: &mut Vec<Row>, secti
          - Ticket list by filter, {LIST_RUNS} runs each, first page of {PAGE}: p50 {:.1} ms, \
          p95 {:.1} ms; by filter (p50 / p95): {}.\n\
          - Gateway RSS: {:.0} MiB settled after its start (every ticket listed), {:.0} MiB \
-         with {IDLE_CONNECTIONS} idle IMAP connections ({:.0} KiB each), peak {:.0} MiB; \
-         the clients: {}.\n",
+         with {IDLE_CONNECTIONS} idle IMAP connections ({:.0} KiB each; {}), peak {:.0} \
+         MiB; the clients: {}.\n",
         filled.tickets,
         filled.secs,
         items as f64 / filled.secs,
@@ -533,6 +570,7 @@ fn run_backend(backend: &'static str, tickets: usize, rows: &mut Vec<Row>, secti
         mib(idle.before_kib),
         mib(idle.idle_kib),
         (idle.idle_kib.saturating_sub(idle.before_kib)) as f64 / IDLE_CONNECTIONS as f64,
+        idle.parts,
         mib(idle.peak_kib),
         idle.connected,
     ));

@@ -116,6 +116,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         async move { store.follow_mailbox_uids(shutdown.wait()).await }
     }));
     tasks.push(tokio::spawn(checkpoints(store.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(statistics(store.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(search_indexer(
         store.clone(),
         shutdown.clone(),
@@ -315,6 +316,27 @@ async fn checkpoints(store: Store, mut shutdown: Shutdown) {
                 Duration::from_secs(1)
             }
         };
+    }
+}
+
+/// Refreshes the query planners' statistics a minute after the start, then every hour, so
+/// lists and searches keep their plans as the database grows.
+async fn statistics(store: Store, mut shutdown: Shutdown) {
+    let mut pause = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait() => return,
+        }
+        pause = Duration::from_secs(3600);
+        let started = std::time::Instant::now();
+        match store.refresh_statistics().await {
+            Ok(()) => tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "query planner statistics refreshed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "refreshing the query planner statistics failed"),
+        }
     }
 }
 
