@@ -432,16 +432,16 @@ async fn set_counter(conn: &mut AnyConnection, name: &str, value: i64) -> Result
     Ok(())
 }
 
-/// SQLite's page cache per connection of the pool for reads and single mails: each of its
-/// 8 connections keeps its own, so 32 MiB each took 400 MiB once 200 mail clients had
-/// opened their folders at 1,000,000 items. Pages it does not hold come from the system's
-/// file cache.
-const READ_CACHE_KIB: i64 = 4096;
+/// SQLite's page cache per connection of the pool for reads and single mails (SQLite's
+/// default): each of its 8 connections keeps its own, so 32 MiB each took 400 MiB once 200
+/// mail clients had opened their folders at 1,000,000 items. Pages it does not hold come
+/// from the system's file cache.
+const READ_CACHE_KIB: i64 = 2048;
 
-/// SQLite's page cache per connection of the pool for intake batches and replies (3
-/// connections): room for a whole batch (64 mails, up to 8 MB) before dirty pages spill
-/// into the log mid-transaction.
-const BATCH_CACHE_KIB: i64 = 32768;
+/// SQLite's page cache per connection of the pool for intake batches, replies and the
+/// mailbox lister (3 connections): room for a whole batch (64 mails, up to 8 MB) before
+/// dirty pages spill into the log mid-transaction.
+const BATCH_CACHE_KIB: i64 = 16384;
 
 /// Pool settings; for SQLite, the pragmas each connection gets, with `synchronous` and the
 /// page cache as given.
