@@ -116,14 +116,49 @@ const DROPPED_HEADERS: &[&str] = &[
 ];
 
 /// Rewrites the agent's raw reply according to `plan`. Never panics; a mail without a
-/// header section (or one the parser gives up on) is an error.
+/// header section (or one the parser gives up on) is an error, and so is a mail whose
+/// rewrite would lose one of its attachments (a MIME structure so damaged that the rewritten
+/// body parts change how the rest is read): the agent is told, nothing goes out.
 pub fn rewrite(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rewrite_mail(raw, plan))) {
+    let checked = || {
+        let out = rewrite_mail(raw, plan)?;
+        if !keeps_attachments(raw, &out) {
+            return Err(RewriteError::Unparseable(
+                "its MIME structure is damaged, and the rewritten mail would lose an \
+                 attachment"
+                    .into(),
+            ));
+        }
+        Ok(out)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(checked)) {
         Ok(result) => result,
         Err(_) => Err(RewriteError::Unparseable(
             "the mail parser failed on this mail".into(),
         )),
     }
+}
+
+/// Whether every attachment of `before` (as mail-parser reads it) is in `after` with the
+/// same content, as often as in `before`.
+fn keeps_attachments(before: &[u8], after: &[u8]) -> bool {
+    let Some(before) = crate::core::mail::parse_mime(before) else {
+        return true;
+    };
+    let after = crate::core::mail::parse_mime(after);
+    let mut left: Vec<&[u8]> = after
+        .iter()
+        .flat_map(|m| m.attachments().map(|p| p.contents()))
+        .collect();
+    before
+        .attachments()
+        .all(|p| match left.iter().position(|c| *c == p.contents()) {
+            Some(at) => {
+                left.swap_remove(at);
+                true
+            }
+            None => false,
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1300,6 +1335,21 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
         keeps_its_attachments(include_bytes!(
             "../../tests/fixtures/fuzz/reply_rewrite_date_takes_the_next_line_along.eml"
         ));
+    }
+
+    #[test]
+    fn a_rewrite_that_would_lose_an_attachment_is_refused() {
+        // Found by fuzzing: two Content-Types, a boundary that begins other lines, a
+        // boundary-like header line. Splicing the rewritten text part in changed how the
+        // rest is read, and an attachment of 44 bytes was gone.
+        let raw = include_bytes!(
+            "../../tests/fixtures/fuzz/reply_rewrite_damaged_structure_loses_an_attachment.eml"
+        );
+        match rewrite_bytes(raw, &fixture(), None) {
+            Err(RewriteError::Unparseable(why)) => assert!(why.contains("attachment"), "{why}"),
+            Ok(_) => keeps_its_attachments(raw),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     fn keeps_its_attachments(raw: &[u8]) {
