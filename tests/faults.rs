@@ -283,27 +283,13 @@ fn database_away(gw: &Gateway) -> Outcome {
     // SQLite: longer than a writer waits for the lock (15 s), so commits fail meanwhile.
     let away = Duration::from_secs(if postgres { 6 } else { 20 });
     let holder = if postgres {
-        let admin = std::env::var("MTICKET_TEST_POSTGRES").unwrap();
         let name = gw.db_url.rsplit('/').next().unwrap().to_string();
-        let sql = move |q: &str| {
-            let out = Command::new("psql")
-                .args([admin.as_str(), "-qAtc", q])
-                .output()
-                .expect("psql");
-            assert!(
-                out.status.success(),
-                "{q}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let sql = std::sync::Arc::new(sql);
-        sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
-        sql(&format!(
+        psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+        psql(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
         ));
-        let back = {
-            let sql = sql.clone();
-            move || sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        let back = move || {
+            psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
         };
         std::thread::spawn(move || {
             std::thread::sleep(away);
@@ -542,23 +528,25 @@ fn limit_file_size_of(pid: u32, bytes: Option<u64>) {
     );
 }
 
+/// Runs `q` on the test's PostgreSQL server as its admin; what it printed.
+fn psql(q: &str) -> String {
+    let admin = std::env::var("MTICKET_TEST_POSTGRES").unwrap();
+    let out = Command::new("psql")
+        .args([admin.as_str(), "-qAtc", q])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// PostgreSQL: the server processes serving the gateway's database, and the size of the
 /// database's largest file.
 fn postgres_backends(gw: &Gateway) -> (Vec<u32>, u64) {
-    let admin = std::env::var("MTICKET_TEST_POSTGRES").unwrap();
     let name = gw.db_url.rsplit('/').next().unwrap();
-    let psql = |q: &str| {
-        let out = Command::new("psql")
-            .args([admin.as_str(), "-qAtc", q])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{q}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let pids = psql(&format!(
         "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
     ))
