@@ -1,11 +1,36 @@
 //! The store's held-back writes against the real database (SQLite, or PostgreSQL with
 //! `MTICKET_TEST_DB=postgres`): a transaction that queues more rows than one statement
-//! takes, and changes to a ticket opened in the same transaction, commit whole.
+//! takes, and changes to a ticket opened in the same transaction, commit whole; a search
+//! after a bulk of new items indexes them all first and tidies the index queue.
 #[path = "support/mod.rs"]
 mod support;
 
-use mticket::store::{Actor, NewTicket, Store};
+use mticket::core::model::ItemKind;
+use mticket::store::{Actor, Backend, NewItem, NewTicket, Store, TicketQuery, TicketRef, Tx};
+use sqlx::Connection;
 use support::gateway::{Gateway, Options};
+
+/// A new ticket in the queue "Support", in `tx`.
+async fn new_ticket(store: &Store, tx: &mut Tx) -> TicketRef {
+    let queue = store.queue_by_name("Support").await.unwrap();
+    tx.create_ticket(
+        &NewTicket {
+            subject: "Viele Einträge",
+            queue_id: queue.id,
+            queue_name: &queue.name,
+            creator_address: "kunde@example.test",
+            customer_id: None,
+            cc: &[],
+            spoof_suspect: false,
+            first_number: 1,
+            assignee_id: None,
+            at: 1_700_000_000,
+        },
+        &Actor::system(),
+    )
+    .await
+    .unwrap()
+}
 
 #[test]
 fn a_transaction_bigger_than_one_statement_commits_whole() {
@@ -14,26 +39,8 @@ fn a_transaction_bigger_than_one_statement_commits_whole() {
     let url = gateway.db_url.clone();
     let number = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = Store::connect(&url).await.unwrap();
-        let queue = store.queue_by_name("Support").await.unwrap();
         let mut tx = store.begin().await.unwrap();
-        let ticket = tx
-            .create_ticket(
-                &NewTicket {
-                    subject: "Viele Einträge",
-                    queue_id: queue.id,
-                    queue_name: &queue.name,
-                    creator_address: "kunde@example.test",
-                    customer_id: None,
-                    cc: &[],
-                    spoof_suspect: false,
-                    first_number: 1,
-                    assignee_id: None,
-                    at: 1_700_000_000,
-                },
-                &Actor::system(),
-            )
-            .await
-            .unwrap();
+        let ticket = new_ticket(&store, &mut tx).await;
         // 7 placeholders a row: 70,000 in all, more than one PostgreSQL statement takes.
         for i in 0..10_000 {
             tx.history(ticket.id, &Actor::system(), "note", "", &format!("{i}"))
@@ -57,4 +64,62 @@ fn a_transaction_bigger_than_one_statement_commits_whole() {
         .filter(|h| h["field"] == "note")
         .count();
     assert_eq!(notes, 10_000);
+}
+
+#[test]
+fn a_search_after_a_bulk_of_items_finds_them_all_and_tidies_the_index_queue() {
+    let gateway = Gateway::new(Options::default());
+    gateway.add_queue("Support", "support@shop.test", None, None, &[]);
+    let url = gateway.db_url.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::connect(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let ticket = new_ticket(&store, &mut tx).await;
+        // More than TIDY_SEARCH_QUEUE_AFTER items, none indexed yet (no `serve` runs).
+        let items = mticket::store::TIDY_SEARCH_QUEUE_AFTER + 1;
+        for i in 0..items {
+            let text = format!("Bestellung {i} kam nicht an");
+            let item = NewItem {
+                kind: ItemKind::Customer,
+                agent_id: None,
+                from_address: "kunde@example.test",
+                from_name: "",
+                to: &[],
+                cc: &[],
+                subject: "Lieferung",
+                date: 1_700_000_000,
+                message_id: "",
+                text: &text,
+                html: None,
+                body_in_raw: false,
+                raw: b"",
+                raw_sha256: "",
+                problems: &[],
+                attachments: &[],
+            };
+            tx.add_item(ticket.id, &item, 1_700_000_000).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let search = |word: &str| TicketQuery {
+            text: vec![word.into()],
+            ..TicketQuery::default()
+        };
+        let found = store.ticket_list(&search("10000")).await.unwrap();
+        assert_eq!(found.len(), 1, "the last item is indexed before the search");
+        assert_eq!(found[0].number, ticket.number);
+        assert_eq!(store.index_for_search(64, true).await.unwrap(), 0);
+        if store.backend() == Backend::Postgres {
+            // VACUUM freed the queue's deleted rows: no page is left to read.
+            let pages: i64 = sqlx::query_scalar(
+                "SELECT CAST(pg_relation_size('search_pending') / 8192 AS BIGINT)",
+            )
+            .fetch_one(&mut sqlx::AnyConnection::connect(&url).await.unwrap())
+            .await
+            .unwrap();
+            assert_eq!(pages, 0, "search_pending still holds pages after the tidy");
+        }
+        // Nothing left behind: the next search reads, writes nothing, and finds the same.
+        assert_eq!(store.ticket_list(&search("kam")).await.unwrap().len(), 1);
+        store.close().await;
+    });
 }

@@ -22,7 +22,7 @@ use crate::net::listener::{Listener, ListenerConfig, Shutdown};
 use crate::net::smtp::{self, AuthPolicy, Mode, SmtpConfig};
 use crate::net::tls;
 use crate::outbox::{RetryPolicy, Worker};
-use crate::store::{Backend, Store, redact_url};
+use crate::store::{Backend, Store, TIDY_SEARCH_QUEUE_AFTER, redact_url};
 use crate::submission::Submission;
 
 pub mod demo;
@@ -117,6 +117,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }));
     tasks.push(tokio::spawn(checkpoints(store.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(statistics(store.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(give_back_freed_memory(shutdown.clone())));
     tasks.push(tokio::spawn(search_indexer(
         store.clone(),
         shutdown.clone(),
@@ -340,17 +341,73 @@ async fn statistics(store: Store, mut shutdown: Shutdown) {
     }
 }
 
+/// How often memory freed inside the allocator's heaps is given back to the system.
+const GIVE_BACK_MEMORY_EVERY: Duration = Duration::from_secs(10);
+
+/// glibc gives back only what is freed at the top of a heap. Folders' message lists that
+/// stay, interleaved with the query results they were read from that do not, leave most
+/// of the heap's pages partly used: 200 mail clients opening their INBOX at once (1,000,000
+/// items) left the gateway at 309 MiB RSS with 150 MiB in use, and `malloc_trim` brought it
+/// to 170 MiB. Trimming walks the free blocks: 1–5 ms, 18 ms right after that burst.
+async fn give_back_freed_memory(mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GIVE_BACK_MEMORY_EVERY) => {}
+            _ = shutdown.wait() => return,
+        }
+        let started = std::time::Instant::now();
+        // It holds each heap's lock while it walks it: off the runtime's threads.
+        let trimmed = tokio::task::spawn_blocking(trim_heaps)
+            .await
+            .unwrap_or(false);
+        tracing::trace!(
+            trimmed,
+            millis = started.elapsed().as_secs_f64() * 1000.0,
+            "freed memory given back"
+        );
+    }
+}
+
+/// Gives the free pages inside glibc's heaps back to the system; true when some were.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heaps() -> bool {
+    // SAFETY: malloc_trim only returns free pages of the allocator's heaps to the system.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heaps() -> bool {
+    false
+}
+
 /// Puts new items into the full-text index outside the transactions that store mail.
 /// While mail comes in (intake, agents' replies) it adds only a few every two seconds, so a
 /// burst of mail keeps the write lock and the processors; in a pause it catches up. A search indexes whatever is left first, so it never
 /// misses a committed item.
 async fn search_indexer(store: Store, mut shutdown: Shutdown) {
+    let mut untidy = 0;
     loop {
         let quiet = store.mail_quiet_for(Duration::from_millis(300));
         let idle = match store.index_for_search(64, true).await {
-            Ok(0) => Duration::from_millis(500),
-            Ok(_) if quiet => Duration::ZERO,
-            Ok(_) => Duration::from_secs(2),
+            Ok(0) => {
+                if untidy >= TIDY_SEARCH_QUEUE_AFTER {
+                    match store.tidy_search_queue().await {
+                        Ok(()) => untidy = 0,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "tidying the search index queue failed")
+                        }
+                    }
+                }
+                Duration::from_millis(500)
+            }
+            Ok(n) => {
+                untidy += n;
+                if quiet {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(2)
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "search indexing failed; trying again");
                 Duration::from_secs(5)

@@ -852,6 +852,10 @@ pub fn mergeable(from: &TicketRef, into: &TicketRef) -> Result<(), String> {
     Ok(())
 }
 
+/// Indexed items after which the index queue is tidied at once (see
+/// [`Store::tidy_search_queue`]).
+pub const TIDY_SEARCH_QUEUE_AFTER: u64 = 10_000;
+
 impl Store {
     /// Adds up to `limit` items not yet in the full-text index, oldest first, in one short
     /// transaction; returns how many. SQLite: the items after the last one indexed (one
@@ -928,9 +932,48 @@ impl Store {
     }
 
     /// Indexes everything not yet in the full-text index, so a search sees every item
-    /// committed before it.
+    /// committed before it. Usually nothing is left (the background indexer keeps up): one
+    /// read says so, and the search takes no write transaction.
     pub async fn catch_up_search_index(&self) -> Result<()> {
-        while self.index_for_search(1000, false).await? > 0 {}
+        if !self.search_index_behind().await? {
+            return Ok(());
+        }
+        let mut added = 0;
+        loop {
+            match self.index_for_search(1000, false).await? {
+                0 => break,
+                n => added += n,
+            }
+        }
+        if added >= TIDY_SEARCH_QUEUE_AFTER {
+            self.tidy_search_queue().await?;
+        }
+        Ok(())
+    }
+
+    /// True when some committed item is not yet in the full-text index.
+    async fn search_index_behind(&self) -> Result<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM (SELECT 1 FROM items WHERE id > \
+                 COALESCE((SELECT value FROM counters WHERE name = 'search_indexed'), 0) LIMIT 1)"
+            }
+            Backend::Postgres => "SELECT COUNT(*) FROM (SELECT 1 FROM search_pending LIMIT 1) p",
+        };
+        let behind: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok(behind > 0)
+    }
+
+    /// PostgreSQL: frees the space of the index queue's deleted rows at once, after many
+    /// were indexed (a bulk intake, a restore). Until autovacuum passes, every look into the
+    /// queue reads them all: 1,000,000 of them made that 30–240 ms instead of 1 ms.
+    /// SQLite keeps no queue.
+    pub async fn tidy_search_queue(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("VACUUM search_pending")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 
