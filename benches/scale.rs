@@ -424,7 +424,8 @@ fn rss_parts(pid: u32) -> String {
 }
 
 /// Starts `serve`, waits for it to settle (the mailbox lister gives every ticket its UID),
-/// then holds 200 idle IMAP connections and reads the gateway's RSS.
+/// then holds 200 idle IMAP connections and reads the gateway's RSS once they have been
+/// idle for half a minute.
 fn idle_connections(gateway: &mut Gateway) -> Idle {
     gateway.start();
     let pid = gateway.pid().unwrap();
@@ -451,6 +452,8 @@ fn idle_connections(gateway: &mut Gateway) -> Idle {
     let connected: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|_| panic!("idle_clients.py said {line:?}"));
     procstat::settle(Duration::from_secs(120));
+    // Idle for good: `serve` gives memory freed inside its heaps back every 10 s.
+    std::thread::sleep(Duration::from_secs(25));
     let idle_kib = procstat::rss_kib(pid).unwrap();
     let parts = rss_parts(pid);
     let peak_kib = gateway.peak_rss_kib().unwrap_or(0);

@@ -382,8 +382,9 @@ fn trim_heaps() -> bool {
 
 /// Puts new items into the full-text index outside the transactions that store mail.
 /// While mail comes in (intake, agents' replies) it adds only a few every two seconds, so a
-/// burst of mail keeps the write lock and the processors; in a pause it catches up. A search indexes whatever is left first, so it never
-/// misses a committed item.
+/// burst of mail keeps the write lock and the processors; in a pause it catches up. A
+/// search indexes whatever is left first, so it never misses a committed item. After a
+/// bulk, PostgreSQL's index queue is tidied (see [`Store::tidy_search_queue`]).
 async fn search_indexer(store: Store, mut shutdown: Shutdown) {
     let mut untidy = 0;
     loop {
