@@ -270,8 +270,8 @@ fn fill(gateway: &Gateway, tickets: usize) -> Filled {
         let resting = Instant::now();
         if gateway.db_url.starts_with("postgres") {
             // What autovacuum and the checkpointer do in the minutes after a bulk like this
-            // one, whose indexing left 1,000,000 dead row versions: measured while they still
-            // worked, the searches took p95 107–168 ms.
+            // one, whose indexing left 1,000,000 dead row versions: done before the timing,
+            // so the figures are of a database at rest.
             let mut conn = sqlx::AnyConnection::connect(&gateway.db_url).await.unwrap();
             for sql in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
                 sqlx::query(sql).execute(&mut conn).await.unwrap();
