@@ -7,23 +7,9 @@ mod support;
 
 use mticket::config::Locale;
 use mticket::mailbox::view::Mailbox;
-use mticket::store::{Actor, ListedTicket, Listing, NewTicket, Store, TicketQuery};
+use mticket::store::{Actor, ListedTicket, Listing, Store, TicketQuery};
+use support::db::new_ticket;
 use support::gateway::{Gateway, Options};
-
-fn new_ticket<'a>(queue_id: i64, queue_name: &'a str, subject: &'a str) -> NewTicket<'a> {
-    NewTicket {
-        subject,
-        queue_id,
-        queue_name,
-        creator_address: "kunde@example.test",
-        customer_id: None,
-        cc: &[],
-        spoof_suspect: false,
-        first_number: 1,
-        assignee_id: None,
-        at: 1_700_000_000,
-    }
-}
 
 #[test]
 fn a_changed_ticket_gets_a_new_higher_uid_and_no_uid_comes_twice() {

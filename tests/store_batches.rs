@@ -6,26 +6,16 @@
 mod support;
 
 use mticket::core::model::ItemKind;
-use mticket::store::{Actor, Backend, NewItem, NewTicket, Store, TicketQuery, TicketRef, Tx};
+use mticket::store::{Actor, Backend, NewItem, Store, TicketQuery, TicketRef, Tx};
 use sqlx::Connection;
+use support::db;
 use support::gateway::{Gateway, Options};
 
 /// A new ticket in the queue "Support", in `tx`.
 async fn new_ticket(store: &Store, tx: &mut Tx) -> TicketRef {
     let queue = store.queue_by_name("Support").await.unwrap();
     tx.create_ticket(
-        &NewTicket {
-            subject: "Viele Einträge",
-            queue_id: queue.id,
-            queue_name: &queue.name,
-            creator_address: "kunde@example.test",
-            customer_id: None,
-            cc: &[],
-            spoof_suspect: false,
-            first_number: 1,
-            assignee_id: None,
-            at: 1_700_000_000,
-        },
+        &db::new_ticket(queue.id, &queue.name, "Viele Einträge"),
         &Actor::system(),
     )
     .await

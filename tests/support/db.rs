@@ -39,3 +39,23 @@ pub fn url_for(backend: &str, dir: &Path) -> String {
     assert!(status.success(), "cannot create database {name} on {admin}");
     format!("{base}/{name}")
 }
+
+/// A customer's new ticket in the queue, for tests that write through the store.
+pub fn new_ticket<'a>(
+    queue_id: i64,
+    queue_name: &'a str,
+    subject: &'a str,
+) -> mticket::store::NewTicket<'a> {
+    mticket::store::NewTicket {
+        subject,
+        queue_id,
+        queue_name,
+        creator_address: "kunde@example.test",
+        customer_id: None,
+        cc: &[],
+        spoof_suspect: false,
+        first_number: 1,
+        assignee_id: None,
+        at: 1_700_000_000,
+    }
+}
