@@ -108,7 +108,8 @@ fn a_search_after_a_bulk_of_items_finds_them_all_and_tidies_the_index_queue() {
             .unwrap();
             assert_eq!(pages, 0, "search_pending still holds pages after the tidy");
         }
-        // Nothing left to index: the next search finds the same ticket.
+        // Nothing left to index: the next search finds the same ticket, here through a
+        // word in more items than PostgreSQL looks up before their tickets.
         assert_eq!(store.ticket_list(&search("kam")).await.unwrap().len(), 1);
         store.close().await;
     });

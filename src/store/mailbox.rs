@@ -297,9 +297,7 @@ impl Store {
 
     /// The listed tickets `q` selects, in UID order.
     pub async fn folder_tickets(&self, q: &TicketQuery) -> Result<Vec<ListedTicket>> {
-        if !q.text.is_empty() {
-            self.catch_up_search_index().await?;
-        }
+        let text = self.text_matches(q).await?;
         // Each ticket as one line of text, one row per PACKED tickets: the driver's cost of a
         // row (a decoded row and a channel hand-over, about 5 µs) was most of a SELECT over
         // 100,000 tickets; as text it is the database's own time, and no row holds more than
@@ -314,7 +312,7 @@ impl Store {
              LEFT JOIN customers c ON c.id = t.customer_id LEFT JOIN agents a ON a.id = t.assignee_id \
              WHERE t.mailbox_uid IS NOT NULL",
         );
-        self.push_conditions(&mut sql, q);
+        self.push_conditions(&mut sql, q, &text);
         sql.push(" GROUP BY t.mailbox_uid / ")
             .push(PACKED)
             .push(" ORDER BY t.mailbox_uid / ")
