@@ -861,13 +861,13 @@ const FEW_ITEMS: usize = 5_000;
 
 /// How a query's full-text words select tickets.
 ///
-/// PostgreSQL estimates a word that is not among its most common ones to be in about
-/// 0.2 % of the items: 2,000 of 1,000,000, where an order number is in one. Against
-/// that estimate, reading every ticket and joining looked cheaper than looking up the
-/// matching items' tickets, and a search for an order number took 60–90 ms instead of
-/// 3 ms. So the items are looked up first (at most [`FEW_ITEMS`] of them), and the
-/// query names their tickets; more items than that leave the words to the planner,
-/// whose estimates of common words are close.
+/// PostgreSQL estimates a word it keeps no statistics for to be in half as many items as
+/// the rarest word it keeps them for: 0.2 % of 1,000,000 items in the scale benchmark,
+/// where an order number is in one. Against that estimate, reading every ticket and
+/// joining looked cheaper than looking up the matching items' tickets, and a search for
+/// an order number took 60–90 ms instead of 1–3 ms. So the items are looked up first (at
+/// most [`FEW_ITEMS`] of them), and the query names their tickets; more items than that
+/// leave the words to the planner, whose estimates of common words are close.
 pub(super) enum TextMatches {
     /// The words as a condition in the query (SQLite's FTS5; common words on PostgreSQL).
     Condition,
