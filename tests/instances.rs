@@ -396,6 +396,10 @@ fn a_lease_and_an_outbox_entry_belong_to_one_live_instance_at_a_time() {
     let shown = gateway.cli_ok(&["instances"]);
     assert!(shown.contains("polls queue Support"), "{shown}");
     assert!(shown.contains("1 sent"), "{shown}");
+    assert!(
+        shown.contains("Mailbox: 0 changed tickets waiting for their new message"),
+        "{shown}"
+    );
 }
 
 /// Watches Queues/Support on instance A in IDLE while the ticket is changed and a new one

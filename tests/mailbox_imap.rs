@@ -120,6 +120,7 @@ fn helpdesk() -> Gateway {
         "Zur Lieferung.",
     );
     gateway.cli_ok(&["ticket", "assign", "1", "anna"]);
+    gateway.wait_until_listed();
     gateway
 }
 
@@ -353,6 +354,7 @@ m.logout()
         .max()
         .unwrap();
     gateway.cli_ok(&["ticket", "status", "2", "open"]);
+    gateway.wait_until_listed();
     let changed = imaplib(&gateway, script);
     let support = changed.lines().next().unwrap();
     let uids: Vec<u32> = support

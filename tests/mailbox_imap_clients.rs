@@ -182,6 +182,7 @@ fn helpdesk() -> Gateway {
         "Bitte ein Angebot fuer 10 Stueck.",
     );
     gateway.cli_ok(&["ticket", "assign", "1", "anna"]);
+    gateway.wait_until_listed();
     gateway
 }
 
@@ -367,6 +368,7 @@ fn mutt_in_tmux_lists_the_tickets() {
     for n in ["2", "3"] {
         gateway.cli_ok(&["ticket", "assign", n, "anna"]);
     }
+    gateway.wait_until_listed();
     let home = gateway.path().join("mutt-home");
     std::fs::create_dir_all(&home).unwrap();
     let certs = home.join("certificates");

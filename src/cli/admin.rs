@@ -787,6 +787,10 @@ pub async fn instances(store: &Store, as_json: bool) -> anyhow::Result<()> {
         "Outbox: {} pending, {} sent, {} failed; {} taken over from instances that died while sending",
         o.pending, o.sent, o.failed, o.taken_over
     );
+    println!(
+        "Mailbox: {} changed tickets waiting for their new message",
+        report.mailbox_waiting
+    );
     Ok(())
 }
 

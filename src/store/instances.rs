@@ -191,6 +191,10 @@ pub struct InstancesReport {
     pub instances: Vec<InstanceRow>,
     pub leases: Vec<LeaseRow>,
     pub outbox: OutboxCounts,
+    /// Changed tickets whose message waits for its new UID: the instance holding the
+    /// mailbox lease gives them one within a second, so a number that stays up means no
+    /// instance lists.
+    pub mailbox_waiting: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -264,10 +268,15 @@ impl Store {
             sqlx::query_scalar("SELECT CAST(COALESCE(SUM(reclaims), 0) AS BIGINT) FROM outbox")
                 .fetch_one(&self.pool)
                 .await?;
+        let mailbox_waiting =
+            sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE mailbox_uid IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(InstancesReport {
             instances,
             leases,
             outbox,
+            mailbox_waiting,
         })
     }
 }

@@ -469,6 +469,17 @@ allow_plain_on_loopback = {allow_plain}
             .sum()
     }
 
+    /// Waits until the running gateway has given every changed ticket's message its new
+    /// UID: until then a folder does not show that ticket at all (the old message is gone,
+    /// the new one not yet listed), so a test that lists folders after a change waits here.
+    pub fn wait_until_listed(&self) {
+        self.wait_for(
+            "every changed ticket listed",
+            Duration::from_secs(10),
+            || (self.json(&["instances"])["mailbox_waiting"] == 0).then_some(()),
+        );
+    }
+
     /// Polls `check` until it returns Some, or panics after `timeout` with the log.
     pub fn wait_for<T>(
         &self,
