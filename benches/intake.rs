@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mticket::intake::pop3::{self, Pop3Tls};
 use mticket::net::tls;
+use mticket::protocol::pop3_client::{self, Pop3Tls};
 use rand::{Rng, SeedableRng};
 use support::dovecot::Dovecot;
 use support::gateway::{Gateway, Options};
@@ -104,7 +104,7 @@ fn ceiling_rust(dovecot: &Dovecot, window: usize) -> (usize, Duration) {
         tls::install_crypto_provider();
         let config = tls::client_config(Some(&dovecot.ca_pem())).unwrap();
         let start = Instant::now();
-        let mut c = pop3::connect(
+        let mut c = pop3_client::connect(
             "127.0.0.1",
             dovecot.pop3s_port(),
             Pop3Tls::Implicit,

@@ -6,10 +6,12 @@
 //! - [`intake`]: customer mail in (POP3 polling, inbound SMTP/LMTP) and the pipeline
 //!   that turns it into ticket state;
 //! - [`submission`]: agents' mail in (SMTP submission) becomes ticket replies and comments;
-//! - [`mailbox`]: tickets as folders and messages in the agents' mail clients (IMAP);
+//! - [`mailbox`]: tickets as folders and messages in the agents' mail clients (IMAP, POP3);
 //! - [`login`]: agents' logins, the same on every port;
 //! - [`outbox`]: the persistent queue of outgoing mail and its relay worker;
-//! - [`net`]: listeners and TLS shared by every protocol edge;
+//! - [`protocol`]: the wire protocols, one home each (SMTP server and client, POP3 server
+//!   and client, IMAP server), with nothing of the helpdesk in them;
+//! - [`net`]: listeners and TLS shared by every protocol;
 //! - [`cli`]: the admin command line; [`server`] wires everything for `serve`.
 pub mod cli;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod login;
 pub mod mailbox;
 pub mod net;
 pub mod outbox;
+pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod submission;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use mticket::net::listener::{Listener, ListenerConfig, Shutdown, ShutdownHandle};
-use mticket::net::smtp::{DeliverError, MailService, Mode, SmtpConfig, serve};
+use mticket::protocol::smtp_server::{DeliverError, MailService, Mode, SmtpConfig, serve};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 

@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mticket::intake::pop3::{self, Client, Pop3Error, Pop3Stream, Pop3Tls};
 use mticket::net::tls;
+use mticket::protocol::pop3_client::{self, Client, Pop3Error, Pop3Stream, Pop3Tls};
 use support::dovecot::Dovecot;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,7 +18,7 @@ fn trusting(dovecot: &Dovecot) -> Arc<rustls::ClientConfig> {
 }
 
 async fn pop3s(dovecot: &Dovecot, host: &str) -> Client<Pop3Stream> {
-    pop3::connect(
+    pop3_client::connect(
         host,
         dovecot.pop3s_port(),
         Pop3Tls::Implicit,
@@ -73,7 +73,7 @@ async fn stls_with_ip_address_as_server_name() {
     let dovecot = Dovecot::start();
     dovecot.add_user("support", "pw");
     dovecot.deliver("support", &mail(1, "x\r\n"));
-    let mut c = pop3::connect(
+    let mut c = pop3_client::connect(
         "127.0.0.1",
         dovecot.pop3_port(),
         Pop3Tls::StartTls,
@@ -95,7 +95,7 @@ async fn stls_with_ip_address_as_server_name() {
 async fn plain_pop3_when_explicitly_allowed() {
     let dovecot = Dovecot::start();
     dovecot.add_user("support", "pw");
-    let mut c = pop3::connect(
+    let mut c = pop3_client::connect(
         "127.0.0.1",
         dovecot.pop3_port(),
         Pop3Tls::None,
@@ -113,7 +113,7 @@ async fn plain_pop3_when_explicitly_allowed() {
 async fn untrusted_certificate_is_refused() {
     let dovecot = Dovecot::start();
     let public_roots_only = tls::client_config(None).expect("client config");
-    let err = pop3::connect(
+    let err = pop3_client::connect(
         "localhost",
         dovecot.pop3s_port(),
         Pop3Tls::Implicit,

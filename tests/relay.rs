@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use mticket::outbox::relay::{RelayError, Upstream, UpstreamTls, relay};
+use mticket::protocol::smtp_client::{RelayError, Upstream, UpstreamTls, relay};
 use support::gateway::free_port;
 use support::sink::{Fault, Sink};
 

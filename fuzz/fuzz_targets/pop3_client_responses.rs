@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mticket::intake::pop3::Client;
+use mticket::protocol::pop3_client::Client;
 use mticket_fuzz::{RUNTIME, Script, read_size};
 
 /// Small enough that a few kilobytes of fuzz input reach the size limit.

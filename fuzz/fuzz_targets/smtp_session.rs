@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mticket::net::guard::{GuardConfig, LoginGuard};
+use mticket::protocol::login_guard::{GuardConfig, LoginGuard};
 use mticket::net::listener::{SessionStream, Shutdown};
-use mticket::net::smtp::{AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, run_session};
+use mticket::protocol::smtp_server::{AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, run_session};
 use mticket_fuzz::{RUNTIME, Script, read_size};
 
 const MAX_SIZE: usize = 2000;

@@ -4,4 +4,3 @@
 pub mod authcheck;
 pub mod pipeline;
 pub mod poller;
-pub mod pop3;

@@ -697,7 +697,7 @@ async fn closed_policy(
 /// The inbound SMTP/LMTP listener delivers through the same pipeline, one commit per
 /// recipient queue; every failure is temporary for the sender (451), so an MTA retries
 /// instead of bouncing while the database is away.
-impl crate::net::smtp::MailService for Pipeline {
+impl crate::protocol::smtp_server::MailService for Pipeline {
     type Agent = ();
 
     async fn authenticate(&self, _login: &str, _password: &str) -> Result<Option<()>, String> {
@@ -720,8 +720,8 @@ impl crate::net::smtp::MailService for Pipeline {
         _mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
-    ) -> Vec<Result<(), crate::net::smtp::DeliverError>> {
-        use crate::net::smtp::DeliverError;
+    ) -> Vec<Result<(), crate::protocol::smtp_server::DeliverError>> {
+        use crate::protocol::smtp_server::DeliverError;
         let mut results = Vec::with_capacity(rcpts.len());
         for rcpt in rcpts {
             let result = match self.store.enabled_queue_by_address(rcpt).await {

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::core::model::{Queue, TlsMode};
 use crate::intake::pipeline::{Arrival, Durability, IntakeError, Pipeline, Prepared};
-use crate::intake::pop3::{self, Pop3Tls};
 use crate::net::listener::Shutdown;
 use crate::net::tls;
+use crate::protocol::pop3_client::{self, Pop3Tls};
 use crate::store::{Lease, StoreError};
 
 /// Mails committed per transaction: large enough to amortise the commit, small enough
@@ -173,7 +173,7 @@ fn backoff(interval: Duration, failures: u32) -> Duration {
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("{0}")]
-    Pop3(#[from] pop3::Pop3Error),
+    Pop3(#[from] pop3_client::Pop3Error),
     #[error("TLS setup: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("{0}")]
@@ -211,10 +211,12 @@ fn pop3_tls(mode: TlsMode) -> Pop3Tls {
 
 /// Connects and logs in; the window is how many commands may be in flight (RFC 2449
 /// PIPELINING hides the round trip per message).
-async fn open_session(queue: &Queue) -> Result<(pop3::Client<pop3::Pop3Stream>, usize), PollError> {
+async fn open_session(
+    queue: &Queue,
+) -> Result<(pop3_client::Client<pop3_client::Pop3Stream>, usize), PollError> {
     let ca = (!queue.tls_ca.is_empty()).then_some(queue.tls_ca.as_str());
     let tls_config = tls::client_config(ca)?;
-    let mut client = pop3::connect(
+    let mut client = pop3_client::connect(
         &queue.pop3_host,
         queue.pop3_port,
         pop3_tls(queue.pop3_tls),

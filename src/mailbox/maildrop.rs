@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use crate::core::model::Agent;
 use crate::mailbox::folder::Folder;
-use crate::mailbox::pop3::{DropEntry, Maildrop, MaildropError};
 use crate::mailbox::view::{Flags, Mailbox, Message, Source};
+use crate::protocol::pop3_server::{DropEntry, Maildrop, MaildropError};
 use crate::store::StoreError;
 
 /// The POP3 view of the agents' mailboxes.

@@ -1,10 +1,8 @@
 //! The agents' mailbox: tickets shown as folders and messages over IMAP (and POP3), for
 //! agents who work from their mail client.
 pub mod folder;
-pub mod imap;
 pub mod maildrop;
 pub mod message;
-pub mod pop3;
 pub mod view;
 
 use std::time::Duration;

@@ -1,7 +1,5 @@
 //! Network plumbing shared by every protocol edge: TLS configuration, listeners and the
 //! plain-or-TLS stream.
-pub mod guard;
 pub mod listener;
-pub mod smtp;
 pub mod stream;
 pub mod tls;

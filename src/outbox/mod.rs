@@ -3,7 +3,6 @@
 //! temporary failures with backoff and gives up on permanent ones or when the retry window
 //! has passed. Giving up is noted on the ticket; for an agent's reply, the agent also gets
 //! a delivery status notification (RFC 3464) from the queue address.
-pub mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +13,8 @@ use crate::config::Locale;
 use crate::core::compose::{self, DeliveryStatus, RecipientFailure};
 use crate::core::model::{Queue, TlsMode};
 use crate::net::listener::Shutdown;
+use crate::protocol::smtp_client::{self, RelayError, Upstream, UpstreamTls};
 use crate::store::{Content, Failed, NewOutbound, Outbound, Store, StoreError};
-use relay::{RelayError, Upstream, UpstreamTls};
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -135,7 +134,7 @@ impl Worker {
                     reply: None,
                 })
             } else {
-                relay::Session::new(&upstream(&queue, &self.hostname)).map_err(Failure::from)
+                smtp_client::Session::new(&upstream(&queue, &self.hostname)).map_err(Failure::from)
             };
             for o in entries {
                 let attempt = match &mut session {
@@ -312,7 +311,7 @@ impl Worker {
 /// there are several, one refused address may have failed them all: each then gets a
 /// transaction of its own, so the others still get the mail and the refusal names its
 /// recipient. A failed transaction delivered to nobody, so this sends nothing twice.
-async fn send(s: &mut relay::Session, o: &Outbound) -> Attempt {
+async fn send(s: &mut smtp_client::Session, o: &Outbound) -> Attempt {
     let all = s.send(&o.mail_from, &o.rcpt_to, &o.raw).await;
     match all {
         Err(e) if e.is_permanent() && o.rcpt_to.len() > 1 => {

@@ -13,15 +13,15 @@ use crate::intake::authcheck::{self, AuthChecker};
 use crate::intake::pipeline::Pipeline;
 use crate::intake::poller::{self, PollSettings};
 use crate::login::Logins;
-use crate::mailbox::imap::{self, ImapConfig};
 use crate::mailbox::maildrop::TicketMaildrop;
-use crate::mailbox::pop3::{self, Pop3Config};
 use crate::mailbox::view::Mailbox;
-use crate::net::guard::{GuardConfig, LoginGuard};
 use crate::net::listener::{Listener, ListenerConfig, Shutdown};
-use crate::net::smtp::{self, AuthPolicy, Mode, SmtpConfig};
 use crate::net::tls;
 use crate::outbox::{RetryPolicy, Worker};
+use crate::protocol::imap_server::{self, ImapConfig};
+use crate::protocol::login_guard::{GuardConfig, LoginGuard};
+use crate::protocol::pop3_server::{self, Pop3Config};
+use crate::protocol::smtp_server::{self, AuthPolicy, Mode, SmtpConfig};
 use crate::store::{Backend, Store, TIDY_SEARCH_QUEUE_AFTER, redact_url};
 use crate::submission::Submission;
 
@@ -141,7 +141,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ic.max_size = config.intake.max_message_size.as_u64() as usize;
         ic.tls = Some(tls_server.clone());
         tracing::info!(%addr, "{name} listener ready");
-        tasks.push(tokio::spawn(smtp::serve(
+        tasks.push(tokio::spawn(smtp_server::serve(
             listener,
             ic,
             pipeline.clone(),
@@ -174,7 +174,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             guard: guard.clone(),
         });
         tracing::info!(%addr, "{name} listener ready");
-        tasks.push(tokio::spawn(smtp::serve(
+        tasks.push(tokio::spawn(smtp_server::serve(
             listener,
             sc,
             submission.clone(),
@@ -201,7 +201,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             ..ImapConfig::default()
         };
         tracing::info!(%addr, "{name} listener ready");
-        tasks.push(tokio::spawn(imap::serve(
+        tasks.push(tokio::spawn(imap_server::serve(
             listener,
             ic,
             logins.clone(),
@@ -229,7 +229,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             ..Pop3Config::default()
         };
         tracing::info!(%addr, "{name} listener ready");
-        tasks.push(tokio::spawn(pop3::serve(
+        tasks.push(tokio::spawn(pop3_server::serve(
             listener,
             pc,
             logins.clone(),

@@ -21,7 +21,7 @@ use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
 use crate::core::ticket_message;
 use crate::login::Logins;
-use crate::net::smtp::{DeliverError, MailService};
+use crate::protocol::smtp_server::{DeliverError, MailService};
 use crate::store::{
     Actor, Arg, Content, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError,
     TicketRef, Tx, mergeable,

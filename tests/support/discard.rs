@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mticket::net::guard::{GuardConfig, LoginGuard};
 use mticket::net::listener::{Listener, ListenerConfig, Shutdown, ShutdownHandle};
-use mticket::net::smtp::{self, AuthPolicy, DeliverError, MailService, Mode, SmtpConfig};
 use mticket::net::tls;
+use mticket::protocol::login_guard::{GuardConfig, LoginGuard};
+use mticket::protocol::smtp_server::{
+    self, AuthPolicy, DeliverError, MailService, Mode, SmtpConfig,
+};
 
 use super::procstat;
 use super::sink::test_certificates;
@@ -89,7 +91,7 @@ impl Discard {
                     allow_plain: false,
                     guard: Arc::new(LoginGuard::new(GuardConfig::default())),
                 });
-                smtp::serve(listener, cfg, served, shutdown).await;
+                smtp_server::serve(listener, cfg, served, shutdown).await;
             });
         });
         let port = rx.recv().expect("discard server did not start");

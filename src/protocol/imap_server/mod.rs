@@ -25,8 +25,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::core::model::Agent;
 use crate::login::Logins;
 use crate::mailbox::view::Mailbox;
-use crate::net::guard::LoginGuard;
 use crate::net::listener::{Listener, SessionStream, Shutdown};
+use crate::protocol::login_guard::LoginGuard;
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Responses are written once this much is waiting (and always before reading).

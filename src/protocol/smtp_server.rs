@@ -23,8 +23,8 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use crate::net::guard::LoginGuard;
 use crate::net::listener::{Listener, ListenerError, SessionStream, Shutdown};
+use crate::protocol::login_guard::LoginGuard;
 
 /// Longest command line accepted, CRLF included (RFC 5321 asks for at least 512).
 pub const MAX_LINE: usize = 4096;
@@ -1231,7 +1231,7 @@ mod tests {
         let mut cfg = config(Mode::Smtp);
         cfg.auth = Some(AuthPolicy {
             allow_plain,
-            guard: Arc::new(LoginGuard::new(crate::net::guard::GuardConfig {
+            guard: Arc::new(LoginGuard::new(crate::protocol::login_guard::GuardConfig {
                 max_failures: 3,
                 lockout: Duration::from_secs(60),
                 delay_step: Duration::from_millis(1),

@@ -18,8 +18,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::core::model::Agent;
 use crate::login::Logins;
-use crate::net::guard::LoginGuard;
 use crate::net::listener::{Listener, SessionStream, Shutdown};
+use crate::protocol::login_guard::LoginGuard;
 
 const READ_CHUNK: usize = 8 * 1024;
 /// Multi-line answers go out in pieces of about this size.
@@ -907,7 +907,7 @@ mod tests {
     use argon2::password_hash::PasswordHasher;
     use argon2::{Algorithm, Argon2, Params, Version};
 
-    use crate::net::guard::GuardConfig;
+    use crate::protocol::login_guard::GuardConfig;
     use crate::store::NewAgent;
 
     const ONE: &[u8] = b"Subject: one\r\n\r\nfirst\r\n.leading dot\r\nlast\r\n";
