@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::core::model::Agent;
 use crate::core::password;
+use crate::protocol::login_guard::Checked;
 use crate::store::{Store, StoreError};
 
 /// Password checks running at once: one per core. Each takes tens of milliseconds of CPU
@@ -22,8 +23,8 @@ static CHECKS: LazyLock<Semaphore> = LazyLock::new(|| {
     )
 });
 
-/// Mailbox sessions (IMAP and POP3) one agent may have open at once: Thunderbird keeps up
-/// to five per account, an agent may run a few clients; more is a runaway client.
+/// Sessions (IMAP, POP3 and SMTP submission) one agent may have open at once: Thunderbird
+/// keeps up to five per account, an agent may run a few clients; more is a runaway client.
 pub const MAX_SESSIONS_PER_AGENT: usize = 20;
 
 pub struct Logins {
@@ -33,7 +34,22 @@ pub struct Logins {
     max_sessions: usize,
 }
 
-/// One open mailbox session of an agent; dropping it ends it.
+/// Why a login could not be checked (not: that it was wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("password check failed: {0}")]
+    Check(String),
+}
+
+/// A logged-in agent and its place among the agent's open sessions (given back on drop).
+pub struct AgentSession {
+    pub agent: Agent,
+    pub slot: SessionSlot,
+}
+
+/// One open session of an agent; dropping it ends it.
 pub struct SessionSlot {
     sessions: Arc<Mutex<HashMap<i64, usize>>>,
     agent_id: i64,
@@ -65,8 +81,24 @@ impl Logins {
         }
     }
 
-    /// A mailbox session for the agent, unless they have the most open already.
-    pub fn enter(&self, agent_id: i64) -> Option<SessionSlot> {
+    /// Checks the password and, when it is right, opens a session for the agent unless
+    /// they have the most open already.
+    pub async fn open(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Checked<AgentSession>, LoginError> {
+        let Some(agent) = self.check(login, password).await? else {
+            return Ok(Checked::Wrong);
+        };
+        Ok(match self.enter(agent.id) {
+            Some(slot) => Checked::Agent(AgentSession { agent, slot }),
+            None => Checked::TooManySessions,
+        })
+    }
+
+    /// A session for the agent, unless they have the most open already.
+    fn enter(&self, agent_id: i64) -> Option<SessionSlot> {
         let mut open = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(agent_id).or_default();
         if *n >= self.max_sessions {
@@ -80,11 +112,11 @@ impl Logins {
     }
 
     /// The agent, when `password` is right; `Err` when the check itself failed.
-    pub async fn check(&self, login: &str, password: &str) -> Result<Option<Agent>, String> {
+    async fn check(&self, login: &str, password: &str) -> Result<Option<Agent>, LoginError> {
         let agent = match self.store.agent_by_login(login).await {
             Ok(a) => Some(a),
             Err(StoreError::NotFound(_)) => None,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let hash = match &agent {
             Some(a) => a.password_hash.clone(),
@@ -107,12 +139,15 @@ impl Logins {
 
 /// Whether `password` matches the argon2 `hash`, off the async threads and at most one
 /// check per core at a time.
-async fn check_password(password: &str, hash: &str) -> Result<bool, String> {
-    let _turn = CHECKS.acquire().await.map_err(|e| e.to_string())?;
+async fn check_password(password: &str, hash: &str) -> Result<bool, LoginError> {
+    let _turn = CHECKS
+        .acquire()
+        .await
+        .map_err(|e| LoginError::Check(e.to_string()))?;
     let (password, hash) = (password.to_string(), hash.to_string());
     tokio::task::spawn_blocking(move || password::verify(&password, &hash))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| LoginError::Check(e.to_string()))
 }
 
 /// Why a SASL PLAIN response (RFC 4616) was not taken.

@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use mticket::net::listener::{Listener, ListenerConfig, Shutdown, ShutdownHandle};
-use mticket::protocol::smtp_server::{DeliverError, MailService, Mode, SmtpConfig, serve};
+use mticket::protocol::login_guard::Checked;
+use mticket::protocol::smtp_server::{
+    DeliverError, MailService, Mode, SmtpConfig, Unavailable, serve,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -27,11 +30,15 @@ struct MemSink {
 impl MailService for MemSink {
     type Agent = ();
 
-    async fn authenticate(&self, _login: &str, _password: &str) -> Result<Option<()>, String> {
-        Ok(None)
+    async fn authenticate(
+        &self,
+        _login: &str,
+        _password: &str,
+    ) -> Result<Checked<()>, Unavailable> {
+        Ok(Checked::Wrong)
     }
 
-    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> Result<bool, String> {
+    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> Result<bool, Unavailable> {
         Ok(self.queues.contains(&rcpt.to_ascii_lowercase()))
     }
 

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mticket::protocol::login_guard::{GuardConfig, LoginGuard};
 use mticket::net::listener::{SessionStream, Shutdown};
-use mticket::protocol::smtp_server::{AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, run_session};
+use mticket::protocol::login_guard::{Checked, GuardConfig, LoginGuard};
+use mticket::protocol::smtp_server::{
+    AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, Unavailable, run_session,
+};
 use mticket_fuzz::{RUNTIME, Script, read_size};
 
 const MAX_SIZE: usize = 2000;
@@ -25,18 +27,23 @@ struct Service {
 impl MailService for Service {
     type Agent = String;
 
-    async fn authenticate(&self, login: &str, password: &str) -> Result<Option<String>, String> {
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Checked<String>, Unavailable> {
         match (login, password) {
-            ("anna", "secret") => Ok(Some(login.to_string())),
-            ("down", _) => Err("store down".into()),
-            _ => Ok(None),
+            ("anna", "secret") => Ok(Checked::Agent(login.to_string())),
+            ("busy", "secret") => Ok(Checked::TooManySessions),
+            ("down", _) => Err(Unavailable::new(std::io::Error::other("store down"))),
+            _ => Ok(Checked::Wrong),
         }
     }
 
-    async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> Result<bool, String> {
+    async fn accepts(&self, agent: Option<&String>, rcpt: &str) -> Result<bool, Unavailable> {
         let rcpt = rcpt.to_ascii_lowercase();
         if rcpt.contains("down") {
-            return Err("store down".into());
+            return Err(Unavailable::new(std::io::Error::other("store down")));
         }
         Ok(agent.is_some() || rcpt.ends_with("@example.com"))
     }
@@ -60,7 +67,9 @@ impl MailService for Service {
         let outcome = if self.fail || mail_from.contains("temp") {
             Err(DeliverError::Transient("database busy".into()))
         } else if mail_from.contains("perm") {
-            Err(DeliverError::Permanent("no such queue".into()))
+            Err(DeliverError::Permanent("parser failed".into()))
+        } else if mail_from.contains("gone") {
+            Err(DeliverError::NoSuchRecipient)
         } else if mail_from.contains("refuse") {
             Err(DeliverError::Refused {
                 code: 550,

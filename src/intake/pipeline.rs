@@ -17,6 +17,8 @@ use crate::core::model::{Customer, ItemKind, OnClosed, Queue, status_key};
 use crate::core::subject;
 use crate::core::texts::{self, Placeholders};
 use crate::intake::authcheck::AuthChecker;
+use crate::protocol::login_guard::Checked;
+use crate::protocol::smtp_server::{DeliverError, MailService, Unavailable};
 use crate::store::{
     Actor, AgentAway, Content, Lease, NewItem, NewOutbound, NewTicket, Store, StoreError,
     TicketRef, Tx,
@@ -695,22 +697,23 @@ async fn closed_policy(
 }
 
 /// The inbound SMTP/LMTP listener delivers through the same pipeline, one commit per
-/// recipient queue; every failure is temporary for the sender (451), so an MTA retries
-/// instead of bouncing while the database is away.
-impl crate::protocol::smtp_server::MailService for Pipeline {
+/// recipient queue. A failure that may pass (the store away) is temporary for the sender
+/// (451), so an MTA retries instead of bouncing; one the mail itself causes is permanent.
+impl MailService for Pipeline {
     type Agent = ();
 
-    async fn authenticate(&self, _login: &str, _password: &str) -> Result<Option<()>, String> {
-        Ok(None)
+    async fn authenticate(
+        &self,
+        _login: &str,
+        _password: &str,
+    ) -> Result<Checked<()>, Unavailable> {
+        Ok(Checked::Wrong)
     }
 
-    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> Result<bool, String> {
+    async fn accepts(&self, _agent: Option<&()>, rcpt: &str) -> Result<bool, Unavailable> {
         match self.store.enabled_queue_by_address(rcpt).await {
             Ok(q) => Ok(q.is_some()),
-            Err(e) => {
-                tracing::error!(error = %e, "inbound: cannot look up the recipient; asking the sender to try again later");
-                Err(e.to_string())
-            }
+            Err(e) => Err(Unavailable::new(e)),
         }
     }
 
@@ -720,31 +723,42 @@ impl crate::protocol::smtp_server::MailService for Pipeline {
         _mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
-    ) -> Vec<Result<(), crate::protocol::smtp_server::DeliverError>> {
-        use crate::protocol::smtp_server::DeliverError;
+    ) -> Vec<Result<(), DeliverError>> {
         let mut results = Vec::with_capacity(rcpts.len());
         for rcpt in rcpts {
-            let result = match self.store.enabled_queue_by_address(rcpt).await {
-                Ok(Some(queue)) => {
-                    let arrival = Arrival {
-                        raw: raw.to_vec(),
-                        uidl: None,
-                    };
-                    self.take_in(&queue, std::slice::from_ref(&arrival), None)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            tracing::error!(queue = %queue.name, error = %e, "inbound: cannot commit mail");
-                            DeliverError::Transient(e.to_string())
-                        })
+            let queue = match self.store.enabled_queue_by_address(rcpt).await {
+                Ok(Some(queue)) => queue,
+                Ok(None) => {
+                    results.push(Err(DeliverError::NoSuchRecipient));
+                    continue;
                 }
-                Ok(None) => Err(DeliverError::Permanent(format!(
-                    "{rcpt} is no longer a queue address"
-                ))),
-                Err(e) => Err(DeliverError::Transient(e.to_string())),
+                Err(e) => {
+                    tracing::error!(error = %e, "inbound: cannot look up the recipient");
+                    results.push(Err(DeliverError::from(IntakeError::from(e))));
+                    continue;
+                }
             };
-            results.push(result);
+            let arrival = Arrival {
+                raw: raw.to_vec(),
+                uidl: None,
+            };
+            let taken = self
+                .take_in(&queue, std::slice::from_ref(&arrival), None)
+                .await;
+            results.push(taken.map(|_| ()).map_err(|e| {
+                tracing::error!(queue = %queue.name, error = %e, "inbound: cannot commit mail");
+                DeliverError::from(e)
+            }));
         }
         results
+    }
+}
+
+impl From<IntakeError> for DeliverError {
+    fn from(e: IntakeError) -> Self {
+        match e.is_transient() {
+            true => DeliverError::Transient(e.to_string()),
+            false => DeliverError::Permanent(e.to_string()),
+        }
     }
 }

@@ -1,10 +1,15 @@
-//! The failed-login guard every port with a password uses (submission now, the agents'
-//! IMAP and POP3 later): each failure delays the answer a little more, and too many
-//! failures for one login from one address lock that pair out for a while. Counting per
-//! address and login keeps a stranger from locking an agent out from elsewhere; a separate,
-//! higher limit per address stops guessing across many logins.
+//! Login attempts on every port with a password (SMTP submission, IMAP, POP3): one
+//! sequence, [`LoginGuard::attempt`], whose [`LoginOutcome`] each protocol turns into its
+//! own reply.
+//!
+//! The guard: each failure delays the answer a little more, and too many failures for one
+//! login from one address lock that pair out for a while. Counting per address and login
+//! keeps a stranger from locking an agent out from elsewhere; a separate, higher limit per
+//! address stops guessing across many logins.
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::fmt::Display;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,31 @@ impl Default for GuardConfig {
             delay_step: Duration::from_secs(1),
         }
     }
+}
+
+/// What checking a login and password answered.
+#[derive(Debug)]
+pub enum Checked<A> {
+    /// The password is right: the session is this agent's.
+    Agent(A),
+    /// Wrong login or password.
+    Wrong,
+    /// The password is right, but the agent has the most sessions open already.
+    TooManySessions,
+}
+
+/// How a login attempt ended; each protocol answers it in its own words.
+#[derive(Debug)]
+pub enum LoginOutcome<A> {
+    LoggedIn(A),
+    /// Wrong login or password; the guard's delay has been waited.
+    Refused,
+    /// Too many failures: locked out for this long, the password was not checked.
+    Locked(Duration),
+    /// The agent has the most sessions open already.
+    TooManySessions,
+    /// The check itself failed (the store is away): try again later. Logged here.
+    Unavailable,
 }
 
 /// Failures per address across all logins before the address is locked out.
@@ -54,6 +84,46 @@ impl LoginGuard {
         LoginGuard {
             config,
             state: Mutex::default(),
+        }
+    }
+
+    /// One login attempt from `peer`: refused at once while locked out, else `check`
+    /// decides; a wrong password is counted and answered after the guard's delay, a right
+    /// one clears this login's failures. A session without a peer address (an in-memory
+    /// stream) counts as the unspecified address, never as a trusted one.
+    pub async fn attempt<A, E: Display>(
+        &self,
+        peer: Option<SocketAddr>,
+        login: &str,
+        check: impl Future<Output = Result<Checked<A>, E>>,
+    ) -> LoginOutcome<A> {
+        let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        if let Some(wait) = self.locked(ip, login) {
+            tracing::warn!(?peer, login, "login refused: temporarily locked");
+            return LoginOutcome::Locked(wait);
+        }
+        match check.await {
+            Ok(Checked::Agent(agent)) => {
+                self.succeeded(ip, login);
+                tracing::info!(?peer, login, "agent logged in");
+                LoginOutcome::LoggedIn(agent)
+            }
+            Ok(Checked::TooManySessions) => {
+                self.succeeded(ip, login);
+                tracing::info!(?peer, login, "login refused: too many sessions");
+                LoginOutcome::TooManySessions
+            }
+            Ok(Checked::Wrong) => {
+                let delay = self.failed(ip, login);
+                tracing::warn!(?peer, login, "login failed");
+                // Slows guessing down; the session holds its place meanwhile.
+                tokio::time::sleep(delay).await;
+                LoginOutcome::Refused
+            }
+            Err(e) => {
+                tracing::error!(?peer, login, error = %e, "cannot check a login");
+                LoginOutcome::Unavailable
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 //! the read buffer one by one, and their answers go out together before the next read.
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::core::model::Agent;
 use crate::login::Logins;
 use crate::net::listener::{Listener, SessionStream, Shutdown};
-use crate::protocol::login_guard::LoginGuard;
+use crate::protocol::login_guard::{LoginGuard, LoginOutcome};
 
 const READ_CHUNK: usize = 8 * 1024;
 /// Multi-line answers go out in pieces of about this size.
@@ -695,37 +695,25 @@ where
     }
 
     async fn login(&mut self, login: &str, password: &str) -> Next {
-        let ip = self
-            .peer
-            .map(|p| p.ip())
-            .unwrap_or(Ipv4Addr::LOCALHOST.into());
-        let guard = self.cfg.guard.clone();
-        if let Some(wait) = guard.locked(ip, login) {
-            tracing::info!(peer = ?self.peer, "POP3 login refused: temporarily locked");
-            return self.refuse(&format!(
+        let outcome = self
+            .cfg
+            .guard
+            .attempt(self.peer, login, self.logins.open(login, password))
+            .await;
+        match outcome {
+            LoginOutcome::LoggedIn(session) => {
+                self.slot = Some(session.slot);
+                self.open(session.agent).await
+            }
+            LoginOutcome::Refused => self.refuse("[AUTH] wrong login or password"),
+            LoginOutcome::Locked(wait) => self.refuse(&format!(
                 "[LOGIN-DELAY] too many failed logins: try again in {} s",
                 wait.as_secs().max(1)
-            ));
-        }
-        match self.logins.check(login, password).await {
-            Ok(Some(agent)) => {
-                guard.succeeded(ip, login);
-                let Some(slot) = self.logins.enter(agent.id) else {
-                    tracing::info!(agent = %agent.login, peer = ?self.peer, "POP3 login: too many sessions");
-                    return self.refuse("[IN-USE] too many open sessions for this agent");
-                };
-                self.slot = Some(slot);
-                self.open(agent).await
+            )),
+            LoginOutcome::TooManySessions => {
+                self.refuse("[IN-USE] too many open sessions for this agent")
             }
-            Ok(None) => {
-                let delay = guard.failed(ip, login);
-                tracing::info!(peer = ?self.peer, "POP3 login failed");
-                // Slows guessing down; the session holds its place meanwhile.
-                tokio::time::sleep(delay).await;
-                self.refuse("[AUTH] wrong login or password")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "POP3 login could not be checked");
+            LoginOutcome::Unavailable => {
                 self.refuse("[SYS/TEMP] login not possible right now: try again later")
             }
         }

@@ -153,7 +153,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         lockout: config.submission.lockout,
         delay_step: config.submission.auth_failure_delay,
     }));
-    let submission = Arc::new(Submission::new(store.clone(), config.clone(), wake.clone()));
+    let logins = Arc::new(Logins::new(store.clone()));
+    let submission = Arc::new(Submission::new(
+        store.clone(),
+        config.clone(),
+        wake.clone(),
+        logins.clone(),
+    ));
     for (name, implicit_tls) in [("submission", false), ("submissions", true)] {
         let Some(addr) = config.listen.addr(name)? else {
             continue;
@@ -181,7 +187,6 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             shutdown.clone(),
         )));
     }
-    let logins = Arc::new(Logins::new(store.clone()));
     for (name, implicit_tls) in [("imap", false), ("imaps", true)] {
         let Some(addr) = config.listen.addr(name)? else {
             continue;

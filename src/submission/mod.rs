@@ -20,8 +20,9 @@ use crate::core::subject;
 use crate::core::submission::{self as rules, Addressed, News};
 use crate::core::texts::{self, Placeholders};
 use crate::core::ticket_message;
-use crate::login::Logins;
-use crate::protocol::smtp_server::{DeliverError, MailService};
+use crate::login::{AgentSession, Logins};
+use crate::protocol::login_guard::Checked;
+use crate::protocol::smtp_server::{DeliverError, MailService, Unavailable};
 use crate::store::{
     Actor, Arg, Content, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError,
     TicketRef, Tx, mergeable,
@@ -31,7 +32,8 @@ pub struct Submission {
     store: Store,
     config: Arc<Config>,
     outbox_wake: Arc<Notify>,
-    logins: Logins,
+    /// Shared with the mailbox ports: an agent's sessions count on every port.
+    logins: Arc<Logins>,
 }
 
 /// Why a mail is refused; nothing of it was applied or sent.
@@ -40,13 +42,15 @@ enum Refusal {
     Policy(String),
     /// 554 5.6.0: what the mail says (a command, a missing attachment, a collision).
     Content(String),
-    /// 451: try again later.
+    /// 451: try again later (the state changed while the mail was worked out).
     Transient(String),
+    /// The store refused or failed: see `From<Refusal> for DeliverError`.
+    Store(StoreError),
 }
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
-        Refusal::Transient(e.to_string())
+        Refusal::Store(e)
     }
 }
 
@@ -72,6 +76,17 @@ impl From<Refusal> for DeliverError {
                 text,
             },
             Refusal::Transient(text) => DeliverError::Transient(text),
+            // What the mail asked for does not exist or cannot be: the agent reads why, and
+            // sending it again cannot help.
+            Refusal::Store(
+                StoreError::NotFound(text) | StoreError::Conflict(text) | StoreError::Invalid(text),
+            ) => DeliverError::Refused {
+                code: 554,
+                esc: "5.6.0",
+                text: format!("{text}\nNothing was applied or sent."),
+            },
+            Refusal::Store(e) if e.is_transient() => DeliverError::Transient(e.to_string()),
+            Refusal::Store(e) => DeliverError::Permanent(e.to_string()),
         }
     }
 }
@@ -180,9 +195,14 @@ struct Reply {
 }
 
 impl Submission {
-    pub fn new(store: Store, config: Arc<Config>, outbox_wake: Arc<Notify>) -> Submission {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        outbox_wake: Arc<Notify>,
+        logins: Arc<Logins>,
+    ) -> Submission {
         Submission {
-            logins: Logins::new(store.clone()),
+            logins,
             store,
             config,
             outbox_wake,
@@ -1053,19 +1073,30 @@ fn format_date(at: i64) -> String {
 }
 
 impl MailService for Submission {
-    type Agent = Agent;
+    type Agent = AgentSession;
 
-    async fn authenticate(&self, login: &str, password: &str) -> Result<Option<Agent>, String> {
-        self.logins.check(login, password).await
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Checked<AgentSession>, Unavailable> {
+        self.logins
+            .open(login, password)
+            .await
+            .map_err(Unavailable::new)
     }
 
-    async fn accepts(&self, agent: Option<&Agent>, _rcpt: &str) -> Result<bool, String> {
+    async fn accepts(
+        &self,
+        agent: Option<&AgentSession>,
+        _rcpt: &str,
+    ) -> Result<bool, Unavailable> {
         Ok(agent.is_some())
     }
 
     async fn deliver(
         &self,
-        agent: Option<&Agent>,
+        agent: Option<&AgentSession>,
         _mail_from: &str,
         rcpts: &[String],
         raw: &[u8],
@@ -1076,12 +1107,15 @@ impl MailService for Submission {
                 esc: "5.7.0",
                 text: "authentication required".into(),
             }),
-            Some(agent) => self.submit(&agent.login, rcpts, raw).await.map_err(|r| {
-                if let Refusal::Transient(e) = &r {
-                    tracing::error!(agent = %agent.login, error = %e, "submission: cannot commit");
-                }
-                DeliverError::from(r)
-            }),
+            Some(AgentSession { agent, .. }) => {
+                self.submit(&agent.login, rcpts, raw).await.map_err(|r| {
+                    let refused = DeliverError::from(r);
+                    if let DeliverError::Transient(e) | DeliverError::Permanent(e) = &refused {
+                        tracing::error!(agent = %agent.login, error = %e, "submission: cannot commit");
+                    }
+                    refused
+                })
+            }
         };
         rcpts.iter().map(|_| result.clone()).collect()
     }

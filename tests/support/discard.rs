@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mticket::net::listener::{Listener, ListenerConfig, Shutdown, ShutdownHandle};
 use mticket::net::tls;
-use mticket::protocol::login_guard::{GuardConfig, LoginGuard};
+use mticket::protocol::login_guard::{Checked, GuardConfig, LoginGuard};
 use mticket::protocol::smtp_server::{
-    self, AuthPolicy, DeliverError, MailService, Mode, SmtpConfig,
+    self, AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, Unavailable,
 };
 
 use super::procstat;
@@ -27,11 +27,18 @@ struct Service {
 impl MailService for Service {
     type Agent = String;
 
-    async fn authenticate(&self, login: &str, password: &str) -> Result<Option<String>, String> {
-        Ok((password == self.password).then(|| login.to_string()))
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Checked<String>, Unavailable> {
+        Ok(match password == self.password {
+            true => Checked::Agent(login.to_string()),
+            false => Checked::Wrong,
+        })
     }
 
-    async fn accepts(&self, agent: Option<&String>, _rcpt: &str) -> Result<bool, String> {
+    async fn accepts(&self, agent: Option<&String>, _rcpt: &str) -> Result<bool, Unavailable> {
         Ok(agent.is_some())
     }
 

@@ -26,7 +26,7 @@ use crate::core::model::Agent;
 use crate::login::Logins;
 use crate::mailbox::view::Mailbox;
 use crate::net::listener::{Listener, SessionStream, Shutdown};
-use crate::protocol::login_guard::LoginGuard;
+use crate::protocol::login_guard::{LoginGuard, LoginOutcome};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Responses are written once this much is waiting (and always before reading).
@@ -676,36 +676,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Checks a login through the failed-login guard; (logged in, what to tell the client).
     async fn check_login(&mut self, login: &str, password: &str) -> (bool, &'static str) {
-        let ip = self
-            .peer
-            .map(|p| p.ip())
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-        let guard = self.cfg.guard.clone();
-        if guard.locked(ip, login).is_some() {
-            return (false, "too many failed logins: try again later");
-        }
-        match self.logins.check(login, password).await {
-            Ok(Some(agent)) => {
-                guard.succeeded(ip, login);
-                let Some(slot) = self.logins.enter(agent.id) else {
-                    tracing::info!(agent = %agent.login, peer = ?self.peer, "IMAP login: too many sessions");
-                    return (false, "[LIMIT] too many open sessions for this agent");
-                };
-                tracing::info!(agent = %agent.login, peer = ?self.peer, "IMAP login");
-                self.slot = Some(slot);
-                self.agent = Some(agent);
+        let outcome = self
+            .cfg
+            .guard
+            .attempt(self.peer, login, self.logins.open(login, password))
+            .await;
+        match outcome {
+            LoginOutcome::LoggedIn(session) => {
+                self.slot = Some(session.slot);
+                self.agent = Some(session.agent);
                 (true, "logged in")
             }
-            Ok(None) => {
-                let delay = guard.failed(ip, login);
-                tracing::info!(peer = ?self.peer, "IMAP login failed");
-                tokio::time::sleep(delay).await;
-                (false, "wrong login or password")
+            LoginOutcome::Refused => (false, "wrong login or password"),
+            LoginOutcome::Locked(_) => (false, "too many failed logins: try again later"),
+            LoginOutcome::TooManySessions => {
+                (false, "[LIMIT] too many open sessions for this agent")
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "IMAP login could not be checked");
-                (false, "login not possible right now: try again later")
-            }
+            LoginOutcome::Unavailable => (false, "login not possible right now: try again later"),
         }
     }
 
