@@ -48,7 +48,10 @@ impl TicketMaildrop {
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn unavailable(e: StoreError) -> MaildropError {
-    MaildropError::Unavailable(e.to_string())
+    match e.is_transient() {
+        true => MaildropError::Unavailable(e.to_string()),
+        false => MaildropError::Failed(e.to_string()),
+    }
 }
 
 /// The UIDL of a ticket's message.
@@ -155,9 +158,7 @@ impl Maildrop for TicketMaildrop {
         let mut ids = Vec::with_capacity(uidls.len());
         for u in uidls {
             let Some((ticket_id, uid)) = parse_uidl(u) else {
-                return Err(MaildropError::Unavailable(format!(
-                    "not a message here: {u}"
-                )));
+                return Err(MaildropError::Failed(format!("not a message here: {u}")));
             };
             if seen.insert(ticket_id) {
                 ids.push((ticket_id, uid));
@@ -362,7 +363,7 @@ mod tests {
         let mixed = vec![anna[0].uidl.clone(), "nonsense".to_string()];
         assert!(matches!(
             f.drop.delete(&f.anna, &mixed).await,
-            Err(MaildropError::Unavailable(_))
+            Err(MaildropError::Failed(_))
         ));
         assert_eq!(f.drop.open(&f.anna).await.unwrap(), anna);
 

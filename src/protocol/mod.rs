@@ -3,6 +3,7 @@
 //! of a trait its user implements (`MailService` for SMTP, `Maildrop` for POP3) or of the
 //! mailbox view (IMAP).
 pub mod imap_server;
+pub mod line;
 pub mod login_guard;
 pub mod pop3_client;
 pub mod pop3_server;

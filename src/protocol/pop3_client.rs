@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::net::stream::SessionStream;
+use crate::protocol::line::LineBuffer;
 
 /// Longest single line accepted (status lines, UIDL/LIST entries). RFC 1939 allows 512
 /// octets; the slack tolerates chatty servers while bounding memory against garbage.
@@ -179,10 +180,7 @@ async fn connect_inner(
 /// A POP3 session over `S`. Not `Clone`; one command at a time.
 pub struct Client<S> {
     stream: S,
-    /// Received bytes; `buf[pos..end]` is not yet consumed.
-    buf: Box<[u8]>,
-    pos: usize,
-    end: usize,
+    input: LineBuffer,
     timeout: Duration,
     greeting: String,
 }
@@ -207,9 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     fn new(stream: S, timeout: Duration) -> Self {
         Client {
             stream,
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
-            pos: 0,
-            end: 0,
+            input: LineBuffer::new(READ_CHUNK),
             timeout,
             greeting: String::new(),
         }
@@ -389,7 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
     async fn command(&mut self, name: &'static str, line: &[u8]) -> Result<String, Pop3Error> {
         // A leftover byte here means the previous response was not fully read: the session
         // is out of sync and every later answer would be misattributed.
-        if self.pos != self.end {
+        if !self.input.is_empty() {
             return Err(Pop3Error::Protocol(format!(
                 "unexpected data before {name}"
             )));
@@ -445,29 +441,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
 
     /// The next line without its CR LF (or bare LF), at most [`MAX_LINE`] bytes.
     async fn read_line(&mut self, name: &'static str) -> Result<&[u8], Pop3Error> {
-        let mut scanned = 0;
-        let newline = loop {
-            if let Some(i) = find_lf(&self.buf[self.pos + scanned..self.end]) {
-                break self.pos + scanned + i;
-            }
-            scanned = self.end - self.pos;
-            if scanned > MAX_LINE {
-                return Err(Pop3Error::LineTooLong);
-            }
+        while !self.input.line_ready(MAX_LINE) {
             if self.fill(name).await? == 0 {
                 return Err(Pop3Error::Closed(name));
             }
-        };
-        if newline - self.pos > MAX_LINE {
-            return Err(Pop3Error::LineTooLong);
         }
-        let start = self.pos;
-        self.pos = newline + 1;
-        let mut line = &self.buf[start..newline];
-        if let [head @ .., b'\r'] = line {
-            line = head;
+        match self.input.next_line(MAX_LINE) {
+            Some(Ok(line)) => Ok(line),
+            _ => Err(Pop3Error::LineTooLong),
         }
-        Ok(line)
     }
 
     /// Reads a multi-line body up to its terminating `.` line, appending the unstuffed bytes
@@ -484,32 +466,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             if at_line_start {
                 // Decide whether a leading dot is the terminator or stuffing; that needs up
                 // to three bytes (".\r\n").
-                while self.end - self.pos < 3 && !self.buf[self.pos..self.end].contains(&b'\n') {
+                while self.input.pending().len() < 3 && !self.input.pending().contains(&b'\n') {
                     if self.fill(NAME).await? == 0 {
                         return Err(Pop3Error::Closed(NAME));
                     }
                 }
-                let avail = &self.buf[self.pos..self.end];
+                let avail = self.input.pending();
                 if avail[0] == b'.' {
                     match avail.get(1..) {
                         Some([b'\n', ..]) => {
-                            self.pos += 2;
+                            self.input.consume(2);
                             return Ok(size);
                         }
                         Some([b'\r', b'\n', ..]) => {
-                            self.pos += 3;
+                            self.input.consume(3);
                             return Ok(size);
                         }
                         // Stuffed: the first dot is not part of the message.
-                        _ => self.pos += 1,
+                        _ => self.input.consume(1),
                     }
                 }
             }
-            if self.pos == self.end && self.fill(NAME).await? == 0 {
+            if self.input.is_empty() && self.fill(NAME).await? == 0 {
                 return Err(Pop3Error::Closed(NAME));
             }
-            let avail = &self.buf[self.pos..self.end];
-            let (chunk, line_ends) = match find_lf(avail) {
+            let avail = self.input.pending();
+            let (chunk, line_ends) = match memchr::memchr(b'\n', avail) {
                 Some(i) => (&avail[..=i], true),
                 None => (avail, false),
             };
@@ -517,43 +499,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client<S> {
             if size <= max_bytes as u64 {
                 out.extend_from_slice(chunk);
             }
-            self.pos += chunk.len();
+            let taken = chunk.len();
+            self.input.consume(taken);
             at_line_start = line_ends;
         }
     }
 
-    /// Reads more bytes into the buffer, compacting it first. Returns 0 at end of stream.
+    /// Reads more bytes into the buffer. Returns 0 at end of stream.
     async fn fill(&mut self, name: &'static str) -> Result<usize, Pop3Error> {
-        if self.pos == self.end {
-            self.pos = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            if self.pos == 0 {
-                // Only `read_line` can fill a full buffer without consuming; grow it up to
-                // the line limit, which it checks.
-                let mut bigger = vec![0u8; self.buf.len() * 2].into_boxed_slice();
-                bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
-                self.buf = bigger;
-            } else {
-                self.buf.copy_within(self.pos..self.end, 0);
-                self.end -= self.pos;
-                self.pos = 0;
-            }
+        let read = self.input.read_from(&mut self.stream);
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Pop3Error::Timeout(self.timeout, name)),
         }
-        let read = self.stream.read(&mut self.buf[self.end..]);
-        let n = match tokio::time::timeout(self.timeout, read).await {
-            Ok(result) => result?,
-            Err(_) => return Err(Pop3Error::Timeout(self.timeout, name)),
-        };
-        self.end += n;
-        Ok(n)
     }
 
     /// Hands the raw stream over for the STLS handshake. Bytes already buffered would have
     /// been sent in plaintext before TLS, where an attacker can inject them (RFC 2595 §3.1 /
     /// CVE-2011-0411 style): refuse instead of carrying them into the TLS session.
     fn into_stream_for_tls(self) -> Result<S, Pop3Error> {
-        if self.pos != self.end {
+        if !self.input.is_empty() {
             return Err(Pop3Error::StlsInjection);
         }
         Ok(self.stream)
@@ -567,10 +532,6 @@ fn strip_status<'a>(line: &'a [u8], status: &[u8]) -> Option<&'a [u8]> {
         Some(b' ' | b'\t') => Some(&rest[1..]),
         Some(_) => None,
     }
-}
-
-fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 fn parse_msgno(field: Option<&[u8]>) -> Option<u32> {
@@ -625,6 +586,7 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
 
     const T: Duration = Duration::from_secs(5);
@@ -1010,7 +972,7 @@ mod tests {
         c.command("STLS", b"STLS\r\n").await.expect("stls");
         // Let the injected bytes arrive in the buffer, as they would on a real socket.
         tokio::task::yield_now().await;
-        if c.pos == c.end {
+        if c.input.is_empty() {
             let _ = c.fill("test").await;
         }
         assert!(matches!(

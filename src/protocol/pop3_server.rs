@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use crate::core::model::Agent;
 use crate::login::Logins;
 use crate::net::listener::{Listener, SessionStream, Shutdown};
+use crate::protocol::line::{LineBuffer, TooLong};
 use crate::protocol::login_guard::{LoginGuard, LoginOutcome};
 
 const READ_CHUNK: usize = 8 * 1024;
@@ -34,6 +35,8 @@ pub struct DropEntry {
     pub size: u64,
 }
 
+/// Why the maildrop failed; [`MaildropError::reply`] is the one mapping to what the
+/// client reads.
 #[derive(Debug, thiserror::Error)]
 pub enum MaildropError {
     /// A temporary failure (store down, timeout): `-ERR [SYS/TEMP]`, try again later.
@@ -42,15 +45,21 @@ pub enum MaildropError {
     /// The maildrop is locked by another session: `-ERR [IN-USE]`.
     #[error("maildrop in use: {0}")]
     InUse(String),
+    /// A failure that trying again will not mend: `-ERR [SYS/PERM]`.
+    #[error("maildrop failed: {0}")]
+    Failed(String),
 }
 
 impl MaildropError {
-    /// The RFC 2449 response code for the client.
-    fn code(&self) -> &'static str {
-        match self {
-            MaildropError::Unavailable(_) => "SYS/TEMP",
-            MaildropError::InUse(_) => "IN-USE",
-        }
+    /// The `-ERR` text for a failure of `what`: the response code (RFC 2449, RFC 3206)
+    /// tells the client whether to try again; the cause stays in the log.
+    pub fn reply(&self, what: &str) -> String {
+        let (code, hint) = match self {
+            MaildropError::Unavailable(_) => ("SYS/TEMP", ": try again later"),
+            MaildropError::InUse(_) => ("IN-USE", ": another session holds it"),
+            MaildropError::Failed(_) => ("SYS/PERM", ""),
+        };
+        format!("[{code}] {what}{hint}")
     }
 }
 
@@ -171,9 +180,7 @@ where
     let mut session = Session {
         wire: Wire {
             stream: Some(stream),
-            inbuf: Vec::new(),
-            readbuf: vec![0; READ_CHUNK].into_boxed_slice(),
-            discarding: false,
+            input: LineBuffer::new(READ_CHUNK),
             out: Vec::new(),
             write_timeout: cfg.idle_timeout,
         },
@@ -212,10 +219,7 @@ struct Wire<S> {
     /// `None` only during a TLS upgrade.
     stream: Option<SessionStream<S>>,
     /// Received bytes not yet taken as lines.
-    inbuf: Vec<u8>,
-    readbuf: Box<[u8]>,
-    /// Inside a line longer than the limit: its bytes are dropped until its end.
-    discarding: bool,
+    input: LineBuffer,
     /// Answers not yet written.
     out: Vec<u8>,
     write_timeout: Duration,
@@ -296,25 +300,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         shutdown: &mut Shutdown,
     ) -> io::Result<Input> {
         loop {
-            if let Some(end) = self.inbuf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.inbuf.drain(..=end).collect();
-                if std::mem::take(&mut self.discarding) {
-                    return Ok(Input::TooLong);
-                }
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.len() > max_line {
-                    return Ok(Input::TooLong);
-                }
-                return Ok(Input::Line(line));
-            }
-            if self.discarding {
-                self.inbuf.clear();
-            } else if self.inbuf.len() > max_line {
-                self.inbuf.clear();
-                self.discarding = true;
+            match self.input.next_line(max_line) {
+                Some(Ok(line)) => return Ok(Input::Line(line.to_vec())),
+                Some(Err(TooLong)) => return Ok(Input::TooLong),
+                None => {}
             }
             if shutdown.is_triggered() {
                 return Ok(Input::Shutdown);
@@ -322,12 +311,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             self.flush().await?;
             let stream = self.stream.as_mut().expect("stream outside an upgrade");
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, stream.read(&mut self.readbuf)) => r,
+                r = tokio::time::timeout(idle, self.input.read_from(stream)) => r,
                 _ = shutdown.wait() => return Ok(Input::Shutdown),
             };
             match read {
                 Ok(Ok(0)) => return Ok(Input::Closed),
-                Ok(Ok(n)) => self.inbuf.extend_from_slice(&self.readbuf[..n]),
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(Input::Idle),
             }
@@ -597,8 +586,7 @@ where
         self.wire.line("+OK begin TLS negotiation");
         self.wire.flush().await?;
         // Anything pipelined after STLS arrived in plaintext: drop it (RFC 2595 §4).
-        self.wire.inbuf.clear();
-        self.wire.discarding = false;
+        self.wire.input.clear();
         let plain = self.wire.stream.take().expect("stream before the upgrade");
         let upgraded = tokio::time::timeout(
             self.cfg.login_timeout,
@@ -739,10 +727,7 @@ where
             }
             Err(e) => {
                 tracing::warn!(agent = %agent.login, error = %e, "POP3 maildrop cannot be opened");
-                self.refuse(&format!(
-                    "[{}] maildrop not available right now: try again later",
-                    e.code()
-                ))
+                self.refuse(&e.reply("the maildrop cannot be opened"))
             }
         }
     }
@@ -809,10 +794,9 @@ where
                             }
                             Err(e) => {
                                 tracing::warn!(agent = %tx.agent.login, error = %e, "POP3 message cannot be read");
-                                return Ok(self.refuse(&format!(
-                                    "[{}] message {n} cannot be read right now",
-                                    e.code()
-                                )));
+                                return Ok(
+                                    self.refuse(&e.reply(&format!("message {n} cannot be read")))
+                                );
                             }
                         }
                     }
@@ -858,10 +842,8 @@ where
             }
             Err(e) => {
                 tracing::warn!(agent = %tx.agent.login, error = %e, "POP3 messages could not be deleted");
-                self.wire.line(&format!(
-                    "-ERR [{}] marked messages could not be deleted: none were",
-                    e.code()
-                ));
+                let reply = e.reply("no marked message was deleted");
+                self.wire.line(&format!("-ERR {reply}"));
             }
         }
         Next::Close
@@ -891,6 +873,7 @@ fn number(arg: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use tokio::io::AsyncReadExt;
 
     use argon2::password_hash::PasswordHasher;
     use argon2::{Algorithm, Argon2, Params, Version};
@@ -1034,6 +1017,27 @@ mod tests {
     }
 
     const LOGIN: &str = "USER anna\r\nPASS secret\r\n";
+
+    #[test]
+    fn every_maildrop_error_has_its_one_reply() {
+        let table = [
+            (
+                MaildropError::Unavailable("pool timed out".into()),
+                "[SYS/TEMP] the maildrop cannot be opened: try again later",
+            ),
+            (
+                MaildropError::InUse("locked".into()),
+                "[IN-USE] the maildrop cannot be opened: another session holds it",
+            ),
+            (
+                MaildropError::Failed("not a message here: x".into()),
+                "[SYS/PERM] the maildrop cannot be opened",
+            ),
+        ];
+        for (error, want) in table {
+            assert_eq!(error.reply("the maildrop cannot be opened"), want);
+        }
+    }
 
     #[tokio::test]
     async fn greets_answers_capa_and_quits() {
@@ -1270,7 +1274,7 @@ mod tests {
         });
         let out = talk_with(plain(), drop, format!("{LOGIN}DELE 2\r\nQUIT\r\n")).await;
         assert!(
-            out.ends_with("-ERR [SYS/TEMP] marked messages could not be deleted: none were\r\n"),
+            out.ends_with("-ERR [SYS/TEMP] no marked message was deleted: try again later\r\n"),
             "{out}"
         );
     }

@@ -20,10 +20,11 @@ use smtp_proto::{
     EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError,
     MAIL_BODY_BINARYMIME, Request,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use crate::net::listener::{Listener, ListenerError, SessionStream, Shutdown};
+use crate::protocol::line::{LineBuffer, TooLong};
 use crate::protocol::login_guard::{Checked, LoginGuard, LoginOutcome};
 
 /// Longest command line accepted, CRLF included (RFC 5321 asks for at least 512).
@@ -257,7 +258,7 @@ where
         sink,
         shutdown,
         peer,
-        inbuf: Vec::with_capacity(READ_CHUNK),
+        input: LineBuffer::new(READ_CHUNK),
         out: Vec::with_capacity(512),
         helo: None,
         tx: None,
@@ -300,7 +301,7 @@ struct Session<S, K: MailService> {
     shutdown: Shutdown,
     peer: Option<SocketAddr>,
     /// Unprocessed input; never more than one command line plus one read chunk.
-    inbuf: Vec<u8>,
+    input: LineBuffer,
     /// Replies not yet written; flushed before blocking on input (PIPELINING batches them).
     out: Vec<u8>,
     helo: Option<String>,
@@ -336,27 +337,29 @@ where
         };
         let line = format!("220 {} {greeting}\r\n", self.cfg.hostname);
         self.out.extend_from_slice(line.as_bytes());
-        let mut discarding_long_line = false;
         loop {
             if self.skip_bytes > 0 {
-                let n = self.skip_bytes.min(self.inbuf.len());
-                self.inbuf.drain(..n);
+                let n = self.skip_bytes.min(self.input.pending().len());
+                self.input.consume(n);
                 self.skip_bytes -= n;
             }
-            if let Some(lf) = memchr(&self.inbuf) {
-                let line: Vec<u8> = self.inbuf.drain(..=lf).collect();
-                if std::mem::take(&mut discarding_long_line) {
-                    continue;
-                }
-                if line.len() > MAX_LINE {
-                    self.sasl = None;
-                    self.error(500, "5.5.2", "line too long");
-                } else if let Some(step) = self.sasl.take() {
-                    self.sasl_response(step, &line).await;
-                } else {
-                    match self.command(&line).await? {
-                        Step::Continue => {}
-                        Step::Close => break,
+            let line = match self.skip_bytes {
+                0 => self
+                    .input
+                    .next_line(MAX_LINE - 2)
+                    .map(|l| l.map(<[u8]>::to_vec)),
+                _ => None,
+            };
+            if let Some(line) = line {
+                match line {
+                    Err(TooLong) => {
+                        self.sasl = None;
+                        self.error(500, "5.5.2", "line too long");
+                    }
+                    Ok(line) => {
+                        if let Step::Close = self.line(line).await? {
+                            break;
+                        }
                     }
                 }
                 if self.errors > self.cfg.max_errors {
@@ -364,17 +367,6 @@ where
                     break;
                 }
                 continue;
-            }
-            if self.inbuf.len() >= MAX_LINE || (discarding_long_line && !self.inbuf.is_empty()) {
-                if !discarding_long_line {
-                    self.error(500, "5.5.2", "line too long");
-                    discarding_long_line = true;
-                }
-                self.inbuf.clear();
-                if self.errors > self.cfg.max_errors {
-                    self.reply(421, "4.7.0", "too many errors, closing connection");
-                    break;
-                }
             }
             match self.read_more().await? {
                 Input::Data => {}
@@ -396,7 +388,18 @@ where
         Ok(())
     }
 
-    /// Flushes pending replies, then reads one chunk into `inbuf`.
+    /// One complete command line (without its line end), or a SASL response.
+    async fn line(&mut self, line: Vec<u8>) -> Result<Step, SmtpError> {
+        if let Some(step) = self.sasl.take() {
+            self.sasl_response(step, &line).await;
+            return Ok(Step::Continue);
+        }
+        let mut line = line;
+        line.extend_from_slice(b"\r\n");
+        self.command(&line).await
+    }
+
+    /// Flushes pending replies, then reads one chunk into `input`.
     async fn read_more(&mut self) -> Result<Input, SmtpError> {
         if !self.flush().await? {
             return Ok(Input::Timeout);
@@ -404,18 +407,14 @@ where
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Input::Eof);
         };
-        let mut chunk = [0u8; READ_CHUNK];
         let read = tokio::select! {
             _ = self.shutdown.wait() => return Ok(Input::Shutdown),
-            r = tokio::time::timeout(self.cfg.idle_timeout, stream.read(&mut chunk)) => r,
+            r = tokio::time::timeout(self.cfg.idle_timeout, self.input.read_from(stream)) => r,
         };
         match read {
             Err(_) => Ok(Input::Timeout),
             Ok(Ok(0)) => Ok(Input::Eof),
-            Ok(Ok(n)) => {
-                self.inbuf.extend_from_slice(&chunk[..n]);
-                Ok(Input::Data)
-            }
+            Ok(Ok(_)) => Ok(Input::Data),
             // A reset peer is an ordinary end of session for us.
             Ok(Err(e)) => {
                 tracing::debug!(peer = ?self.peer, error = %e, "read failed");
@@ -749,7 +748,7 @@ where
             return Ok(Step::Close);
         }
         // Anything pipelined after STARTTLS arrived in plaintext: drop it (RFC 3207 §4.2).
-        self.inbuf.clear();
+        self.input.clear();
         let Some(plain) = self.stream.take() else {
             return Ok(Step::Close);
         };
@@ -854,14 +853,15 @@ where
         let limit = prefix.len() + self.cfg.max_size;
         let mut discard: Option<DummyDataReceiver> = None;
         loop {
-            if !self.inbuf.is_empty() {
-                let mut it = self.inbuf.iter();
+            if !self.input.is_empty() {
+                let pending = self.input.pending();
+                let mut it = pending.iter();
                 let done = match discard.as_mut() {
                     Some(d) => d.ingest(&mut it),
                     None => data.ingest(&mut it, &mut body),
                 };
-                let used = self.inbuf.len() - it.len();
-                self.inbuf.drain(..used);
+                let used = pending.len() - it.len();
+                self.input.consume(used);
                 if discard.is_none() && body.len() > limit {
                     // Keep reading to the terminating dot, but keep nothing.
                     discard = Some(DummyDataReceiver::new_data(&data));
@@ -900,10 +900,6 @@ fn trim_crlf(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     line.trim_ascii()
-}
-
-fn memchr(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
 }
 
 /// Pipeline error texts go into a reply line: no CR/LF, bounded length.
