@@ -310,22 +310,9 @@ impl Pipeline {
         }
         let m = &p.mail;
         let now = chrono::Utc::now().timestamp();
-        // The creator is where answers go (Reply-To wins); the participant check asks
-        // who wrote it (From).
-        let creator = m.sender().map(|a| a.address.clone()).unwrap_or_default();
-        let author = m
-            .from
-            .as_ref()
-            .or(m.reply_to.as_ref())
-            .map(|a| a.address.clone())
-            .unwrap_or_default();
-        let actor = Actor::customer(if author.is_empty() {
-            "unknown sender"
-        } else {
-            &author
-        });
-
-        let (existing, referenced) = self.find_ticket(tx, batch, m, &author).await?;
+        let sender = Sender::of(m);
+        let (creator, author, actor) = (&sender.creator, &sender.author, &sender.actor);
+        let (existing, referenced) = self.find_ticket(tx, batch, m, author).await?;
         let mut note_for_new =
             referenced.map(|n| format!("referenced #{n} but the sender is no participant"));
         let target = match existing {
@@ -342,108 +329,79 @@ impl Pipeline {
         let (ticket, outcome, is_new) = match target {
             Some(t) => {
                 if t.status_closed || t.status_key == status_key::WAITING {
-                    tx.set_status(&t, status_key::OPEN, &actor).await?;
+                    tx.set_status(&t, status_key::OPEN, actor).await?;
                 }
                 (t.clone(), Outcome::FollowUp(t.number), false)
             }
             None => {
-                let customer_id = p.customer_id;
-                let comment = self.config.comment_address();
-                let mut cc: Vec<String> = Vec::new();
-                for a in m.to.iter().chain(&m.cc) {
-                    let addr = &a.address;
-                    if addr != &creator
-                        && addr != &comment
-                        && !batch.queue_addresses.contains(addr)
-                        && !cc.contains(addr)
-                    {
-                        cc.push(addr.clone());
-                    }
-                }
-                let subject_text = subject::ticket_subject(&m.subject);
-                let t = tx
-                    .create_ticket(
-                        &NewTicket {
-                            subject: subject_text,
-                            queue_id: queue.id,
-                            queue_name: &queue.name,
-                            creator_address: &creator,
-                            customer_id,
-                            cc: &cc,
-                            spoof_suspect: p.spoof.is_some(),
-                            first_number: self.config.tickets.first_number,
-                            assignee_id: None,
-                            at: now,
-                        },
-                        &actor,
-                    )
+                let t = self
+                    .open_ticket(tx, batch, queue, p, &sender, note_for_new, now)
                     .await?;
-                if let Some(note) = &note_for_new {
-                    tx.history(t.id, &Actor::system(), "note", "", note).await?;
-                }
-                if let Some(summary) = &p.spoof {
-                    tx.history(t.id, &Actor::system(), "spoof_suspect", "", summary)
-                        .await?;
-                }
                 (t.clone(), Outcome::NewTicket(t.number), true)
             }
         };
-
-        let from_name = m
-            .from
-            .as_ref()
-            .and_then(|a| a.name.clone())
-            .unwrap_or_default();
-        let to: Vec<String> = m.to.iter().map(|a| a.address.clone()).collect();
-        let cc: Vec<String> = m.cc.iter().map(|a| a.address.clone()).collect();
-        tx.add_item(
-            ticket.id,
-            &NewItem {
-                kind: ItemKind::Customer,
-                agent_id: None,
-                from_address: &author,
-                from_name: &from_name,
-                to: &to,
-                cc: &cc,
-                subject: &m.subject,
-                date: m.date.unwrap_or(now),
-                message_id: m.message_id.as_deref().unwrap_or(""),
-                text: &m.text,
-                html: m.html.as_deref(),
-                body_in_raw: p.body_in_raw,
-                raw: &p.stored_raw,
-                raw_sha256: &p.sha256,
-                problems: &m.problems,
-                attachments: &m.attachments,
-            },
-            now,
-        )
-        .await?;
-        if let Some(id) = &m.message_id {
-            batch.message_ids.insert(id.clone());
-        }
-        if !is_new {
-            tx.history(ticket.id, &actor, "item", "", "customer mail")
-                .await?;
-        }
-        if !m.problems.is_empty() {
-            tx.history(
-                ticket.id,
-                &Actor::system(),
-                "parse_problem",
-                "",
-                &m.problems.join("; "),
-            )
-            .await?;
-        }
+        add_customer_item(tx, batch, &ticket, p, &sender, is_new, now).await?;
         let sent = if is_new {
-            self.autorespond(tx, batch, queue, &ticket, m, &creator)
+            self.autorespond(tx, batch, queue, &ticket, m, creator)
                 .await?
         } else {
-            self.away_note(tx, batch, queue, &ticket, m, &creator)
+            self.away_note(tx, batch, queue, &ticket, m, creator)
                 .await?
         };
         Ok((outcome, sent))
+    }
+
+    /// A new ticket for the mail: its CC list is every other address the customer wrote to
+    /// outside the gateway; why it is new (and a spoof suspicion) goes into its history.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_ticket(
+        &self,
+        tx: &mut Tx,
+        batch: &Batch,
+        queue: &Queue,
+        p: &Prepared,
+        sender: &Sender,
+        note: Option<String>,
+        now: i64,
+    ) -> Result<TicketRef, IntakeError> {
+        let (m, creator) = (&p.mail, sender.creator.as_str());
+        let comment = self.config.comment_address();
+        let mut cc: Vec<String> = Vec::new();
+        for a in m.to.iter().chain(&m.cc) {
+            let addr = &a.address;
+            if addr != creator
+                && addr != &comment
+                && !batch.queue_addresses.contains(addr)
+                && !cc.contains(addr)
+            {
+                cc.push(addr.clone());
+            }
+        }
+        let t = tx
+            .create_ticket(
+                &NewTicket {
+                    subject: subject::ticket_subject(&m.subject),
+                    queue_id: queue.id,
+                    queue_name: &queue.name,
+                    creator_address: creator,
+                    customer_id: p.customer_id,
+                    cc: &cc,
+                    spoof_suspect: p.spoof.is_some(),
+                    first_number: self.config.tickets.first_number,
+                    assignee_id: None,
+                    at: now,
+                },
+                &sender.actor,
+            )
+            .await?;
+        if let Some(note) = &note {
+            tx.history(t.id, &Actor::system(), "note", "", note).await?;
+        }
+        if let Some(summary) = &p.spoof {
+            tx.history(t.id, &Actor::system(), "spoof_suspect", "", summary)
+                .await?;
+        }
+        Ok(t)
     }
 
     /// The ticket a mail follows up, by Message-ID references first, then by subject tag
@@ -694,6 +652,98 @@ async fn closed_policy(
         return Ok(arrived_in.on_closed);
     }
     Ok(tx.queue_on_closed(t.queue_id).await?)
+}
+
+/// Who a customer mail is from.
+struct Sender {
+    /// Where answers go: Reply-To wins.
+    creator: String,
+    /// Who wrote it (From), whom the participant check asks about.
+    author: String,
+    actor: Actor,
+}
+
+impl Sender {
+    fn of(m: &IncomingMail) -> Sender {
+        let creator = m.sender().map(|a| a.address.clone()).unwrap_or_default();
+        let author = m
+            .from
+            .as_ref()
+            .or(m.reply_to.as_ref())
+            .map(|a| a.address.clone())
+            .unwrap_or_default();
+        let actor = Actor::customer(if author.is_empty() {
+            "unknown sender"
+        } else {
+            &author
+        });
+        Sender {
+            creator,
+            author,
+            actor,
+        }
+    }
+}
+
+/// The customer's mail as an item of `ticket`, with its history entries.
+async fn add_customer_item(
+    tx: &mut Tx,
+    batch: &mut Batch,
+    ticket: &TicketRef,
+    p: &Prepared,
+    sender: &Sender,
+    is_new: bool,
+    now: i64,
+) -> Result<(), IntakeError> {
+    let (m, author, actor) = (&p.mail, sender.author.as_str(), &sender.actor);
+    let from_name = m
+        .from
+        .as_ref()
+        .and_then(|a| a.name.clone())
+        .unwrap_or_default();
+    let to: Vec<String> = m.to.iter().map(|a| a.address.clone()).collect();
+    let cc: Vec<String> = m.cc.iter().map(|a| a.address.clone()).collect();
+    tx.add_item(
+        ticket.id,
+        &NewItem {
+            kind: ItemKind::Customer,
+            agent_id: None,
+            from_address: author,
+            from_name: &from_name,
+            to: &to,
+            cc: &cc,
+            subject: &m.subject,
+            date: m.date.unwrap_or(now),
+            message_id: m.message_id.as_deref().unwrap_or(""),
+            text: &m.text,
+            html: m.html.as_deref(),
+            body_in_raw: p.body_in_raw,
+            raw: &p.stored_raw,
+            raw_sha256: &p.sha256,
+            problems: &m.problems,
+            attachments: &m.attachments,
+        },
+        now,
+    )
+    .await?;
+    if let Some(id) = &m.message_id {
+        batch.message_ids.insert(id.clone());
+    }
+    if !is_new {
+        tx.history(ticket.id, actor, "item", "", "customer mail")
+            .await?;
+    }
+    if !m.problems.is_empty() {
+        tx.history(
+            ticket.id,
+            &Actor::system(),
+            "parse_problem",
+            "",
+            &m.problems.join("; "),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The inbound SMTP/LMTP listener delivers through the same pipeline, one commit per

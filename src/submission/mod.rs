@@ -3,6 +3,8 @@
 //! commands, and stores the reply (rewritten for the customer, with its outgoing mail) or
 //! the internal comment — all in one transaction, so the client's 250 means committed.
 //! Anything wrong refuses the whole mail with a text the agent's client shows.
+mod resolve;
+
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -10,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::core::checks;
-use crate::core::commands::{self, Assignee, Changes, Command, CommandError, CommandLine};
+use crate::core::commands::{self, Changes, Command, CommandError, CommandLine};
 use crate::core::compose;
 use crate::core::mail::{self, IncomingMail};
 use crate::core::model::{Agent, ItemKind, Queue, ReplyQuote, status_key};
@@ -24,9 +26,9 @@ use crate::login::{AgentSession, Logins};
 use crate::protocol::login_guard::Checked;
 use crate::protocol::smtp_server::{DeliverError, MailService, Unavailable};
 use crate::store::{
-    Actor, Arg, Content, Field, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError,
-    TicketRef, Tx, mergeable,
+    Actor, Content, ItemBrief, NewItem, NewOutbound, NewTicket, Store, StoreError, TicketRef, Tx,
 };
+use resolve::{Change, resolve};
 
 pub struct Submission {
     store: Store,
@@ -124,46 +126,6 @@ impl Mail<'_> {
     fn sending_queue(&self) -> Option<&Queue> {
         self.from_queue.map(|i| &self.queues[i])
     }
-}
-
-/// What one command changes, worked out before anything is written.
-enum Change {
-    Status {
-        before: TicketRef,
-        key: String,
-    },
-    Assignee {
-        before: TicketRef,
-        to: Option<(i64, String)>,
-    },
-    Field {
-        field: Field,
-        value: Arg,
-        old: String,
-        new: String,
-    },
-    Tag {
-        id: i64,
-        name: String,
-        on: bool,
-    },
-    Watch(bool),
-    Merge {
-        from: TicketRef,
-        into: TicketRef,
-    },
-}
-
-/// What the commands do, and what they leave for the rest of the mail.
-#[derive(Default)]
-struct Resolved {
-    changes: Vec<Change>,
-    status_set: bool,
-    assignee_set: bool,
-    template: Option<String>,
-    cc: Changes,
-    /// The tickets `#merge` brings in.
-    merged: Vec<TicketRef>,
 }
 
 /// Everything a mail writes, worked out from one view of the store. A write transaction
@@ -401,34 +363,14 @@ impl Submission {
         Ok(plan)
     }
 
-    /// The reply as the customer gets it (SPEC §4).
-    #[allow(clippy::too_many_arguments)]
-    async fn rewrite(
+    /// Who gets the reply: the mail's To and Cc outside the gateway, the ticket's creator,
+    /// and the CC list as `#cc` edits it.
+    fn recipients(
         &self,
-        tx: &mut Tx,
         mail: &Mail<'_>,
         ticket: &TicketRef,
-        items: &[ItemBrief],
-        cc_before: Vec<String>,
-        template: Option<String>,
         cc_edits: &Changes,
-    ) -> Result<Reply, Refusal> {
-        let queue = mail
-            .queues
-            .iter()
-            .find(|q| q.id == ticket.queue_id)
-            .ok_or_else(|| Refusal::Transient("the ticket's queue is gone".into()))?;
-        let customer = match ticket.customer_id {
-            Some(id) => tx.customers_by_ids(&[id]).await?.remove(&id),
-            None => None,
-        };
-        let neutral = texts::queue_salutation(queue, self.config.locale);
-        let placeholders = Placeholders {
-            customer: customer.as_ref(),
-            ticket_number: ticket.number,
-            queue: &queue.name,
-            neutral_salutation: neutral,
-        };
+    ) -> Result<rules::Recipients, Refusal> {
         let comment_address = self.config.comment_address();
         let internal: Vec<&str> = mail
             .queues
@@ -456,10 +398,42 @@ impl Submission {
                 "the mail has no recipient outside the gateway".into(),
             ));
         }
+        Ok(recipients)
+    }
+
+    /// The reply as the customer gets it (see the README, "Replies").
+    #[allow(clippy::too_many_arguments)]
+    async fn rewrite(
+        &self,
+        tx: &mut Tx,
+        mail: &Mail<'_>,
+        ticket: &TicketRef,
+        items: &[ItemBrief],
+        cc_before: Vec<String>,
+        template: Option<String>,
+        cc_edits: &Changes,
+    ) -> Result<Reply, Refusal> {
+        let queue = mail
+            .queues
+            .iter()
+            .find(|q| q.id == ticket.queue_id)
+            .ok_or_else(|| Refusal::Transient("the ticket's queue is gone".into()))?;
+        let customer = match ticket.customer_id {
+            Some(id) => tx.customers_by_ids(&[id]).await?.remove(&id),
+            None => None,
+        };
+        let neutral = texts::queue_salutation(queue, self.config.locale);
+        let placeholders = Placeholders {
+            customer: customer.as_ref(),
+            ticket_number: ticket.number,
+            queue: &queue.name,
+            neutral_salutation: neutral,
+        };
+        let recipients = self.recipients(mail, ticket, cc_edits)?;
         let subject = subject::reply_subject(
             &queue.name,
             ticket.number,
-            &texts::fill(&m.subject, &placeholders),
+            &texts::fill(&mail.m.subject, &placeholders),
         );
         let customer_ids: Vec<String> = items
             .iter()
@@ -467,40 +441,7 @@ impl Submission {
             .map(|i| i.message_id.clone())
             .collect();
         let references: Vec<String> = customer_ids.iter().rev().take(10).rev().cloned().collect();
-        // The queue's policy picks the newest customer mails and replies; only their
-        // bodies are read.
-        let wanted = match queue.reply_quote {
-            ReplyQuote::None => 0,
-            ReplyQuote::Last => 1,
-            ReplyQuote::Last3 => 3,
-            ReplyQuote::All => usize::MAX,
-        };
-        let picked: Vec<&ItemBrief> = items
-            .iter()
-            .rev()
-            .filter(|i| i.kind != ItemKind::Comment)
-            .take(wanted)
-            .collect();
-        let ids: Vec<i64> = picked.iter().map(|i| i.id).collect();
-        let mut bodies = tx.item_bodies(&ids).await?;
-        let quoted: Vec<QuoteEntry> = picked
-            .iter()
-            .map(|i| {
-                let (text, html) = bodies.remove(&i.id).unwrap_or_default();
-                QuoteEntry {
-                    kind: i.kind,
-                    from: if i.from_name.is_empty() {
-                        i.from_address.clone()
-                    } else {
-                        format!("{} <{}>", i.from_name, i.from_address)
-                    },
-                    date: i.date,
-                    // Each item's own words: the quotes inside them would nest otherwise.
-                    text: quote::own_text(&text),
-                    html: html.as_deref().map(quote::strip_html_quote),
-                }
-            })
-            .collect();
+        let quoted = quoted_items(tx, queue, items).await?;
         let message_id = compose::message_id(ticket.number, "re", &self.config.hostname);
         let template = template.as_deref().map(|t| texts::fill(t, &placeholders));
         let raw = reply::rewrite(
@@ -683,6 +624,46 @@ impl Submission {
     }
 }
 
+/// The ticket's items the queue's policy quotes, newest first: the newest customer mails
+/// and replies, each with its own words only (the quotes inside them would nest otherwise).
+async fn quoted_items(
+    tx: &mut Tx,
+    queue: &Queue,
+    items: &[ItemBrief],
+) -> Result<Vec<QuoteEntry>, Refusal> {
+    let wanted = match queue.reply_quote {
+        ReplyQuote::None => 0,
+        ReplyQuote::Last => 1,
+        ReplyQuote::Last3 => 3,
+        ReplyQuote::All => usize::MAX,
+    };
+    let picked: Vec<&ItemBrief> = items
+        .iter()
+        .rev()
+        .filter(|i| i.kind != ItemKind::Comment)
+        .take(wanted)
+        .collect();
+    let ids: Vec<i64> = picked.iter().map(|i| i.id).collect();
+    let mut bodies = tx.item_bodies(&ids).await?;
+    Ok(picked
+        .iter()
+        .map(|i| {
+            let (text, html) = bodies.remove(&i.id).unwrap_or_default();
+            QuoteEntry {
+                kind: i.kind,
+                from: if i.from_name.is_empty() {
+                    i.from_address.clone()
+                } else {
+                    format!("{} <{}>", i.from_name, i.from_address)
+                },
+                date: i.date,
+                text: quote::own_text(&text),
+                html: html.as_deref().map(quote::strip_html_quote),
+            }
+        })
+        .collect())
+}
+
 /// True when every ticket still has the version read (and, on PostgreSQL, is locked now).
 async fn unchanged(tx: &mut Tx, read: &[(i64, i64)]) -> Result<bool, Refusal> {
     for &(id, version) in read {
@@ -730,249 +711,120 @@ fn check_collision(
     )))
 }
 
-/// Works out the agent's commands in order on the ticket as each leaves it; a command
-/// that names nothing known, or that may not be applied, refuses the whole mail.
-async fn resolve(
-    tx: &mut Tx,
-    ticket: &mut TicketRef,
-    fields: &crate::store::TicketFields,
-    mail: &Mail<'_>,
-) -> Result<Resolved, Refusal> {
-    let agent = &mail.agent;
-    let mut r = Resolved::default();
-    for line in &mail.lines {
-        match &line.command {
-            Command::Status(name) => {
-                let key = match tx.status_key_by_name(name).await {
-                    Ok(key) => key,
-                    Err(StoreError::NotFound(why)) => return Err(line.error(why).into()),
-                    Err(e) => return Err(e.into()),
-                };
-                if key == status_key::MERGED {
-                    return Err(line.error("a ticket becomes merged only by #merge").into());
-                }
-                r.changes.push(Change::Status {
-                    before: ticket.clone(),
-                    key: key.clone(),
-                });
-                ticket.status_key = key;
-                r.status_set = true;
-            }
-            Command::Priority(p) => r.changes.push(Change::Field {
-                field: Field::Priority,
-                value: Arg::Text(p.as_str().into()),
-                old: fields.priority.as_str().into(),
-                new: p.as_str().into(),
-            }),
-            Command::Assign(who) => {
-                let to = match who {
-                    Assignee::Me => Some((agent.id, agent.login.clone())),
-                    Assignee::Nobody => None,
-                    Assignee::Login(login) => Some(
-                        tx.agent_id_by_login(login)
-                            .await?
-                            .ok_or_else(|| line.error(format!("no agent with login {login:?}")))?,
-                    ),
-                };
-                let assignee_id = to.as_ref().map(|(id, _)| *id);
-                r.changes.push(Change::Assignee {
-                    before: ticket.clone(),
-                    to,
-                });
-                ticket.assignee_id = assignee_id;
-                r.assignee_set = true;
-            }
-            Command::Queue(name) => {
-                let q = mail
-                    .queues
-                    .iter()
-                    .find(|q| q.name.eq_ignore_ascii_case(name.trim()))
-                    .ok_or_else(|| line.error(format!("no queue named {name:?}")))?;
-                if !agent.is_admin && !agent.queues.contains(&q.name) {
-                    return Err(line
-                        .error(format!("you have no access to queue {}", q.name))
-                        .into());
-                }
-                r.changes.push(Change::Field {
-                    field: Field::Queue,
-                    value: Arg::Int(q.id),
-                    old: ticket.queue_name.clone(),
-                    new: q.name.clone(),
-                });
-                ticket.queue_id = q.id;
-                ticket.queue_name = q.name.clone();
-            }
-            Command::Tags(changes) => {
-                let names: Vec<String> =
-                    changes.add.iter().chain(&changes.remove).cloned().collect();
-                let known = tx.tags_by_names(&names).await?;
-                for name in &names {
-                    if !known.contains_key(&name.to_lowercase()) {
-                        return Err(line
-                            .error(format!("no tag named {name:?} (an admin defines tags)"))
-                            .into());
-                    }
-                }
-                let edits = [(&changes.add, true), (&changes.remove, false)];
-                for (names, on) in edits {
-                    for name in names {
-                        let (id, name) = &known[&name.to_lowercase()];
-                        r.changes.push(Change::Tag {
-                            id: *id,
-                            name: name.clone(),
-                            on,
-                        });
-                    }
-                }
-            }
-            Command::Due(date) => {
-                let new = date.map(|d| d.format("%Y-%m-%d").to_string());
-                r.changes.push(Change::Field {
-                    field: Field::Due,
-                    value: Arg::OptText(new.clone()),
-                    old: fields.due_date.clone().unwrap_or_default(),
-                    new: new.unwrap_or_default(),
-                });
-            }
-            Command::Billable(b) => {
-                let word = |b: bool| if b { "yes" } else { "no" };
-                r.changes.push(Change::Field {
-                    field: Field::Billable,
-                    value: Arg::Int(i64::from(*b)),
-                    old: word(fields.billable).into(),
-                    new: word(*b).into(),
-                });
-            }
-            Command::Watch => r.changes.push(Change::Watch(true)),
-            Command::Unwatch => r.changes.push(Change::Watch(false)),
-            Command::Merge(number) => {
-                let other = tx
-                    .ticket_by_number(*number)
-                    .await?
-                    .ok_or_else(|| line.error(format!("no ticket #{number}")))?;
-                if !agent.is_admin && !agent.queues.contains(&other.queue_name) {
-                    return Err(line
-                        .error(format!("you have no access to ticket #{number}"))
-                        .into());
-                }
-                mergeable(&other, ticket).map_err(|why| line.error(why))?;
-                r.changes.push(Change::Merge {
-                    from: other.clone(),
-                    into: ticket.clone(),
-                });
-                r.merged.push(other);
-            }
-            Command::Link(number) => {
-                let id = tx
-                    .document_id_by_number(number)
-                    .await?
-                    .ok_or_else(|| line.error(format!("no document {number:?}")))?;
-                r.changes.push(Change::Field {
-                    field: Field::Document,
-                    value: Arg::OptInt(Some(id)),
-                    old: fields.document.clone().unwrap_or_default(),
-                    new: number.clone(),
-                });
-            }
-            Command::Customer(number) => {
-                let id = tx
-                    .customer_id_by_number(number)
-                    .await?
-                    .ok_or_else(|| line.error(format!("no customer {number:?}")))?;
-                r.changes.push(Change::Field {
-                    field: Field::Customer,
-                    value: Arg::OptInt(Some(id)),
-                    old: fields.customer_number.clone().unwrap_or_default(),
-                    new: number.clone(),
-                });
-                ticket.customer_id = Some(id);
-            }
-            Command::Cc(changes) => {
-                r.cc.add.extend(changes.add.iter().cloned());
-                r.cc.remove.extend(changes.remove.iter().cloned());
-            }
-            Command::Template(name) => {
-                let body = tx
-                    .template_body(name)
-                    .await?
-                    .ok_or_else(|| line.error(format!("no template named {name:?}")))?;
-                r.template = Some(body);
-            }
-            // Read before anything is applied: they switch checks off.
-            Command::Force | Command::NoAttachCheck => {}
-        }
-    }
-    Ok(r)
-}
-
 /// Writes what `plan` worked out: the commands' changes, each with its history entry, then
 /// the comment or the reply with its outgoing mail.
 async fn write(tx: &mut Tx, mail: &Mail<'_>, plan: Plan) -> Result<(), Refusal> {
-    let (agent, actor) = (&mail.agent, &mail.actor);
-    let ticket = &plan.ticket;
     for change in plan.changes {
-        match change {
-            Change::Status { before, key } => tx.set_status(&before, &key, actor).await?,
-            Change::Assignee { before, to } => {
-                let to = to.as_ref().map(|(id, login)| (*id, login.as_str()));
-                tx.set_assignee(&before, to, actor).await?;
-            }
-            Change::Field {
-                field,
-                value,
-                old,
-                new,
-            } => {
-                tx.set_field(ticket.id, field, value, (&old, &new), actor)
-                    .await?
-            }
-            Change::Tag { id, name, on } => match on {
-                true => tx.add_tag(ticket.id, (id, &name), actor).await?,
-                false => tx.remove_tag(ticket.id, (id, &name), actor).await?,
-            },
-            Change::Watch(on) => {
-                tx.set_watcher(ticket.id, (agent.id, &agent.login), on, actor)
-                    .await?
-            }
-            Change::Merge { from, into } => match tx.merge(&from, &into, actor).await {
-                Ok(()) => {}
-                Err(StoreError::Invalid(why)) => return Err(Refusal::Content(why)),
-                Err(e) => return Err(e.into()),
-            },
-        }
+        apply(tx, mail, &plan.ticket, change).await?;
     }
     let now = chrono::Utc::now().timestamp();
-    let m = &mail.m;
-    let Some(reply) = plan.reply else {
-        let sha = hex::encode(Sha256::digest(mail.raw));
-        tx.add_item(
-            ticket.id,
-            &NewItem {
-                kind: ItemKind::Comment,
-                agent_id: Some(agent.id),
-                from_address: &agent.email,
-                from_name: &agent.name,
-                to: &[],
-                cc: &[],
-                subject: &m.subject,
-                date: now,
-                message_id: m.message_id.as_deref().unwrap_or(""),
-                text: mail.rest.trim_end(),
-                html: None,
-                body_in_raw: false,
-                raw: mail.raw,
-                raw_sha256: &sha,
-                problems: &m.problems,
-                attachments: &m.attachments,
-            },
-            now,
-        )
-        .await?;
-        if !plan.is_new {
-            tx.history(ticket.id, actor, "item", "", "comment").await?;
+    match plan.reply {
+        None => write_comment(tx, mail, &plan.ticket, plan.is_new, now).await,
+        Some(reply) => {
+            write_reply(tx, mail, &plan.ticket, *reply, now).await?;
+            let (agent, actor) = (&mail.agent, &mail.actor);
+            if !plan.status_set {
+                tx.set_status(&plan.ticket, status_key::WAITING, actor)
+                    .await?;
+            }
+            if !plan.assignee_set && plan.ticket.assignee_id.is_none() {
+                tx.set_assignee(&plan.ticket, Some((agent.id, &agent.login)), actor)
+                    .await?;
+            }
+            Ok(())
         }
-        return Ok(());
-    };
+    }
+}
+
+/// One command's change, with its history entry.
+async fn apply(
+    tx: &mut Tx,
+    mail: &Mail<'_>,
+    ticket: &TicketRef,
+    change: Change,
+) -> Result<(), Refusal> {
+    let (agent, actor) = (&mail.agent, &mail.actor);
+    match change {
+        Change::Status { before, key } => tx.set_status(&before, &key, actor).await?,
+        Change::Assignee { before, to } => {
+            let to = to.as_ref().map(|(id, login)| (*id, login.as_str()));
+            tx.set_assignee(&before, to, actor).await?;
+        }
+        Change::Field {
+            field,
+            value,
+            old,
+            new,
+        } => {
+            tx.set_field(ticket.id, field, value, (&old, &new), actor)
+                .await?
+        }
+        Change::Tag { id, name, on } => match on {
+            true => tx.add_tag(ticket.id, (id, &name), actor).await?,
+            false => tx.remove_tag(ticket.id, (id, &name), actor).await?,
+        },
+        Change::Watch(on) => {
+            tx.set_watcher(ticket.id, (agent.id, &agent.login), on, actor)
+                .await?
+        }
+        Change::Merge { from, into } => match tx.merge(&from, &into, actor).await {
+            Ok(()) => {}
+            Err(StoreError::Invalid(why)) => return Err(Refusal::Content(why)),
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
+}
+
+/// An internal comment: the agent's text after the command lines, kept on the ticket.
+async fn write_comment(
+    tx: &mut Tx,
+    mail: &Mail<'_>,
+    ticket: &TicketRef,
+    is_new: bool,
+    now: i64,
+) -> Result<(), Refusal> {
+    let (agent, m) = (&mail.agent, &mail.m);
+    let sha = hex::encode(Sha256::digest(mail.raw));
+    tx.add_item(
+        ticket.id,
+        &NewItem {
+            kind: ItemKind::Comment,
+            agent_id: Some(agent.id),
+            from_address: &agent.email,
+            from_name: &agent.name,
+            to: &[],
+            cc: &[],
+            subject: &m.subject,
+            date: now,
+            message_id: m.message_id.as_deref().unwrap_or(""),
+            text: mail.rest.trim_end(),
+            html: None,
+            body_in_raw: false,
+            raw: mail.raw,
+            raw_sha256: &sha,
+            problems: &m.problems,
+            attachments: &m.attachments,
+        },
+        now,
+    )
+    .await?;
+    if !is_new {
+        tx.history(ticket.id, &mail.actor, "item", "", "comment")
+            .await?;
+    }
+    Ok(())
+}
+
+/// The rewritten reply: the ticket's item, its CC list, and its outgoing mail.
+async fn write_reply(
+    tx: &mut Tx,
+    mail: &Mail<'_>,
+    ticket: &TicketRef,
+    reply: Reply,
+    now: i64,
+) -> Result<(), Refusal> {
+    let (agent, actor) = (&mail.agent, &mail.actor);
     let Reply {
         queue,
         cc_before,
@@ -982,7 +834,7 @@ async fn write(tx: &mut Tx, mail: &Mail<'_>, plan: Plan) -> Result<(), Refusal> 
         raw,
         parsed,
         sha256,
-    } = *reply;
+    } = reply;
     tx.set_cc(ticket.id, &cc_before, &recipients.cc, actor)
         .await?;
     let item_id = tx
@@ -1019,21 +871,8 @@ async fn write(tx: &mut Tx, mail: &Mail<'_>, plan: Plan) -> Result<(), Refusal> 
         message_id: &message_id,
         content: Content::Item(item_id),
     });
-    tx.history(
-        ticket.id,
-        actor,
-        "reply",
-        "",
-        &format!("to {}", recipients.envelope.join(", ")),
-    )
-    .await?;
-    if !plan.status_set {
-        tx.set_status(ticket, status_key::WAITING, actor).await?;
-    }
-    if !plan.assignee_set && ticket.assignee_id.is_none() {
-        tx.set_assignee(ticket, Some((agent.id, &agent.login)), actor)
-            .await?;
-    }
+    let to = format!("to {}", recipients.envelope.join(", "));
+    tx.history(ticket.id, actor, "reply", "", &to).await?;
     Ok(())
 }
 
