@@ -46,6 +46,26 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     {
         bail!("--address {addr:?} is not an e-mail address");
     }
+    upstreams(a, &mut s)?;
+    credentials(a, &mut s)?;
+    replies(a, &mut s)?;
+    if a.disabled {
+        s.enabled = Some(false);
+    } else if a.enabled || adding {
+        s.enabled = Some(true);
+    }
+    if adding && (s.name.is_none() || s.address.is_none()) {
+        bail!("queue add needs --name and --address");
+    }
+    if adding && s.pop3.is_some() && s.login.is_none() {
+        bail!("a queue polled by POP3 needs --login and --password-env");
+    }
+    Ok(s)
+}
+
+/// The queue's POP3 and SMTP servers; TLS follows the well-known implicit-TLS ports unless
+/// given.
+fn upstreams(a: &QueueArgs, s: &mut QueueSettings) -> anyhow::Result<()> {
     if let Some(p) = &a.pop3 {
         let (host, port) = host_port(p, "pop3")?;
         s.pop3_tls = Some(if port == 995 {
@@ -70,6 +90,11 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     if let Some(t) = &a.smtp_tls {
         s.smtp_tls = Some(t.parse()?);
     }
+    Ok(())
+}
+
+/// The upstream password (from the environment, never the command line) and trusted CAs.
+fn credentials(a: &QueueArgs, s: &mut QueueSettings) -> anyhow::Result<()> {
     if let Some(var) = &a.password_env {
         let pw = std::env::var(var)
             .map_err(|_| anyhow!("--password-env: the environment variable {var} is not set"))?;
@@ -83,6 +108,11 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
         }
         s.tls_ca = Some(pem);
     }
+    Ok(())
+}
+
+/// The autoresponder, how replies quote, and what a mail to a closed ticket does.
+fn replies(a: &QueueArgs, s: &mut QueueSettings) -> anyhow::Result<()> {
     if let Some(path) = &a.autoresponder_text_file {
         s.autoresponder_text = Some(std::fs::read_to_string(path).with_context(|| {
             format!("--autoresponder-text-file: cannot read {}", path.display())
@@ -101,18 +131,7 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     if let Some(q) = &a.on_closed {
         s.on_closed = Some(q.parse()?);
     }
-    if a.disabled {
-        s.enabled = Some(false);
-    } else if a.enabled || adding {
-        s.enabled = Some(true);
-    }
-    if adding && (s.name.is_none() || s.address.is_none()) {
-        bail!("queue add needs --name and --address");
-    }
-    if adding && s.pop3.is_some() && s.login.is_none() {
-        bail!("a queue polled by POP3 needs --login and --password-env");
-    }
-    Ok(s)
+    Ok(())
 }
 
 pub async fn queue(store: &Store, cmd: QueueCmd) -> anyhow::Result<()> {
@@ -497,22 +516,7 @@ fn import_summary(
 
 pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
     match cmd {
-        CustomerCmd::Import { file } => {
-            let (mut inserted, mut updated, mut errors) = (0, 0, Vec::new());
-            for row in read_csv(&file, &CUSTOMER_HEADER)? {
-                match row.and_then(|(line, r)| customer_from_record(line, &r)) {
-                    Ok(c) => {
-                        if store.customer_upsert(&c).await? {
-                            inserted += 1;
-                        } else {
-                            updated += 1;
-                        }
-                    }
-                    Err(e) => errors.push(e),
-                }
-            }
-            import_summary("customers", inserted, updated, &errors)
-        }
+        CustomerCmd::Import { file } => customer_import(store, &file).await,
         CustomerCmd::Add(a) => {
             let c = customer_from_args(a)?;
             let inserted = store.customer_upsert(&c).await?;
@@ -523,36 +527,7 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CustomerCmd::List { json: as_json } => {
-            let customers = store.customers().await?;
-            if as_json {
-                return json(&customers);
-            }
-            let rows: Vec<Vec<String>> = customers
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.number.clone(),
-                        c.company1.clone(),
-                        format!("{} {}", c.first_name, c.last_name)
-                            .trim()
-                            .to_string(),
-                        c.city.clone(),
-                        c.emails.join(";"),
-                        if c.delivery_block {
-                            "BLOCKED".into()
-                        } else {
-                            String::new()
-                        },
-                    ]
-                })
-                .collect();
-            table(
-                &["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"],
-                &rows,
-            );
-            Ok(())
-        }
+        CustomerCmd::List { json: as_json } => customer_list(store, as_json).await,
         CustomerCmd::Show {
             number,
             json: as_json,
@@ -564,30 +539,84 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
             if as_json {
                 return json(&c);
             }
-            for (k, v) in [
-                ("Number", c.number.as_str()),
-                ("Company 1", &c.company1),
-                ("Company 2", &c.company2),
-                ("Salutation", &c.salutation),
-                ("First name", &c.first_name),
-                ("Last name", &c.last_name),
-                ("Street", &c.street),
-                ("House no.", &c.house_no),
-                ("ZIP", &c.zip),
-                ("City", &c.city),
-                ("Letter salutation", &c.letter_salutation),
-            ] {
-                println!("{k:<18} {v}");
-            }
-            println!("{:<18} {}", "E-mail", c.emails.join(", "));
-            println!(
-                "{:<18} {}",
-                "Delivery block",
-                if c.delivery_block { "yes" } else { "no" }
-            );
+            print_customer(&c);
             Ok(())
         }
     }
+}
+
+/// `customer import`: every good row is added or updated; bad rows are reported together.
+async fn customer_import(store: &Store, file: &Path) -> anyhow::Result<()> {
+    let (mut inserted, mut updated, mut errors) = (0, 0, Vec::new());
+    for row in read_csv(file, &CUSTOMER_HEADER)? {
+        match row.and_then(|(line, r)| customer_from_record(line, &r)) {
+            Ok(c) => {
+                if store.customer_upsert(&c).await? {
+                    inserted += 1;
+                } else {
+                    updated += 1;
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    import_summary("customers", inserted, updated, &errors)
+}
+
+async fn customer_list(store: &Store, as_json: bool) -> anyhow::Result<()> {
+    let customers = store.customers().await?;
+    if as_json {
+        return json(&customers);
+    }
+    let rows: Vec<Vec<String>> = customers
+        .iter()
+        .map(|c| {
+            vec![
+                c.number.clone(),
+                c.company1.clone(),
+                format!("{} {}", c.first_name, c.last_name)
+                    .trim()
+                    .to_string(),
+                c.city.clone(),
+                c.emails.join(";"),
+                if c.delivery_block {
+                    "BLOCKED".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `customer show` for people: one field a line.
+fn print_customer(c: &Customer) {
+    for (k, v) in [
+        ("Number", c.number.as_str()),
+        ("Company 1", &c.company1),
+        ("Company 2", &c.company2),
+        ("Salutation", &c.salutation),
+        ("First name", &c.first_name),
+        ("Last name", &c.last_name),
+        ("Street", &c.street),
+        ("House no.", &c.house_no),
+        ("ZIP", &c.zip),
+        ("City", &c.city),
+        ("Letter salutation", &c.letter_salutation),
+    ] {
+        println!("{k:<18} {v}");
+    }
+    println!("{:<18} {}", "E-mail", c.emails.join(", "));
+    println!(
+        "{:<18} {}",
+        "Delivery block",
+        if c.delivery_block { "yes" } else { "no" }
+    );
 }
 
 fn customer_from_args(a: CustomerArgs) -> anyhow::Result<Customer> {
