@@ -14,7 +14,7 @@ use super::{
 use crate::config::Locale;
 use crate::core::model::{Customer, Document, TlsMode};
 use crate::core::password;
-use crate::store::{AwaySettings, NewAgent, QueueSettings, Store};
+use crate::store::{AwaySettings, InstanceRow, LeaseRow, NewAgent, QueueSettings, Store};
 
 fn host_port(s: &str, what: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
@@ -46,6 +46,26 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     {
         bail!("--address {addr:?} is not an e-mail address");
     }
+    upstreams(a, &mut s)?;
+    credentials(a, &mut s)?;
+    replies(a, &mut s)?;
+    if a.disabled {
+        s.enabled = Some(false);
+    } else if a.enabled || adding {
+        s.enabled = Some(true);
+    }
+    if adding && (s.name.is_none() || s.address.is_none()) {
+        bail!("queue add needs --name and --address");
+    }
+    if adding && s.pop3.is_some() && s.login.is_none() {
+        bail!("a queue polled by POP3 needs --login and --password-env");
+    }
+    Ok(s)
+}
+
+/// The queue's POP3 and SMTP servers; TLS follows the well-known implicit-TLS ports unless
+/// given.
+fn upstreams(a: &QueueArgs, s: &mut QueueSettings) -> anyhow::Result<()> {
     if let Some(p) = &a.pop3 {
         let (host, port) = host_port(p, "pop3")?;
         s.pop3_tls = Some(if port == 995 {
@@ -70,6 +90,11 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     if let Some(t) = &a.smtp_tls {
         s.smtp_tls = Some(t.parse()?);
     }
+    Ok(())
+}
+
+/// The upstream password (from the environment, never the command line) and trusted CAs.
+fn credentials(a: &QueueArgs, s: &mut QueueSettings) -> anyhow::Result<()> {
     if let Some(var) = &a.password_env {
         let pw = std::env::var(var)
             .map_err(|_| anyhow!("--password-env: the environment variable {var} is not set"))?;
@@ -83,6 +108,11 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
         }
         s.tls_ca = Some(pem);
     }
+    Ok(())
+}
+
+/// The autoresponder, how replies quote, and what a mail to a closed ticket does.
+fn replies(a: &QueueArgs, s: &mut QueueSettings) -> anyhow::Result<()> {
     if let Some(path) = &a.autoresponder_text_file {
         s.autoresponder_text = Some(std::fs::read_to_string(path).with_context(|| {
             format!("--autoresponder-text-file: cannot read {}", path.display())
@@ -101,18 +131,7 @@ fn settings(a: &QueueArgs, adding: bool) -> anyhow::Result<QueueSettings> {
     if let Some(q) = &a.on_closed {
         s.on_closed = Some(q.parse()?);
     }
-    if a.disabled {
-        s.enabled = Some(false);
-    } else if a.enabled || adding {
-        s.enabled = Some(true);
-    }
-    if adding && (s.name.is_none() || s.address.is_none()) {
-        bail!("queue add needs --name and --address");
-    }
-    if adding && s.pop3.is_some() && s.login.is_none() {
-        bail!("a queue polled by POP3 needs --login and --password-env");
-    }
-    Ok(s)
+    Ok(())
 }
 
 pub async fn queue(store: &Store, cmd: QueueCmd) -> anyhow::Result<()> {
@@ -190,30 +209,8 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
             admin,
             password_stdin: _,
         } => {
-            let mut pw = String::new();
-            std::io::stdin()
-                .read_to_string(&mut pw)
-                .context("cannot read the password from stdin")?;
-            let pw = pw.trim_end_matches(['\r', '\n']);
-            if pw.len() < 8 {
-                bail!("the password must have at least 8 characters");
-            }
-            if !email.contains('@') {
-                bail!("--email {email:?} is not an e-mail address");
-            }
-            let hash = password::hash(pw)?;
-            let queues: Vec<String> = queues.into_iter().filter(|q| !q.is_empty()).collect();
-            let a = store
-                .agent_add(&NewAgent {
-                    login,
-                    name,
-                    email,
-                    password_hash: hash,
-                    is_admin: admin,
-                    queues,
-                })
-                .await?;
-            println!("agent {} added", a.login);
+            let queues = queues.into_iter().filter(|q| !q.is_empty()).collect();
+            agent_add(store, login, name, email, queues, admin).await
         }
         AgentCmd::Set {
             login,
@@ -224,35 +221,9 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
                 let word = if on { "on" } else { "off" };
                 println!("agent {login}: attachment check {word}");
             }
+            Ok(())
         }
-        AgentCmd::List { json: as_json } => {
-            let agents = store.agents().await?;
-            if as_json {
-                return json(&agents);
-            }
-            let now = crate::store::now();
-            let rows: Vec<Vec<String>> = agents
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.login.clone(),
-                        a.name.clone(),
-                        a.email.clone(),
-                        if a.is_admin {
-                            "admin".into()
-                        } else {
-                            a.queues.join(",")
-                        },
-                        a.away
-                            .as_ref()
-                            .filter(|w| w.until >= now)
-                            .map(|w| away_text(w, now))
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            table(&["LOGIN", "NAME", "EMAIL", "QUEUES", "AWAY"], &rows);
-        }
+        AgentCmd::List { json: as_json } => agent_list(store, as_json).await,
         AgentCmd::Away {
             login,
             from,
@@ -260,32 +231,113 @@ pub async fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<()> {
             text_file,
             substitute,
         } => {
-            let from = match from {
-                Some(w) => parse_when(&w, false, &chrono::Local).context("--from")?,
-                None => crate::store::now(),
-            };
-            let until = parse_when(&until, true, &chrono::Local).context("--until")?;
-            let text = std::fs::read_to_string(&text_file)
-                .with_context(|| format!("--text-file: cannot read {}", text_file.display()))?;
-            let a = store
-                .agent_away(
-                    &login,
-                    &AwaySettings {
-                        from,
-                        until,
-                        text: &text,
-                        substitute: substitute.as_deref(),
-                    },
-                )
-                .await?;
-            if let Some(w) = &a.away {
-                println!("agent {login}: {}", away_text(w, crate::store::now()));
-            }
+            agent_away(
+                store,
+                &login,
+                from,
+                &until,
+                &text_file,
+                substitute.as_deref(),
+            )
+            .await
         }
         AgentCmd::Back { login } => {
             store.agent_back(&login).await?;
             println!("agent {login} is back");
+            Ok(())
         }
+    }
+}
+
+/// `agent add`: the password comes on stdin, so it stays out of the process list.
+async fn agent_add(
+    store: &Store,
+    login: String,
+    name: String,
+    email: String,
+    queues: Vec<String>,
+    is_admin: bool,
+) -> anyhow::Result<()> {
+    let mut pw = String::new();
+    std::io::stdin()
+        .read_to_string(&mut pw)
+        .context("cannot read the password from stdin")?;
+    let pw = pw.trim_end_matches(['\r', '\n']);
+    if pw.len() < 8 {
+        bail!("the password must have at least 8 characters");
+    }
+    if !email.contains('@') {
+        bail!("--email {email:?} is not an e-mail address");
+    }
+    let a = store
+        .agent_add(&NewAgent {
+            login,
+            name,
+            email,
+            password_hash: password::hash(pw)?,
+            is_admin,
+            queues,
+        })
+        .await?;
+    println!("agent {} added", a.login);
+    Ok(())
+}
+
+async fn agent_list(store: &Store, as_json: bool) -> anyhow::Result<()> {
+    let agents = store.agents().await?;
+    if as_json {
+        return json(&agents);
+    }
+    let now = crate::store::now();
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.login.clone(),
+                a.name.clone(),
+                a.email.clone(),
+                if a.is_admin {
+                    "admin".into()
+                } else {
+                    a.queues.join(",")
+                },
+                a.away
+                    .as_ref()
+                    .filter(|w| w.until >= now)
+                    .map(|w| away_text(w, now))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["LOGIN", "NAME", "EMAIL", "QUEUES", "AWAY"], &rows);
+    Ok(())
+}
+
+/// `agent away`: from now (or `from`) until `until`, in the local time zone.
+async fn agent_away(
+    store: &Store,
+    login: &str,
+    from: Option<String>,
+    until: &str,
+    text_file: &Path,
+    substitute: Option<&str>,
+) -> anyhow::Result<()> {
+    let from = match from {
+        Some(w) => parse_when(&w, false, &chrono::Local).context("--from")?,
+        None => crate::store::now(),
+    };
+    let until = parse_when(until, true, &chrono::Local).context("--until")?;
+    let text = std::fs::read_to_string(text_file)
+        .with_context(|| format!("--text-file: cannot read {}", text_file.display()))?;
+    let settings = AwaySettings {
+        from,
+        until,
+        text: &text,
+        substitute,
+    };
+    let a = store.agent_away(login, &settings).await?;
+    if let Some(w) = &a.away {
+        println!("agent {login}: {}", away_text(w, crate::store::now()));
     }
     Ok(())
 }
@@ -464,22 +516,7 @@ fn import_summary(
 
 pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
     match cmd {
-        CustomerCmd::Import { file } => {
-            let (mut inserted, mut updated, mut errors) = (0, 0, Vec::new());
-            for row in read_csv(&file, &CUSTOMER_HEADER)? {
-                match row.and_then(|(line, r)| customer_from_record(line, &r)) {
-                    Ok(c) => {
-                        if store.customer_upsert(&c).await? {
-                            inserted += 1;
-                        } else {
-                            updated += 1;
-                        }
-                    }
-                    Err(e) => errors.push(e),
-                }
-            }
-            import_summary("customers", inserted, updated, &errors)
-        }
+        CustomerCmd::Import { file } => customer_import(store, &file).await,
         CustomerCmd::Add(a) => {
             let c = customer_from_args(a)?;
             let inserted = store.customer_upsert(&c).await?;
@@ -490,36 +527,7 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CustomerCmd::List { json: as_json } => {
-            let customers = store.customers().await?;
-            if as_json {
-                return json(&customers);
-            }
-            let rows: Vec<Vec<String>> = customers
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.number.clone(),
-                        c.company1.clone(),
-                        format!("{} {}", c.first_name, c.last_name)
-                            .trim()
-                            .to_string(),
-                        c.city.clone(),
-                        c.emails.join(";"),
-                        if c.delivery_block {
-                            "BLOCKED".into()
-                        } else {
-                            String::new()
-                        },
-                    ]
-                })
-                .collect();
-            table(
-                &["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"],
-                &rows,
-            );
-            Ok(())
-        }
+        CustomerCmd::List { json: as_json } => customer_list(store, as_json).await,
         CustomerCmd::Show {
             number,
             json: as_json,
@@ -531,30 +539,84 @@ pub async fn customer(store: &Store, cmd: CustomerCmd) -> anyhow::Result<()> {
             if as_json {
                 return json(&c);
             }
-            for (k, v) in [
-                ("Number", c.number.as_str()),
-                ("Company 1", &c.company1),
-                ("Company 2", &c.company2),
-                ("Salutation", &c.salutation),
-                ("First name", &c.first_name),
-                ("Last name", &c.last_name),
-                ("Street", &c.street),
-                ("House no.", &c.house_no),
-                ("ZIP", &c.zip),
-                ("City", &c.city),
-                ("Letter salutation", &c.letter_salutation),
-            ] {
-                println!("{k:<18} {v}");
-            }
-            println!("{:<18} {}", "E-mail", c.emails.join(", "));
-            println!(
-                "{:<18} {}",
-                "Delivery block",
-                if c.delivery_block { "yes" } else { "no" }
-            );
+            print_customer(&c);
             Ok(())
         }
     }
+}
+
+/// `customer import`: every good row is added or updated; bad rows are reported together.
+async fn customer_import(store: &Store, file: &Path) -> anyhow::Result<()> {
+    let (mut inserted, mut updated, mut errors) = (0, 0, Vec::new());
+    for row in read_csv(file, &CUSTOMER_HEADER)? {
+        match row.and_then(|(line, r)| customer_from_record(line, &r)) {
+            Ok(c) => {
+                if store.customer_upsert(&c).await? {
+                    inserted += 1;
+                } else {
+                    updated += 1;
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    import_summary("customers", inserted, updated, &errors)
+}
+
+async fn customer_list(store: &Store, as_json: bool) -> anyhow::Result<()> {
+    let customers = store.customers().await?;
+    if as_json {
+        return json(&customers);
+    }
+    let rows: Vec<Vec<String>> = customers
+        .iter()
+        .map(|c| {
+            vec![
+                c.number.clone(),
+                c.company1.clone(),
+                format!("{} {}", c.first_name, c.last_name)
+                    .trim()
+                    .to_string(),
+                c.city.clone(),
+                c.emails.join(";"),
+                if c.delivery_block {
+                    "BLOCKED".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["NUMBER", "COMPANY", "NAME", "CITY", "EMAILS", "DELIVERY"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `customer show` for people: one field a line.
+fn print_customer(c: &Customer) {
+    for (k, v) in [
+        ("Number", c.number.as_str()),
+        ("Company 1", &c.company1),
+        ("Company 2", &c.company2),
+        ("Salutation", &c.salutation),
+        ("First name", &c.first_name),
+        ("Last name", &c.last_name),
+        ("Street", &c.street),
+        ("House no.", &c.house_no),
+        ("ZIP", &c.zip),
+        ("City", &c.city),
+        ("Letter salutation", &c.letter_salutation),
+    ] {
+        println!("{k:<18} {v}");
+    }
+    println!("{:<18} {}", "E-mail", c.emails.join(", "));
+    println!(
+        "{:<18} {}",
+        "Delivery block",
+        if c.delivery_block { "yes" } else { "no" }
+    );
 }
 
 fn customer_from_args(a: CustomerArgs) -> anyhow::Result<Customer> {
@@ -746,12 +808,6 @@ pub async fn instances(store: &Store, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(&report);
     }
-    let queues: std::collections::HashMap<String, String> = store
-        .queues()
-        .await?
-        .into_iter()
-        .map(|q| (format!("poll:{}", q.id), q.name))
-        .collect();
     let rows: Vec<Vec<String>> = report
         .instances
         .iter()
@@ -766,8 +822,57 @@ pub async fn instances(store: &Store, as_json: bool) -> anyhow::Result<()> {
         .collect();
     table(&["INSTANCE", "HOST", "STARTED", "STATE"], &rows);
     println!();
-    let rows: Vec<Vec<String>> = report
-        .leases
+    print_tasks(&report.instances);
+    println!();
+    print_leases(store, &report.leases).await?;
+    println!();
+    let o = &report.outbox;
+    println!(
+        "Outbox: {} pending, {} sent, {} failed; {} taken over from instances that died while sending",
+        o.pending, o.sent, o.failed, o.taken_over
+    );
+    println!(
+        "Mailbox: {} changed tickets waiting for their new message",
+        report.mailbox_waiting
+    );
+    Ok(())
+}
+
+/// Each instance's background tasks and listeners: state, restarts, why it last failed.
+fn print_tasks(instances: &[InstanceRow]) {
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .flat_map(|i| {
+            i.tasks.iter().map(|t| {
+                vec![
+                    i.id.clone(),
+                    t.name.clone(),
+                    t.state.as_str().to_string(),
+                    t.restarts.to_string(),
+                    // One line per task, whatever the panic said.
+                    t.last_failure
+                        .as_deref()
+                        .unwrap_or_default()
+                        .replace('\n', " "),
+                ]
+            })
+        })
+        .collect();
+    table(
+        &["INSTANCE", "TASK", "STATE", "RESTARTS", "LAST FAILURE"],
+        &rows,
+    );
+}
+
+/// Which instance does which work held under a lease, queues by name.
+async fn print_leases(store: &Store, leases: &[LeaseRow]) -> anyhow::Result<()> {
+    let queues: std::collections::HashMap<String, String> = store
+        .queues()
+        .await?
+        .into_iter()
+        .map(|q| (format!("poll:{}", q.id), q.name))
+        .collect();
+    let rows: Vec<Vec<String>> = leases
         .iter()
         .map(|l| {
             let work = match queues.get(&l.name) {
@@ -781,16 +886,6 @@ pub async fn instances(store: &Store, as_json: bool) -> anyhow::Result<()> {
         })
         .collect();
     table(&["WORK", "INSTANCE"], &rows);
-    println!();
-    let o = &report.outbox;
-    println!(
-        "Outbox: {} pending, {} sent, {} failed; {} taken over from instances that died while sending",
-        o.pending, o.sent, o.failed, o.taken_over
-    );
-    println!(
-        "Mailbox: {} changed tickets waiting for their new message",
-        report.mailbox_waiting
-    );
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use anyhow::anyhow;
 
 use super::output::{json, table, time};
 use super::{SearchArgs, TicketCmd};
-use crate::core::model::TicketSummary;
+use crate::core::model::{TicketDetail, TicketSummary};
 use crate::store::{Actor, Store, TicketChange, TicketQuery};
 
 fn print_list(tickets: &[TicketSummary], as_json: bool) -> anyhow::Result<()> {
@@ -74,75 +74,7 @@ pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
             if as_json {
                 return json(&t);
             }
-            println!("Ticket #{}  {}", t.number, t.subject);
-            println!(
-                "Queue: {}   Status: {}   Priority: {}",
-                t.queue, t.status, t.priority
-            );
-            println!(
-                "Assignee: {}   Due: {}   Billable: {}",
-                t.assignee.as_deref().unwrap_or("-"),
-                t.due_date.as_deref().unwrap_or("-"),
-                if t.billable { "yes" } else { "no" }
-            );
-            match &t.customer {
-                Some(c) => println!(
-                    "Customer: {} {} {}{}",
-                    c.number,
-                    c.company1,
-                    c.last_name,
-                    if c.delivery_block {
-                        "  [DELIVERY BLOCK]"
-                    } else {
-                        ""
-                    }
-                ),
-                None => println!("Customer: -"),
-            }
-            println!("Creator: {}   CC: {}", t.creator_address, t.cc.join(", "));
-            if t.spoof_suspect {
-                println!("WARNING: the sender failed the DMARC check (spoofing suspect)");
-            }
-            if let Some(m) = t.merged_into {
-                println!("Merged into #{m}");
-            }
-            if !t.tags.is_empty() {
-                println!("Tags: {}", t.tags.join(", "));
-            }
-            if let Some(d) = &t.document {
-                println!("Document: {} {} {}", d.number, d.kind, d.description);
-            }
-            for i in t.items.iter().rev() {
-                println!(
-                    "\n--- {} {} from {} ({})",
-                    i.kind,
-                    time(i.date),
-                    i.from,
-                    i.subject
-                );
-                println!("{}", i.text.trim_end());
-                for a in &i.attachments {
-                    println!(
-                        "[attachment] {} ({} bytes, {})",
-                        a.name, a.size, a.content_type
-                    );
-                }
-            }
-            println!("\nHistory:");
-            for h in &t.history {
-                println!(
-                    "  {} {} {}: {} -> {}",
-                    time(h.at),
-                    h.actor,
-                    h.field,
-                    h.old,
-                    h.new
-                );
-            }
-            if !t.other_tickets.is_empty() {
-                let others: Vec<String> = t.other_tickets.iter().map(|n| format!("#{n}")).collect();
-                println!("\nOther tickets of the customer: {}", others.join(", "));
-            }
+            print_ticket(&t);
             Ok(())
         }
         TicketCmd::Merge { from, into } => {
@@ -167,6 +99,85 @@ pub async fn ticket(store: &Store, cmd: TicketCmd) -> anyhow::Result<()> {
             let change = store.ticket_set_status(number, &status, &admin()).await?;
             print_change(&change, as_json)
         }
+    }
+}
+
+/// `ticket show` for people: the ticket's fields, its items newest first, its history and
+/// the customer's other tickets.
+fn print_ticket(t: &TicketDetail) {
+    print_fields(t);
+    for i in t.items.iter().rev() {
+        println!(
+            "\n--- {} {} from {} ({})",
+            i.kind,
+            time(i.date),
+            i.from,
+            i.subject
+        );
+        println!("{}", i.text.trim_end());
+        for a in &i.attachments {
+            println!(
+                "[attachment] {} ({} bytes, {})",
+                a.name, a.size, a.content_type
+            );
+        }
+    }
+    println!("\nHistory:");
+    for h in &t.history {
+        println!(
+            "  {} {} {}: {} -> {}",
+            time(h.at),
+            h.actor,
+            h.field,
+            h.old,
+            h.new
+        );
+    }
+    if !t.other_tickets.is_empty() {
+        let others: Vec<String> = t.other_tickets.iter().map(|n| format!("#{n}")).collect();
+        println!("\nOther tickets of the customer: {}", others.join(", "));
+    }
+}
+
+/// The head of `ticket show`: one line per group of fields, optional ones only when set.
+fn print_fields(t: &TicketDetail) {
+    println!("Ticket #{}  {}", t.number, t.subject);
+    println!(
+        "Queue: {}   Status: {}   Priority: {}",
+        t.queue, t.status, t.priority
+    );
+    println!(
+        "Assignee: {}   Due: {}   Billable: {}",
+        t.assignee.as_deref().unwrap_or("-"),
+        t.due_date.as_deref().unwrap_or("-"),
+        if t.billable { "yes" } else { "no" }
+    );
+    match &t.customer {
+        Some(c) => {
+            let block = if c.delivery_block {
+                "  [DELIVERY BLOCK]"
+            } else {
+                ""
+            };
+            println!(
+                "Customer: {} {} {}{block}",
+                c.number, c.company1, c.last_name
+            )
+        }
+        None => println!("Customer: -"),
+    }
+    println!("Creator: {}   CC: {}", t.creator_address, t.cc.join(", "));
+    if t.spoof_suspect {
+        println!("WARNING: the sender failed the DMARC check (spoofing suspect)");
+    }
+    if let Some(m) = t.merged_into {
+        println!("Merged into #{m}");
+    }
+    if !t.tags.is_empty() {
+        println!("Tags: {}", t.tags.join(", "));
+    }
+    if let Some(d) = &t.document {
+        println!("Document: {} {} {}", d.number, d.kind, d.description);
     }
 }
 

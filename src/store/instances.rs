@@ -7,7 +7,7 @@
 //! to agree.
 use std::time::Duration;
 
-use super::{Backend, Result, Store, StoreError, Tx};
+use super::{Backend, Result, Store, StoreError, TaskReport, TaskState, Tx};
 
 /// How long an instance counts as alive after it last said so.
 const ALIVE_FOR: Duration = Duration::from_secs(15);
@@ -84,6 +84,9 @@ impl Store {
                      the upstream may have taken one of them already"
                 );
             }
+            sqlx::query("DELETE FROM instance_tasks")
+                .execute(&mut *conn)
+                .await?;
             sqlx::query("DELETE FROM instances")
                 .execute(&mut *conn)
                 .await?;
@@ -129,6 +132,10 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         sqlx::query("UPDATE outbox SET claimed_by = NULL WHERE claimed_by = $1")
+            .bind(me.clone())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM instance_tasks WHERE instance = $1")
             .bind(me.clone())
             .execute(&mut *conn)
             .await?;
@@ -206,6 +213,8 @@ pub struct InstanceRow {
     pub started_at: i64,
     /// False once its time ran out: killed, or cut off from the database.
     pub alive: bool,
+    /// Its background tasks and listeners; all stopped when it is not alive.
+    pub tasks: Vec<TaskReport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -226,7 +235,21 @@ pub struct OutboxCounts {
 
 impl Store {
     pub async fn instances_report(&self) -> Result<InstancesReport> {
+        Ok(InstancesReport {
+            instances: self.instance_rows().await?,
+            leases: self.lease_rows().await?,
+            outbox: self.outbox_counts().await?,
+            mailbox_waiting: sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tickets WHERE mailbox_uid IS NULL",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+        })
+    }
+
+    async fn instance_rows(&self) -> Result<Vec<InstanceRow>> {
         let clock = clock(self.backend);
+        let mut tasks = self.tasks_by_instance().await?;
         let instances =
             sqlx::query_as::<_, (String, String, i64, i64, i64)>(sqlx::AssertSqlSafe(format!(
                 "SELECT id, host, pid, started_at, \
@@ -236,14 +259,27 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, host, pid, started_at, alive)| InstanceRow {
-                id,
-                host,
-                pid,
-                started_at,
-                alive: alive == 1,
+            .map(|(id, host, pid, started_at, alive)| {
+                let alive = alive == 1;
+                let mut tasks = tasks.remove(&id).unwrap_or_default();
+                if !alive {
+                    // Its last report said running; nothing of a dead instance runs.
+                    tasks.iter_mut().for_each(|t| t.state = TaskState::Stopped);
+                }
+                InstanceRow {
+                    id,
+                    host,
+                    pid,
+                    started_at,
+                    alive,
+                    tasks,
+                }
             })
             .collect();
+        Ok(instances)
+    }
+
+    async fn lease_rows(&self) -> Result<Vec<LeaseRow>> {
         let leases =
             sqlx::query_as::<_, (String, String)>("SELECT name, holder FROM leases ORDER BY name")
                 .fetch_all(&self.pool)
@@ -251,6 +287,10 @@ impl Store {
                 .into_iter()
                 .map(|(name, holder)| LeaseRow { name, holder })
                 .collect();
+        Ok(leases)
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts> {
         let mut outbox = OutboxCounts::default();
         let rows =
             sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state")
@@ -268,15 +308,6 @@ impl Store {
             sqlx::query_scalar("SELECT CAST(COALESCE(SUM(reclaims), 0) AS BIGINT) FROM outbox")
                 .fetch_one(&self.pool)
                 .await?;
-        let mailbox_waiting =
-            sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE mailbox_uid IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(InstancesReport {
-            instances,
-            leases,
-            outbox,
-            mailbox_waiting,
-        })
+        Ok(outbox)
     }
 }

@@ -9,6 +9,7 @@ mod instances;
 mod mailbox;
 mod outbox;
 mod pending;
+mod tasks;
 mod tickets;
 
 pub use admin::*;
@@ -16,6 +17,7 @@ pub use edits::*;
 pub use instances::*;
 pub use mailbox::*;
 pub use outbox::*;
+pub use tasks::*;
 pub use tickets::*;
 
 use std::path::Path;

@@ -198,6 +198,12 @@ allow_plain_on_loopback = {allow_plain}
 
     /// Starts `serve` with extra arguments (e.g. `--demo`).
     pub fn start_with(&mut self, extra: &[&str]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// Starts `serve` with extra arguments and environment variables (e.g. a debug build's
+    /// fault hook).
+    pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "gateway already running");
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
@@ -210,6 +216,7 @@ allow_plain_on_loopback = {allow_plain}
             .arg("serve")
             .args(extra)
             .env("RUST_LOG", "info,sqlx=warn")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
