@@ -15,7 +15,7 @@ use crate::intake::poller::{self, PollSettings};
 use crate::login::Logins;
 use crate::mailbox::maildrop::TicketMaildrop;
 use crate::mailbox::view::Mailbox;
-use crate::net::listener::{Listener, ListenerConfig, Shutdown};
+use crate::net::listener::{Listener, Shutdown};
 use crate::net::tls;
 use crate::outbox::{RetryPolicy, Worker};
 use crate::protocol::imap_server::{self, ImapConfig};
@@ -132,7 +132,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let Some(addr) = config.listen.addr(name)? else {
             continue;
         };
-        let mut lc = ListenerConfig::new(addr, name);
+        let mut lc = config.listen.listener(addr, name);
         lc.busy_reply = Some(b"421 4.7.0 too many connections, try again later\r\n".to_vec());
         let listener = Listener::bind(lc)
             .await
@@ -158,7 +158,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let Some(addr) = config.listen.addr(name)? else {
             continue;
         };
-        let mut lc = ListenerConfig::new(addr, name);
+        let mut lc = config.listen.listener(addr, name);
         if !implicit_tls {
             lc.busy_reply = Some(b"421 4.7.0 too many connections, try again later\r\n".to_vec());
         }
@@ -186,7 +186,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let Some(addr) = config.listen.addr(name)? else {
             continue;
         };
-        let mut lc = ListenerConfig::new(addr, name);
+        let mut lc = config.listen.listener(addr, name);
         if !implicit_tls {
             lc.busy_reply = Some(b"* BYE too many connections, try again later\r\n".to_vec());
         }
@@ -214,7 +214,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let Some(addr) = config.listen.addr(name)? else {
             continue;
         };
-        let mut lc = ListenerConfig::new(addr, name);
+        let mut lc = config.listen.listener(addr, name);
         if !implicit_tls {
             lc.busy_reply = Some(b"-ERR [SYS/TEMP] too many connections\r\n".to_vec());
         }
