@@ -64,6 +64,9 @@ pub struct Listen {
     pub lmtp: String,
     /// Connections one client (an IPv4 address, an IPv6 /64) may hold on each listener.
     pub max_connections_per_client: usize,
+    /// How long a new connection may take to log in (inbound and LMTP: to send a command).
+    #[serde(with = "humantime_serde_compat")]
+    pub pre_auth_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +155,7 @@ impl Default for Config {
                 inbound: "127.0.0.1:2525".into(),
                 lmtp: "127.0.0.1:2424".into(),
                 max_connections_per_client: 50,
+                pre_auth_timeout: Duration::from_secs(30),
             },
             intake: Intake {
                 poll_interval: Duration::from_secs(60),
@@ -224,6 +228,9 @@ impl Config {
         if self.listen.max_connections_per_client == 0 {
             return Err(ConfigError::ZeroLimit("max_connections_per_client"));
         }
+        if self.listen.pre_auth_timeout.is_zero() {
+            return Err(ConfigError::ZeroLimit("pre_auth_timeout"));
+        }
         Ok(())
     }
 
@@ -243,6 +250,7 @@ impl Listen {
     pub fn listener(&self, addr: SocketAddr, name: &'static str) -> ListenerConfig {
         let mut cfg = ListenerConfig::new(addr, name);
         cfg.max_connections_per_client = self.max_connections_per_client;
+        cfg.pre_auth_timeout = self.pre_auth_timeout;
         cfg
     }
 
@@ -320,10 +328,12 @@ mod tests {
     fn listeners_take_the_connection_limits() {
         let mut c = Config::default();
         c.listen.max_connections_per_client = 7;
+        c.listen.pre_auth_timeout = Duration::from_secs(3);
         let lc = c
             .listen
             .listener("127.0.0.1:25".parse().unwrap(), "inbound");
         assert_eq!(lc.max_connections_per_client, 7);
+        assert_eq!(lc.pre_auth_timeout, Duration::from_secs(3));
         // With the defaults, one client alone cannot fill a listener.
         let d = Config::default()
             .listen

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use mticket::protocol::login_guard::{GuardConfig, LoginGuard};
-use mticket::net::listener::{SessionStream, Shutdown};
+use mticket::net::listener::{SessionClock, SessionStream, Shutdown};
 use mticket::protocol::smtp_server::{AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, run_session};
 use mticket_fuzz::{RUNTIME, Script, read_size};
 
@@ -105,6 +105,6 @@ fuzz_target!(|data: &[u8]| {
     RUNTIME.block_on(async {
         let (_keep, shutdown) = Shutdown::channel();
         let stream = SessionStream::Plain(Script::new(input, chunk));
-        let _ = run_session(stream, None, Arc::new(cfg), service, shutdown).await;
+        let _ = run_session(stream, None, Arc::new(cfg), service, shutdown, SessionClock::default()).await;
     });
 });

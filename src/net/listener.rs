@@ -3,18 +3,19 @@
 //! stream a session reads and writes (with STARTTLS upgrade).
 //!
 //! Protocol code never touches `TcpListener`: it gets one accepted stream per task, a
-//! connection-limit permit held for the task's lifetime, and a [`Shutdown`] to watch.
+//! connection-limit permit held for the task's lifetime, a [`Shutdown`] to watch and a
+//! [`SessionClock`] that says how long to wait for the client.
 //!
-//! One client cannot lock everybody out: connections are limited per client (an IPv4
-//! address, an IPv6 /64). The global limit stays as a last resort, above what one client
-//! may hold.
+//! Two limits keep one client from locking everybody out: connections per client (an IPv4
+//! address, an IPv6 /64) and a short pre-login timeout. The global limit stays as a last
+//! resort, above what one client may hold.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -50,6 +51,9 @@ pub struct ListenerConfig {
     /// Connections one client (an IPv4 address, an IPv6 /64) may hold at once; one over it
     /// is refused like one over `max_connections`, and other clients are not affected.
     pub max_connections_per_client: usize,
+    /// How long a connection may take to log in (on ports without login: to send its first
+    /// command), TLS handshake included; see [`SessionClock`].
+    pub pre_auth_timeout: Duration,
     /// Written (best effort) to a connection refused for being over a limit, e.g.
     /// `421 4.7.0 too many connections\r\n`. `None` just closes: right for implicit-TLS
     /// ports, where a plaintext line would be garbage to the client.
@@ -65,6 +69,7 @@ impl ListenerConfig {
             name,
             max_connections: 256,
             max_connections_per_client: 50,
+            pre_auth_timeout: Duration::from_secs(30),
             busy_reply: None,
             drain_timeout: Duration::from_secs(10),
         }
@@ -126,7 +131,9 @@ impl Listener {
     }
 
     /// [`Listener::run`] with each connection made a session stream first (see
-    /// [`SessionStream::accepted`]): the shape of every mail port.
+    /// [`SessionStream::accepted`]): the shape of every mail port. The session gets a
+    /// [`SessionClock`] started at accept; the handshake on an implicit-TLS port counts
+    /// against its pre-login time too.
     pub async fn run_sessions<H, F>(
         self,
         shutdown: Shutdown,
@@ -135,18 +142,21 @@ impl Listener {
         handshake_timeout: Duration,
         session: H,
     ) where
-        H: Fn(SessionStream, SocketAddr, Shutdown) -> F + Send + Sync + 'static,
+        H: Fn(SessionStream, SocketAddr, Shutdown, SessionClock) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let session = Arc::new(session);
+        let pre_auth = self.cfg.pre_auth_timeout;
         self.run(shutdown, move |tcp, peer, shutdown| {
+            let clock = SessionClock::starting(pre_auth);
             let session = session.clone();
             let tls = tls.clone();
             async move {
+                let handshake_timeout = clock.read_timeout(handshake_timeout);
                 if let Some(stream) =
                     SessionStream::accepted(tcp, peer, implicit_tls, tls, handshake_timeout).await
                 {
-                    session(stream, peer, shutdown).await;
+                    session(stream, peer, shutdown, clock).await;
                 }
             }
         })
@@ -230,6 +240,41 @@ async fn say_busy(mut stream: TcpStream, line: Vec<u8>) {
         stream.shutdown().await
     })
     .await;
+}
+
+/// How long a session waits for its client. From accept until the session calls
+/// [`SessionClock::working`] (at a successful login; on ports without login at the first
+/// command), reads share the listener's pre-login time, counted from accept; after that
+/// each read gets the session's own idle timeout. So a connection that never logs in is
+/// closed soon, however it trickles its bytes, while a working session keeps its long
+/// timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionClock {
+    /// `None` once working, or when there is no pre-login limit (the default: tests).
+    log_in_by: Option<Instant>,
+}
+
+impl SessionClock {
+    /// A clock for a connection accepted now, with `pre_auth` to log in.
+    pub fn starting(pre_auth: Duration) -> Self {
+        Self {
+            log_in_by: Instant::now().checked_add(pre_auth),
+        }
+    }
+
+    /// The client logged in (or, without login, sent a command): only `idle` applies now.
+    pub fn working(&mut self) {
+        self.log_in_by = None;
+    }
+
+    /// How long the next read may wait, given the session's idle timeout: `idle` once
+    /// working, before that what is left of the pre-login time (never more than `idle`).
+    pub fn read_timeout(&self, idle: Duration) -> Duration {
+        match self.log_in_by {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(idle),
+            None => idle,
+        }
+    }
 }
 
 /// Whom a connection counts against for the per-client limit: an IPv4 address (also when
@@ -487,6 +532,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_clock_allows_the_pre_login_time_until_working() {
+        let idle = Duration::from_secs(300);
+        let mut clock = SessionClock::starting(Duration::from_secs(30));
+        assert!(clock.read_timeout(idle) <= Duration::from_secs(30));
+        // Never longer than the session's own timeout, either.
+        assert_eq!(
+            clock.read_timeout(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        clock.working();
+        assert_eq!(clock.read_timeout(idle), idle);
+        assert_eq!(
+            SessionClock::starting(Duration::ZERO).read_timeout(idle),
+            Duration::ZERO
+        );
+        assert_eq!(SessionClock::default().read_timeout(idle), idle);
+        assert_eq!(
+            SessionClock::starting(Duration::MAX).read_timeout(idle),
+            idle
+        );
+    }
+
     #[tokio::test]
     async fn busy_reply_for_a_client_over_its_limit_only() {
         let mut cfg = ListenerConfig::new(peer("127.0.0.1:0"), "test");
@@ -513,5 +581,33 @@ mod tests {
         assert_eq!(&second, b"BUSY\r\n");
         let (_, other) = connect_from("127.0.0.3:0").await;
         assert_eq!(&other, b"HELLO\r");
+    }
+
+    /// An implicit-TLS connection that never starts its handshake is closed once the
+    /// pre-login time is over, however long the protocol's handshake timeout is.
+    #[tokio::test]
+    async fn a_silent_tls_connection_ends_with_the_pre_login_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        crate::net::tls::ensure_certificate(&cert, &key, "localhost").expect("certificate");
+        let tls = crate::net::tls::server_config(&cert, &key).expect("TLS config");
+        let mut cfg = ListenerConfig::new(peer("127.0.0.1:0"), "test");
+        cfg.pre_auth_timeout = Duration::from_millis(100);
+        let listener = Listener::bind(cfg).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_handle, shutdown) = Shutdown::channel();
+        let hour = Duration::from_secs(3600);
+        tokio::spawn(listener.run_sessions(
+            shutdown,
+            true,
+            Some(tls),
+            hour,
+            |_stream, _peer, _shutdown, _clock| async {},
+        ));
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "the gateway closes the connection");
+        assert!(rest.is_empty());
     }
 }

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::core::model::Agent;
 use crate::login::Logins;
-use crate::net::listener::{Listener, SessionStream, Shutdown};
+use crate::net::listener::{Listener, SessionClock, SessionStream, Shutdown};
 use crate::protocol::login_guard::LoginGuard;
 
 const READ_CHUNK: usize = 8 * 1024;
@@ -139,13 +139,14 @@ pub async fn serve<M: Maildrop>(
             implicit_tls,
             tls,
             timeout,
-            move |stream, peer, shutdown| {
+            move |stream, peer, shutdown, clock| {
                 let cfg = cfg.clone();
                 let logins = logins.clone();
                 let maildrop = maildrop.clone();
                 async move {
                     if let Err(e) =
-                        run_session(stream, Some(peer), cfg, logins, maildrop, shutdown).await
+                        run_session(stream, Some(peer), cfg, logins, maildrop, shutdown, clock)
+                            .await
                     {
                         tracing::debug!(%peer, error = %e, "POP3 session ended with error");
                     }
@@ -163,6 +164,7 @@ pub async fn run_session<S, M>(
     logins: Arc<Logins>,
     maildrop: Arc<M>,
     shutdown: Shutdown,
+    clock: SessionClock,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -181,6 +183,7 @@ where
         logins,
         maildrop,
         shutdown,
+        clock,
         peer,
         errors: 0,
         state: State::Authorization {
@@ -433,6 +436,7 @@ struct Session<S, M> {
     logins: Arc<Logins>,
     maildrop: Arc<M>,
     shutdown: Shutdown,
+    clock: SessionClock,
     peer: Option<SocketAddr>,
     errors: usize,
     state: State,
@@ -451,7 +455,7 @@ where
         self.wire.line("+OK mticket POP3 server ready");
         loop {
             let idle = match self.state {
-                State::Authorization { .. } => self.cfg.login_timeout,
+                State::Authorization { .. } => self.clock.read_timeout(self.cfg.login_timeout),
                 State::Transaction(_) => self.cfg.idle_timeout,
             };
             let input = self
@@ -601,7 +605,7 @@ where
         self.wire.discarding = false;
         let plain = self.wire.stream.take().expect("stream before the upgrade");
         let upgraded = tokio::time::timeout(
-            self.cfg.login_timeout,
+            self.clock.read_timeout(self.cfg.login_timeout),
             plain.upgrade(&TlsAcceptor::from(tls)),
         )
         .await
@@ -747,6 +751,7 @@ where
                     tx.agent.login
                 ));
                 self.state = State::Transaction(Box::new(tx));
+                self.clock.working();
                 Next::Continue
             }
             Err(e) => {
@@ -1024,6 +1029,7 @@ mod tests {
             logins,
             drop,
             shutdown,
+            SessionClock::default(),
         ));
         let (mut r, mut w) = tokio::io::split(client);
         let input = input.into();
@@ -1349,6 +1355,7 @@ mod tests {
             logins,
             sample(),
             shutdown,
+            SessionClock::default(),
         ));
         let started = tokio::time::Instant::now();
         if login {
@@ -1396,6 +1403,7 @@ mod tests {
             logins,
             sample(),
             shutdown,
+            SessionClock::default(),
         ));
         let mut greeting = [0u8; 31];
         client.read_exact(&mut greeting).await.unwrap();
@@ -1454,6 +1462,7 @@ mod tests {
             logins,
             sample(),
             shutdown,
+            SessionClock::default(),
         ));
         // USER after STLS arrives in plaintext and must not count after the handshake.
         client

@@ -23,7 +23,7 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use crate::net::listener::{Listener, ListenerError, SessionStream, Shutdown};
+use crate::net::listener::{Listener, ListenerError, SessionClock, SessionStream, Shutdown};
 use crate::protocol::login_guard::LoginGuard;
 
 /// Longest command line accepted, CRLF included (RFC 5321 asks for at least 512).
@@ -159,11 +159,13 @@ pub async fn serve<K: MailService>(
             implicit_tls,
             tls,
             timeout,
-            move |stream, peer, shutdown| {
+            move |stream, peer, shutdown, clock| {
                 let cfg = cfg.clone();
                 let sink = sink.clone();
                 async move {
-                    if let Err(e) = run_session(stream, Some(peer), cfg, sink, shutdown).await {
+                    if let Err(e) =
+                        run_session(stream, Some(peer), cfg, sink, shutdown, clock).await
+                    {
                         tracing::debug!(%peer, error = %e, "SMTP session ended with error");
                     }
                 }
@@ -179,6 +181,7 @@ pub async fn run_session<S, K>(
     cfg: Arc<SmtpConfig>,
     sink: Arc<K>,
     shutdown: Shutdown,
+    clock: SessionClock,
 ) -> Result<(), SmtpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -189,6 +192,7 @@ where
         cfg,
         sink,
         shutdown,
+        clock,
         peer,
         inbuf: Vec::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(512),
@@ -231,6 +235,7 @@ struct Session<S, K: MailService> {
     cfg: Arc<SmtpConfig>,
     sink: Arc<K>,
     shutdown: Shutdown,
+    clock: SessionClock,
     peer: Option<SocketAddr>,
     /// Unprocessed input; never more than one command line plus one read chunk.
     inbuf: Vec<u8>,
@@ -338,9 +343,10 @@ where
             return Ok(Input::Eof);
         };
         let mut chunk = [0u8; READ_CHUNK];
+        let timeout = self.clock.read_timeout(self.cfg.idle_timeout);
         let read = tokio::select! {
             _ = self.shutdown.wait() => return Ok(Input::Shutdown),
-            r = tokio::time::timeout(self.cfg.idle_timeout, stream.read(&mut chunk)) => r,
+            r = tokio::time::timeout(timeout, stream.read(&mut chunk)) => r,
         };
         match read {
             Err(_) => Ok(Input::Timeout),
@@ -401,6 +407,9 @@ where
                 return Ok(Step::Continue);
             }
         };
+        if self.cfg.auth.is_none() {
+            self.clock.working();
+        }
         let lmtp = self.cfg.mode == Mode::Lmtp;
         match request {
             Request::Ehlo { host } | Request::Helo { host } if lmtp => {
@@ -663,6 +672,7 @@ where
                 policy.guard.succeeded(ip, user);
                 tracing::info!(peer = ?self.peer, login = user, "agent logged in");
                 self.agent = Some(agent);
+                self.clock.working();
                 self.reply(235, "2.7.0", "authentication successful");
             }
             Ok(None) => {
@@ -698,7 +708,8 @@ where
             return Ok(Step::Close);
         };
         let acceptor = TlsAcceptor::from(tls);
-        match tokio::time::timeout(self.cfg.idle_timeout, plain.upgrade(&acceptor)).await {
+        let timeout = self.clock.read_timeout(self.cfg.idle_timeout);
+        match tokio::time::timeout(timeout, plain.upgrade(&acceptor)).await {
             Ok(Ok(stream)) => {
                 self.stream = Some(stream);
                 // The session starts over (RFC 3207 §4.2).
@@ -960,6 +971,7 @@ mod tests {
             Arc::new(cfg),
             sink.clone(),
             shutdown,
+            SessionClock::default(),
         ));
         let (rd, wr) = tokio::io::split(client);
         let mut c = Client {
