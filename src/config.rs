@@ -8,6 +8,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::net::listener::ListenerConfig;
+
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/mticket.toml";
 
@@ -47,7 +49,8 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// Listen addresses; an empty string switches a listener off.
+/// Listen addresses (an empty string switches a listener off) and the connection limits
+/// every listener applies.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
@@ -59,6 +62,11 @@ pub struct Listen {
     pub pop3s: String,
     pub inbound: String,
     pub lmtp: String,
+    /// Connections one client (an IPv4 address, an IPv6 /64) may hold on each listener.
+    pub max_connections_per_client: usize,
+    /// How long a new connection may take to log in (inbound and LMTP: to send a command).
+    #[serde(with = "humantime_serde_compat")]
+    pub pre_auth_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +154,8 @@ impl Default for Config {
                 pop3s: "127.0.0.1:1995".into(),
                 inbound: "127.0.0.1:2525".into(),
                 lmtp: "127.0.0.1:2424".into(),
+                max_connections_per_client: 50,
+                pre_auth_timeout: Duration::from_secs(30),
             },
             intake: Intake {
                 poll_interval: Duration::from_secs(60),
@@ -188,6 +198,8 @@ pub enum ConfigError {
     BadListen { name: &'static str, value: String },
     #[error("configuration: hostname must not be empty")]
     NoHostname,
+    #[error("configuration: listen.{0} must be more than 0")]
+    ZeroLimit(&'static str),
 }
 
 impl Config {
@@ -213,6 +225,12 @@ impl Config {
         for (name, _) in self.listen.all() {
             self.listen.addr(name)?;
         }
+        if self.listen.max_connections_per_client == 0 {
+            return Err(ConfigError::ZeroLimit("max_connections_per_client"));
+        }
+        if self.listen.pre_auth_timeout.is_zero() {
+            return Err(ConfigError::ZeroLimit("pre_auth_timeout"));
+        }
         Ok(())
     }
 
@@ -228,6 +246,14 @@ impl Config {
 }
 
 impl Listen {
+    /// The settings of listener `name` on `addr`, with this section's connection limits.
+    pub fn listener(&self, addr: SocketAddr, name: &'static str) -> ListenerConfig {
+        let mut cfg = ListenerConfig::new(addr, name);
+        cfg.max_connections_per_client = self.max_connections_per_client;
+        cfg.pre_auth_timeout = self.pre_auth_timeout;
+        cfg
+    }
+
     pub fn all(&self) -> [(&'static str, &str); 8] {
         [
             ("submission", &self.submission),
@@ -295,6 +321,25 @@ mod tests {
         c.listen.imap = String::new();
         assert_eq!(c.listen.addr("imap").unwrap(), None);
         c.listen.imap = "nonsense".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn listeners_take_the_connection_limits() {
+        let mut c = Config::default();
+        c.listen.max_connections_per_client = 7;
+        c.listen.pre_auth_timeout = Duration::from_secs(3);
+        let lc = c
+            .listen
+            .listener("127.0.0.1:25".parse().unwrap(), "inbound");
+        assert_eq!(lc.max_connections_per_client, 7);
+        assert_eq!(lc.pre_auth_timeout, Duration::from_secs(3));
+        // With the defaults, one client alone cannot fill a listener.
+        let d = Config::default()
+            .listen
+            .listener("127.0.0.1:25".parse().unwrap(), "inbound");
+        assert!(d.max_connections_per_client < d.max_connections);
+        c.listen.max_connections_per_client = 0;
         assert!(c.validate().is_err());
     }
 }

@@ -22,7 +22,7 @@ use mticket::login::Logins;
 use mticket::protocol::imap_server::{ImapConfig, run_session};
 use mticket::mailbox::view::Mailbox;
 use mticket::protocol::login_guard::{GuardConfig, LoginGuard};
-use mticket::net::listener::{SessionStream, Shutdown};
+use mticket::net::listener::{SessionClock, SessionStream, Shutdown};
 use mticket::store::{Actor, NewAgent, QueueSettings, Store};
 use mticket_fuzz::{RUNTIME, Script, read_size};
 
@@ -200,7 +200,7 @@ fuzz_target!(|data: &[u8]| {
         let logins = Arc::new(Logins::new(store.clone()));
         let (_keep, shutdown) = Shutdown::channel();
         let stream = SessionStream::Plain(Script::new(&script, chunk));
-        let _ = run_session(stream, None, Arc::new(cfg), logins, mailbox, shutdown).await;
+        let _ = run_session(stream, None, Arc::new(cfg), logins, mailbox, shutdown, SessionClock::default()).await;
         store.close().await;
     });
 });

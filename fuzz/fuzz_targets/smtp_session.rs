@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mticket::net::listener::{SessionStream, Shutdown};
+use mticket::net::listener::{SessionClock, SessionStream, Shutdown};
 use mticket::protocol::login_guard::{Checked, GuardConfig, LoginGuard};
 use mticket::protocol::smtp_server::{
     AuthPolicy, DeliverError, MailService, Mode, SmtpConfig, Unavailable, run_session,
@@ -114,6 +114,6 @@ fuzz_target!(|data: &[u8]| {
     RUNTIME.block_on(async {
         let (_keep, shutdown) = Shutdown::channel();
         let stream = SessionStream::Plain(Script::new(input, chunk));
-        let _ = run_session(stream, None, Arc::new(cfg), service, shutdown).await;
+        let _ = run_session(stream, None, Arc::new(cfg), service, shutdown, SessionClock::default()).await;
     });
 });

@@ -1,21 +1,27 @@
-//! The one accept loop every protocol edge uses (inbound SMTP/LMTP now; submission, IMAP and
-//! the POP3 server later), the graceful-shutdown signal they share, and [`SessionStream`], the
-//! plain-or-TLS stream a session reads and writes (with STARTTLS upgrade).
+//! The one accept loop every protocol edge uses (inbound SMTP/LMTP, submission, IMAP and
+//! POP3), the graceful-shutdown signal they share, and [`SessionStream`], the plain-or-TLS
+//! stream a session reads and writes (with STARTTLS upgrade).
 //!
 //! Protocol code never touches `TcpListener`: it gets one accepted stream per task, a
-//! connection-limit permit held for the task's lifetime, and a [`Shutdown`] to watch.
+//! connection-limit permit held for the task's lifetime, a [`Shutdown`] to watch and a
+//! [`SessionClock`] that says how long to wait for the client.
+//!
+//! Two limits keep one client from locking everybody out: connections per client (an IPv4
+//! address, an IPv6 /64) and a short pre-login timeout. The global limit stays as a last
+//! resort, above what one client may hold.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub use super::stream::SessionStream;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -40,8 +46,15 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Protocol label used in log lines, e.g. "smtp-inbound".
     pub name: &'static str,
+    /// All connections at once: the last resort, above what one client may hold.
     pub max_connections: usize,
-    /// Written (best effort) to a connection refused for being over `max_connections`, e.g.
+    /// Connections one client (an IPv4 address, an IPv6 /64) may hold at once; one over it
+    /// is refused like one over `max_connections`, and other clients are not affected.
+    pub max_connections_per_client: usize,
+    /// How long a connection may take to log in (on ports without login: to send its first
+    /// command), TLS handshake included; see [`SessionClock`].
+    pub pre_auth_timeout: Duration,
+    /// Written (best effort) to a connection refused for being over a limit, e.g.
     /// `421 4.7.0 too many connections\r\n`. `None` just closes: right for implicit-TLS
     /// ports, where a plaintext line would be garbage to the client.
     pub busy_reply: Option<Vec<u8>>,
@@ -55,6 +68,8 @@ impl ListenerConfig {
             addr,
             name,
             max_connections: 256,
+            max_connections_per_client: 50,
+            pre_auth_timeout: Duration::from_secs(30),
             busy_reply: None,
             drain_timeout: Duration::from_secs(10),
         }
@@ -116,7 +131,9 @@ impl Listener {
     }
 
     /// [`Listener::run`] with each connection made a session stream first (see
-    /// [`SessionStream::accepted`]): the shape of every mail port.
+    /// [`SessionStream::accepted`]): the shape of every mail port. The session gets a
+    /// [`SessionClock`] started at accept; the handshake on an implicit-TLS port counts
+    /// against its pre-login time too.
     pub async fn run_sessions<H, F>(
         self,
         shutdown: Shutdown,
@@ -125,18 +142,21 @@ impl Listener {
         handshake_timeout: Duration,
         session: H,
     ) where
-        H: Fn(SessionStream, SocketAddr, Shutdown) -> F + Send + Sync + 'static,
+        H: Fn(SessionStream, SocketAddr, Shutdown, SessionClock) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let session = Arc::new(session);
+        let pre_auth = self.cfg.pre_auth_timeout;
         self.run(shutdown, move |tcp, peer, shutdown| {
+            let clock = SessionClock::starting(pre_auth);
             let session = session.clone();
             let tls = tls.clone();
             async move {
+                let handshake_timeout = clock.read_timeout(handshake_timeout);
                 if let Some(stream) =
                     SessionStream::accepted(tcp, peer, implicit_tls, tls, handshake_timeout).await
                 {
-                    session(stream, peer, shutdown).await;
+                    session(stream, peer, shutdown, clock).await;
                 }
             }
         })
@@ -151,7 +171,7 @@ impl Listener {
         F: Future<Output = ()> + Send + 'static,
     {
         let name = self.cfg.name;
-        let limit = Arc::new(Semaphore::new(self.cfg.max_connections.max(1)));
+        let gate = Gate::new(&self.cfg);
         let mut sessions = JoinSet::new();
         let mut backoff = Duration::ZERO;
         let local = self.tcp.local_addr().ok();
@@ -181,18 +201,9 @@ impl Listener {
                     }
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(listener = name, %peer, "connection refused: too many connections");
+            let Some(admission) = gate.admit(name, peer) else {
                 if let Some(line) = self.cfg.busy_reply.clone() {
-                    // Own task with a short timeout so a slow peer cannot stall accepting.
-                    sessions.spawn(async move {
-                        let mut stream = stream;
-                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                            stream.write_all(&line).await?;
-                            stream.shutdown().await
-                        })
-                        .await;
-                    });
+                    sessions.spawn(say_busy(stream, line));
                 }
                 continue;
             };
@@ -201,7 +212,7 @@ impl Listener {
             sessions.spawn(async move {
                 fut.await;
                 tracing::debug!(listener = name, %peer, "connection closed");
-                drop(permit);
+                drop(admission);
             });
         }
 
@@ -219,6 +230,155 @@ impl Listener {
             sessions.shutdown().await;
         }
     }
+}
+
+/// The busy reply to a refused connection, then close. In its own task with a short
+/// timeout, so a slow peer cannot stall accepting.
+async fn say_busy(mut stream: TcpStream, line: Vec<u8>) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.write_all(&line).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// How long a session waits for its client. From accept until the session calls
+/// [`SessionClock::working`] (at a successful login; on ports without login at the first
+/// command), reads share the listener's pre-login time, counted from accept; after that
+/// each read gets the session's own idle timeout. So a connection that never logs in is
+/// closed soon, however it trickles its bytes, while a working session keeps its long
+/// timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionClock {
+    /// `None` once working, or when there is no pre-login limit (the default: tests).
+    log_in_by: Option<Instant>,
+}
+
+impl SessionClock {
+    /// A clock for a connection accepted now, with `pre_auth` to log in.
+    pub fn starting(pre_auth: Duration) -> Self {
+        Self {
+            log_in_by: Instant::now().checked_add(pre_auth),
+        }
+    }
+
+    /// The client logged in (or, without login, sent a command): only `idle` applies now.
+    pub fn working(&mut self) {
+        self.log_in_by = None;
+    }
+
+    /// How long the next read may wait, given the session's idle timeout: `idle` once
+    /// working, before that what is left of the pre-login time (never more than `idle`).
+    pub fn read_timeout(&self, idle: Duration) -> Duration {
+        match self.log_in_by {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(idle),
+            None => idle,
+        }
+    }
+}
+
+/// Whom a connection counts against for the per-client limit: an IPv4 address (also when
+/// mapped into IPv6), or an IPv6 /64, since one IPv6 host is usually given a whole /64.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(Ipv6Addr::from(segments))
+        }
+        v4 => v4,
+    }
+}
+
+/// Open connections per client, shared by the accept loop and the sessions it spawned.
+type Clients = Arc<Mutex<HashMap<IpAddr, ClientCount>>>;
+
+#[derive(Debug, Default)]
+struct ClientCount {
+    open: usize,
+    /// Refused since the client's first open connection: logged at 1, 2, 4, 8, … so a
+    /// flood is seen in the log without filling it.
+    refused: u64,
+}
+
+/// The accept loop's two limits: connections per client, and all connections.
+struct Gate {
+    all: Arc<Semaphore>,
+    clients: Clients,
+    per_client: usize,
+}
+
+/// A session's places under both limits, given back when its task drops it.
+struct Admission {
+    _place: ClientPlace,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct ClientPlace {
+    client: IpAddr,
+    clients: Clients,
+}
+
+impl Gate {
+    fn new(cfg: &ListenerConfig) -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            clients: Clients::default(),
+            per_client: cfg.max_connections_per_client.max(1),
+        }
+    }
+
+    /// Places for a connection from `peer`, or `None` (logged) when it is over a limit.
+    fn admit(&self, listener: &'static str, peer: SocketAddr) -> Option<Admission> {
+        let client = client_of(peer.ip());
+        {
+            let mut clients = lock(&self.clients);
+            let count = clients.entry(client).or_default();
+            if count.open >= self.per_client {
+                count.refused += 1;
+                if count.refused.is_power_of_two() {
+                    tracing::warn!(
+                        listener,
+                        %peer,
+                        refused = count.refused,
+                        "connection refused: too many connections from this client"
+                    );
+                }
+                return None;
+            }
+            count.open += 1;
+        }
+        // From here on, dropping the place gives it back, also when the global limit refuses.
+        let place = ClientPlace {
+            client,
+            clients: self.clients.clone(),
+        };
+        let Ok(permit) = self.all.clone().try_acquire_owned() else {
+            tracing::warn!(listener, %peer, "connection refused: too many connections");
+            return None;
+        };
+        Some(Admission {
+            _place: place,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut clients = lock(&self.clients);
+        if let Some(count) = clients.get_mut(&self.client) {
+            count.open = count.open.saturating_sub(1);
+            if count.open == 0 {
+                clients.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Nothing panics while holding the lock, so a poisoned one still holds correct counts.
+fn lock(clients: &Clients) -> std::sync::MutexGuard<'_, HashMap<IpAddr, ClientCount>> {
+    clients.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn is_per_connection_error(e: &io::Error) -> bool {
@@ -311,5 +471,143 @@ mod tests {
         first.read_to_end(&mut rest).await.expect("bye");
         assert_eq!(rest, b"BYE\r\n");
         task.await.expect("listener ends");
+    }
+
+    fn peer(addr: &str) -> SocketAddr {
+        addr.parse().expect("socket address")
+    }
+
+    #[test]
+    fn one_client_over_its_limit_leaves_others_their_places() {
+        let mut cfg = ListenerConfig::new(peer("127.0.0.1:0"), "test");
+        cfg.max_connections = 5;
+        cfg.max_connections_per_client = 2;
+        let gate = Gate::new(&cfg);
+        let first = gate.admit("test", peer("192.0.2.1:1000"));
+        let second = gate.admit("test", peer("192.0.2.1:1001"));
+        assert!(first.is_some() && second.is_some());
+        assert!(gate.admit("test", peer("192.0.2.1:1002")).is_none());
+        // The same address mapped into IPv6 is the same client.
+        assert!(
+            gate.admit("test", peer("[::ffff:192.0.2.1]:1003"))
+                .is_none()
+        );
+        let other = gate.admit("test", peer("192.0.2.2:1000"));
+        assert!(other.is_some());
+        drop(first);
+        let again = gate.admit("test", peer("192.0.2.1:1004"));
+        assert!(again.is_some(), "a closed connection gives its place back");
+        drop((second, again, other));
+        assert!(
+            lock(&gate.clients).is_empty(),
+            "no client is remembered without connections"
+        );
+    }
+
+    #[test]
+    fn the_global_limit_stays_and_gives_the_client_place_back() {
+        let mut cfg = ListenerConfig::new(peer("127.0.0.1:0"), "test");
+        cfg.max_connections = 2;
+        cfg.max_connections_per_client = 2;
+        let gate = Gate::new(&cfg);
+        let a = gate.admit("test", peer("192.0.2.1:1000"));
+        let b = gate.admit("test", peer("192.0.2.2:1000"));
+        assert!(a.is_some() && b.is_some());
+        assert!(gate.admit("test", peer("192.0.2.3:1000")).is_none());
+        assert!(!lock(&gate.clients).contains_key(&client_of(peer("192.0.2.3:1").ip())));
+        drop(a);
+        assert!(gate.admit("test", peer("192.0.2.3:1000")).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_network() {
+        let a = client_of(peer("[2001:db8:1:2:aaaa::1]:1").ip());
+        let b = client_of(peer("[2001:db8:1:2:bbbb::2]:1").ip());
+        let c = client_of(peer("[2001:db8:1:3::1]:1").ip());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            client_of(peer("[::ffff:10.0.0.1]:1").ip()),
+            peer("10.0.0.1:1").ip()
+        );
+    }
+
+    #[test]
+    fn the_clock_allows_the_pre_login_time_until_working() {
+        let idle = Duration::from_secs(300);
+        let mut clock = SessionClock::starting(Duration::from_secs(30));
+        assert!(clock.read_timeout(idle) <= Duration::from_secs(30));
+        // Never longer than the session's own timeout, either.
+        assert_eq!(
+            clock.read_timeout(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        clock.working();
+        assert_eq!(clock.read_timeout(idle), idle);
+        assert_eq!(
+            SessionClock::starting(Duration::ZERO).read_timeout(idle),
+            Duration::ZERO
+        );
+        assert_eq!(SessionClock::default().read_timeout(idle), idle);
+        assert_eq!(
+            SessionClock::starting(Duration::MAX).read_timeout(idle),
+            idle
+        );
+    }
+
+    #[tokio::test]
+    async fn busy_reply_for_a_client_over_its_limit_only() {
+        let mut cfg = ListenerConfig::new(peer("127.0.0.1:0"), "test");
+        cfg.max_connections_per_client = 1;
+        cfg.busy_reply = Some(b"BUSY\r\n".to_vec());
+        let listener = Listener::bind(cfg).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_handle, shutdown) = Shutdown::channel();
+        tokio::spawn(listener.run(shutdown, |mut s, _peer, mut sd| async move {
+            let _ = s.write_all(b"HELLO\r\n").await;
+            sd.wait().await;
+        }));
+        let connect_from = |source: &'static str| async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind(peer(source)).expect("bind source address");
+            let mut stream = socket.connect(addr).await.expect("connect");
+            let mut line = [0u8; 6];
+            stream.read_exact(&mut line).await.expect("read");
+            (stream, line)
+        };
+        let (_held, first) = connect_from("127.0.0.2:0").await;
+        assert_eq!(&first, b"HELLO\r");
+        let (_, second) = connect_from("127.0.0.2:0").await;
+        assert_eq!(&second, b"BUSY\r\n");
+        let (_, other) = connect_from("127.0.0.3:0").await;
+        assert_eq!(&other, b"HELLO\r");
+    }
+
+    /// An implicit-TLS connection that never starts its handshake is closed once the
+    /// pre-login time is over, however long the protocol's handshake timeout is.
+    #[tokio::test]
+    async fn a_silent_tls_connection_ends_with_the_pre_login_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        crate::net::tls::ensure_certificate(&cert, &key, "localhost").expect("certificate");
+        let tls = crate::net::tls::server_config(&cert, &key).expect("TLS config");
+        let mut cfg = ListenerConfig::new(peer("127.0.0.1:0"), "test");
+        cfg.pre_auth_timeout = Duration::from_millis(100);
+        let listener = Listener::bind(cfg).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_handle, shutdown) = Shutdown::channel();
+        let hour = Duration::from_secs(3600);
+        tokio::spawn(listener.run_sessions(
+            shutdown,
+            true,
+            Some(tls),
+            hour,
+            |_stream, _peer, _shutdown, _clock| async {},
+        ));
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "the gateway closes the connection");
+        assert!(rest.is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! TLS configuration shared by every protocol edge: the process-wide crypto provider,
 //! client configs (public roots plus a queue's own CA), server configs from PEM files, and
-//! the self-signed certificate generated on first start (SPEC §2).
+//! the self-signed certificate generated on first start (see the README, `tls.cert`).
 //!
 //! There is deliberately no "skip verification" option: a self-signed upstream is trusted by
 //! adding its certificate as an extra CA.

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::core::model::Agent;
 use crate::login::Logins;
-use crate::net::listener::{Listener, SessionStream, Shutdown};
+use crate::net::listener::{Listener, SessionClock, SessionStream, Shutdown};
 use crate::protocol::line::{LineBuffer, TooLong};
 use crate::protocol::login_guard::{LoginGuard, LoginOutcome};
 
@@ -148,13 +148,14 @@ pub async fn serve<M: Maildrop>(
             implicit_tls,
             tls,
             timeout,
-            move |stream, peer, shutdown| {
+            move |stream, peer, shutdown, clock| {
                 let cfg = cfg.clone();
                 let logins = logins.clone();
                 let maildrop = maildrop.clone();
                 async move {
                     if let Err(e) =
-                        run_session(stream, Some(peer), cfg, logins, maildrop, shutdown).await
+                        run_session(stream, Some(peer), cfg, logins, maildrop, shutdown, clock)
+                            .await
                     {
                         tracing::debug!(%peer, error = %e, "POP3 session ended with error");
                     }
@@ -172,6 +173,7 @@ pub async fn run_session<S, M>(
     logins: Arc<Logins>,
     maildrop: Arc<M>,
     shutdown: Shutdown,
+    clock: SessionClock,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -188,6 +190,7 @@ where
         logins,
         maildrop,
         shutdown,
+        clock,
         peer,
         errors: 0,
         state: State::Authorization {
@@ -422,6 +425,7 @@ struct Session<S, M> {
     logins: Arc<Logins>,
     maildrop: Arc<M>,
     shutdown: Shutdown,
+    clock: SessionClock,
     peer: Option<SocketAddr>,
     errors: usize,
     state: State,
@@ -440,7 +444,7 @@ where
         self.wire.line("+OK mticket POP3 server ready");
         loop {
             let idle = match self.state {
-                State::Authorization { .. } => self.cfg.login_timeout,
+                State::Authorization { .. } => self.clock.read_timeout(self.cfg.login_timeout),
                 State::Transaction(_) => self.cfg.idle_timeout,
             };
             let input = self
@@ -589,7 +593,7 @@ where
         self.wire.input.clear();
         let plain = self.wire.stream.take().expect("stream before the upgrade");
         let upgraded = tokio::time::timeout(
-            self.cfg.login_timeout,
+            self.clock.read_timeout(self.cfg.login_timeout),
             plain.upgrade(&TlsAcceptor::from(tls)),
         )
         .await
@@ -723,6 +727,7 @@ where
                     tx.agent.login
                 ));
                 self.state = State::Transaction(Box::new(tx));
+                self.clock.working();
                 Next::Continue
             }
             Err(e) => {
@@ -995,6 +1000,7 @@ mod tests {
             logins,
             drop,
             shutdown,
+            SessionClock::default(),
         ));
         let (mut r, mut w) = tokio::io::split(client);
         let input = input.into();
@@ -1341,6 +1347,7 @@ mod tests {
             logins,
             sample(),
             shutdown,
+            SessionClock::default(),
         ));
         let started = tokio::time::Instant::now();
         if login {
@@ -1388,6 +1395,7 @@ mod tests {
             logins,
             sample(),
             shutdown,
+            SessionClock::default(),
         ));
         let mut greeting = [0u8; 31];
         client.read_exact(&mut greeting).await.unwrap();
@@ -1446,6 +1454,7 @@ mod tests {
             logins,
             sample(),
             shutdown,
+            SessionClock::default(),
         ));
         // USER after STLS arrives in plaintext and must not count after the handshake.
         client

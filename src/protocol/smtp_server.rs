@@ -23,7 +23,7 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use crate::net::listener::{Listener, ListenerError, SessionStream, Shutdown};
+use crate::net::listener::{Listener, ListenerError, SessionClock, SessionStream, Shutdown};
 use crate::protocol::line::{LineBuffer, TooLong};
 use crate::protocol::login_guard::{Checked, LoginGuard, LoginOutcome};
 
@@ -227,11 +227,13 @@ pub async fn serve<K: MailService>(
             implicit_tls,
             tls,
             timeout,
-            move |stream, peer, shutdown| {
+            move |stream, peer, shutdown, clock| {
                 let cfg = cfg.clone();
                 let sink = sink.clone();
                 async move {
-                    if let Err(e) = run_session(stream, Some(peer), cfg, sink, shutdown).await {
+                    if let Err(e) =
+                        run_session(stream, Some(peer), cfg, sink, shutdown, clock).await
+                    {
                         tracing::debug!(%peer, error = %e, "SMTP session ended with error");
                     }
                 }
@@ -247,6 +249,7 @@ pub async fn run_session<S, K>(
     cfg: Arc<SmtpConfig>,
     sink: Arc<K>,
     shutdown: Shutdown,
+    clock: SessionClock,
 ) -> Result<(), SmtpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -257,6 +260,7 @@ where
         cfg,
         sink,
         shutdown,
+        clock,
         peer,
         input: LineBuffer::new(READ_CHUNK),
         out: Vec::with_capacity(512),
@@ -299,6 +303,7 @@ struct Session<S, K: MailService> {
     cfg: Arc<SmtpConfig>,
     sink: Arc<K>,
     shutdown: Shutdown,
+    clock: SessionClock,
     peer: Option<SocketAddr>,
     /// Unprocessed input; never more than one command line plus one read chunk.
     input: LineBuffer,
@@ -407,9 +412,10 @@ where
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Input::Eof);
         };
+        let timeout = self.clock.read_timeout(self.cfg.idle_timeout);
         let read = tokio::select! {
             _ = self.shutdown.wait() => return Ok(Input::Shutdown),
-            r = tokio::time::timeout(self.cfg.idle_timeout, self.input.read_from(stream)) => r,
+            r = tokio::time::timeout(timeout, self.input.read_from(stream)) => r,
         };
         match read {
             Err(_) => Ok(Input::Timeout),
@@ -467,6 +473,9 @@ where
                 return Ok(Step::Continue);
             }
         };
+        if self.cfg.auth.is_none() {
+            self.clock.working();
+        }
         let lmtp = self.cfg.mode == Mode::Lmtp;
         match request {
             Request::Ehlo { host } | Request::Helo { host } if lmtp => {
@@ -714,6 +723,7 @@ where
         match policy.guard.attempt(self.peer, user, check).await {
             LoginOutcome::LoggedIn(agent) => {
                 self.agent = Some(agent);
+                self.clock.working();
                 self.reply(235, "2.7.0", "authentication successful");
             }
             LoginOutcome::Refused => self.error(535, "5.7.8", "authentication credentials invalid"),
@@ -753,7 +763,8 @@ where
             return Ok(Step::Close);
         };
         let acceptor = TlsAcceptor::from(tls);
-        match tokio::time::timeout(self.cfg.idle_timeout, plain.upgrade(&acceptor)).await {
+        let timeout = self.clock.read_timeout(self.cfg.idle_timeout);
+        match tokio::time::timeout(timeout, plain.upgrade(&acceptor)).await {
             Ok(Ok(stream)) => {
                 self.stream = Some(stream);
                 // The session starts over (RFC 3207 §4.2).
@@ -998,6 +1009,7 @@ mod tests {
             Arc::new(cfg),
             sink.clone(),
             shutdown,
+            SessionClock::default(),
         ));
         let (rd, wr) = tokio::io::split(client);
         let mut c = Client {

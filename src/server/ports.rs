@@ -105,7 +105,7 @@ impl Ports<'_> {
         let Some(addr) = self.config.listen.addr(port.name)? else {
             return Ok(());
         };
-        let settings = listener_config(port, addr);
+        let settings = listener_config(self.config, port, addr);
         let mut bound = Some(
             Listener::bind(settings.clone())
                 .await
@@ -238,8 +238,8 @@ impl Ports<'_> {
 }
 
 /// The listener's settings for `port` at `addr`: the one place they are made.
-fn listener_config(port: Port, addr: SocketAddr) -> ListenerConfig {
-    let mut settings = ListenerConfig::new(addr, port.name);
+fn listener_config(config: &Config, port: Port, addr: SocketAddr) -> ListenerConfig {
+    let mut settings = config.listen.listener(addr, port.name);
     // On an implicit-TLS port a plain line would be garbage to the client: just close.
     if !port.implicit_tls {
         settings.busy_reply = Some(port.busy_reply.to_vec());

@@ -72,6 +72,12 @@ pub struct Options {
     pub allow_plain_on_loopback: bool,
     /// Another gateway's database, for a second instance beside it (`Gateway::db_url`).
     pub database_url: Option<String>,
+    /// `listen.max_connections_per_client`; `None` keeps the gateway's default. The tests'
+    /// clients all connect from 127.0.0.1, where a real gateway's come from many addresses,
+    /// so the tests' default is above the global limit.
+    pub max_connections_per_client: Option<usize>,
+    /// `listen.pre_auth_timeout`; `None` keeps the gateway's default.
+    pub pre_auth_timeout: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -87,6 +93,8 @@ impl Default for Options {
             submission_host: "127.0.0.1",
             allow_plain_on_loopback: false,
             database_url: None,
+            max_connections_per_client: Some(10_000),
+            pre_auth_timeout: None,
         }
     }
 }
@@ -112,6 +120,13 @@ impl Gateway {
             Some(url) => url,
             None => db::url_for(opts.backend.unwrap_or(db::backend()), dir.path()),
         };
+        let mut limits = String::new();
+        if let Some(n) = opts.max_connections_per_client {
+            limits.push_str(&format!("max_connections_per_client = {n}\n"));
+        }
+        if let Some(t) = opts.pre_auth_timeout {
+            limits.push_str(&format!("pre_auth_timeout = \"{t}\"\n"));
+        }
         let text = format!(
             r#"hostname = "gateway.example.test"
 locale = "{locale}"
@@ -129,7 +144,7 @@ pop3 = "127.0.0.1:{pop3_port}"
 pop3s = "127.0.0.1:{pop3s_port}"
 inbound = "127.0.0.1:{inbound_port}"
 lmtp = "127.0.0.1:{lmtp_port}"
-[intake]
+{limits}[intake]
 poll_interval = "{poll}"
 max_message_size = "{max}"
 [autoresponder]

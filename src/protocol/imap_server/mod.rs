@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::core::model::Agent;
 use crate::login::Logins;
 use crate::mailbox::view::Mailbox;
-use crate::net::listener::{Listener, SessionStream, Shutdown};
+use crate::net::listener::{Listener, SessionClock, SessionStream, Shutdown};
 use crate::protocol::login_guard::{LoginGuard, LoginOutcome};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -108,6 +108,7 @@ struct Session<S> {
     server: Server,
     cfg: Arc<ImapConfig>,
     shutdown: Shutdown,
+    clock: SessionClock,
     peer: Option<SocketAddr>,
     buf: Vec<u8>,
     errors: usize,
@@ -156,13 +157,13 @@ pub async fn serve(
             implicit_tls,
             tls,
             timeout,
-            move |stream, peer, shutdown| {
+            move |stream, peer, shutdown, clock| {
                 let cfg = cfg.clone();
                 let logins = logins.clone();
                 let mailbox = mailbox.clone();
                 async move {
                     if let Err(e) =
-                        run_session(stream, Some(peer), cfg, logins, mailbox, shutdown).await
+                        run_session(stream, Some(peer), cfg, logins, mailbox, shutdown, clock).await
                     {
                         tracing::debug!(%peer, error = %e, "IMAP session ended with error");
                     }
@@ -180,6 +181,7 @@ pub async fn run_session<S>(
     logins: Arc<Logins>,
     mailbox: Mailbox,
     shutdown: Shutdown,
+    clock: SessionClock,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -199,6 +201,7 @@ where
         server: Server::new(options(&cfg), greeting),
         cfg,
         shutdown,
+        clock,
         peer,
         buf: vec![0; READ_CHUNK],
         errors: 0,
@@ -404,7 +407,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             .idle_timeout
                             .saturating_sub(self.idle_since.elapsed())
                     } else if self.agent.is_none() {
-                        LOGIN_TIMEOUT.min(self.cfg.idle_timeout)
+                        self.clock
+                            .read_timeout(LOGIN_TIMEOUT.min(self.cfg.idle_timeout))
                     } else {
                         self.cfg.idle_timeout
                     };
@@ -685,6 +689,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             LoginOutcome::LoggedIn(session) => {
                 self.slot = Some(session.slot);
                 self.agent = Some(session.agent);
+                self.clock.working();
                 (true, "logged in")
             }
             LoginOutcome::Refused => (false, "wrong login or password"),
@@ -731,7 +736,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn upgrade(&mut self) -> Result<(), SessionError> {
         let tls = self.cfg.tls.clone().expect("offered only with TLS");
         let stream = self.stream.take().expect("stream before the upgrade");
-        let upgraded = stream.upgrade(&TlsAcceptor::from(tls)).await?;
+        let timeout = self.clock.read_timeout(LOGIN_TIMEOUT);
+        let upgraded = tokio::time::timeout(timeout, stream.upgrade(&TlsAcceptor::from(tls)))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
         self.stream = Some(upgraded);
         // A fresh state sends a greeting first: that one is dropped, not written.
         let greeting = Greeting::ok(None, "mticket ready").expect("valid greeting");
@@ -905,6 +913,7 @@ mod tests {
             Arc::new(Logins::new(store)),
             mailbox,
             shutdown,
+            SessionClock::default(),
         ));
         let (mut r, mut w) = tokio::io::split(client);
         for l in lines {
