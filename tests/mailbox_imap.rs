@@ -3,45 +3,11 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::process::Command;
-
-use support::gateway::{Gateway, Options};
-
-/// Runs an imaplib script with the gateway's IMAP ports, certificate and inbound SMTP port
-/// as arguments and anna's password in the environment; returns what it printed.
-/// What every script starts with: the modules, the arguments, a TLS context trusting the
-/// gateway's certificate.
-const PRELUDE: &str = r#"
-import email, email.policy, imaplib, os, re, smtplib, ssl, sys, time
-port, tls_port, cafile, inbound = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
-"#;
-
-fn imaplib(gateway: &Gateway, script: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", &format!("{PRELUDE}{script}")])
-        .arg(gateway.imap_port.to_string())
-        .arg(gateway.imaps_port.to_string())
-        .arg(gateway.cert_path())
-        .arg(gateway.inbound_port.to_string())
-        .env("AGENT_PASSWORD", "anna-secret")
-        .output()
-        .expect("python3");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "imaplib: {said}{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
-    said
-}
+use support::gateway::Gateway;
+use support::helpdesk::{self, imaplib};
 
 fn setup() -> Gateway {
-    let mut gateway = Gateway::new(Options::default());
-    gateway.add_queue("Support", "support@shop.test", None, None, &[]);
-    gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
+    let mut gateway = helpdesk::gateway(&["Support"], &[("anna", &["Support"])]);
     gateway.start();
     gateway
 }
@@ -92,49 +58,16 @@ print("logout:", s.logout()[0])
     );
 }
 
-/// Three tickets in Support: #1 assigned to anna (her INBOX), #2 and #3 unassigned.
-fn helpdesk() -> Gateway {
-    let mut gateway = Gateway::new(Options::default());
-    gateway.add_queue("Support", "support@shop.test", None, None, &[]);
-    gateway.add_queue("Sales", "sales@shop.test", None, None, &[]);
-    gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
-    gateway.add_agent("ben", "ben@shop.test", "ben-secret", &["Support"]);
-    gateway.cli_ok(&["tag", "add", "vip"]);
-    gateway.start();
-    gateway.customer_mail(
-        "erika@kunde.example",
-        "support@shop.test",
-        "Wo bleibt mein Paket?",
-        "Bestellt am Montag.",
-    );
-    gateway.customer_mail(
-        "max@kunde.example",
-        "support@shop.test",
-        "Rechnung falsch",
-        "Bitte korrigieren.",
-    );
-    gateway.customer_mail(
-        "erika@kunde.example",
-        "support@shop.test",
-        "Noch eine Frage",
-        "Zur Lieferung.",
-    );
-    gateway.cli_ok(&["ticket", "assign", "1", "anna"]);
-    gateway.wait_until_listed();
-    gateway
-}
-
 /// The session Thunderbird opens on an account: capabilities, ID, namespace, the folder
 /// list, INBOX with the header fields of every message, one message whole, a keyword and
 /// a move that change the ticket, APPEND to Sent and Drafts, IDLE, EXPUNGE, CLOSE.
 #[test]
 fn thunderbirds_sequence_gets_correct_answers() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::three_tickets();
     let said = imaplib(
         &gateway,
         r#"
-m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-m.login("anna", os.environ["AGENT_PASSWORD"])
+m = imap("anna")
 print("caps:", " ".join(m.capabilities))
 typ, data = m.xatom("ID", '("name" "Thunderbird" "version" "128.0")')
 print("id:", typ, m.untagged_responses.pop("ID", None))
@@ -260,12 +193,11 @@ print("logout:", m.logout()[0])
 /// message expunged and the new one (a new UID) announced.
 #[test]
 fn idle_announces_new_and_changed_tickets_within_two_seconds() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::three_tickets();
     let said = imaplib(
         &gateway,
         r#"
-m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-m.login("anna", os.environ["AGENT_PASSWORD"])
+m = imap("anna")
 typ, data = m.select("Queues/Support")
 print("exists before:", data)
 typ, data = m.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "1")
@@ -333,10 +265,9 @@ m.logout()
 /// UIDVALIDITY and every UID stay across a restart; what comes after gets higher UIDs.
 #[test]
 fn uids_survive_a_restart_and_are_never_reused() {
-    let mut gateway = helpdesk();
+    let mut gateway = helpdesk::three_tickets();
     let script = r#"
-m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-m.login("anna", os.environ["AGENT_PASSWORD"])
+m = imap("anna")
 for folder in ["Queues/Support", "INBOX"]:
     m.select(folder)
     print(folder, "validity", m.untagged_responses["UIDVALIDITY"][0].decode(), "uids", m.uid("SEARCH", None, "ALL")[1][0].decode())
@@ -379,12 +310,11 @@ m.logout()
 /// reply to an outdated version is held back as a collision.
 #[test]
 fn a_reply_to_a_ticket_message_finds_its_ticket_and_version() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::three_tickets();
     let said = imaplib(
         &gateway,
         r#"
-m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-m.login("anna", os.environ["AGENT_PASSWORD"])
+m = imap("anna")
 m.select("INBOX")
 typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT FROM)])")
 head = email.message_from_bytes(data[0][1], policy=email.policy.default)
@@ -454,14 +384,12 @@ m.logout()
 /// agent's session sees the new message with the ticket's new flags.
 #[test]
 fn an_agents_flag_change_shows_in_every_other_view() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::three_tickets();
     let said = imaplib(
         &gateway,
         r#"
-anna = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-anna.login("anna", os.environ["AGENT_PASSWORD"])
-ben = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-ben.login("ben", "ben-secret")
+anna = imap("anna")
+ben = imap("ben")
 anna.select("Queues/Support")
 ben.select("Queues/Support")
 uid = anna.uid("SEARCH", None, "HEADER", "X-Ticket-Number", "2")[1][0].decode()
@@ -501,10 +429,9 @@ ben.logout()
 /// replace it (a new UID), the same numbers keep it.
 #[test]
 fn the_statistics_message_is_kept_current() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::three_tickets();
     let script = r#"
-m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-m.login("anna", os.environ["AGENT_PASSWORD"])
+m = imap("anna")
 print("select:", m.select("Statistics", readonly=True))
 typ, data = m.uid("FETCH", "1:*", "(UID RFC822.SIZE BODY.PEEK[])")
 raw = data[0][1]
@@ -547,7 +474,7 @@ m.logout()
 /// another agent still gets in, and a closed session frees its place.
 #[test]
 fn an_agent_has_a_limited_number_of_sessions() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::three_tickets();
     let said = imaplib(
         &gateway,
         r#"
