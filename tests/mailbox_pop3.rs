@@ -308,7 +308,11 @@ fn fetchmail(gateway: &Gateway, dir: &Path, mbox: &Path, keep: bool) -> Output {
     Command::new("fetchmail")
         .args(["--verbose", "--nodetach", "--fetchmailrc"])
         .arg(&rc)
-        // .fetchids (the UIDLs seen) and the lock file live here.
+        // Its own lock file: as root fetchmail would share /var/run/fetchmail.pid with any
+        // other fetchmail on the machine and refuse to run beside it.
+        .arg("--pidfile")
+        .arg(dir.join("fetchmail.pid"))
+        // .fetchids (the UIDLs seen) live here.
         .env("FETCHMAILHOME", dir)
         .env("HOME", dir)
         .output()
