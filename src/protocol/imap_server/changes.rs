@@ -105,8 +105,8 @@ fn apply(kind: StoreType, current: &Flags, given: &Flags) -> Flags {
     }
 }
 
-/// \Answered and \Draft follow the conversation and the delivery block is the gateway's:
-/// on a ticket's message a client changes neither.
+/// On a ticket's message a client changes none of these: `\Answered` follows the
+/// conversation, `\Draft` is never set, the delivery block is the gateway's.
 fn keep_conversation_flags(old: &Flags, new: &mut Flags) {
     new.answered = old.answered;
     new.draft = false;
