@@ -414,8 +414,12 @@ fn oversized_mail_is_left_upstream_reported_and_taken_once_allowed() {
     gw.wait_for("the small mails taken in", Duration::from_secs(60), || {
         (gw.tickets(&[]).len() == 2 && dovecot.count(USER) == 1).then_some(())
     });
-    // Several polls later the big mail is still there and still reported.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Later polls leave the big mail there and still report it.
+    let polled_at = |gw: &Gateway| gw.json(&["queue", "list"])[0]["last_poll"]["at"].as_i64();
+    let first = gw.wait_for("a poll", Duration::from_secs(60), || polled_at(&gw));
+    gw.wait_for("a later poll", Duration::from_secs(60), || {
+        polled_at(&gw).filter(|&at| at > first)
+    });
     assert_eq!(
         dovecot.count(USER),
         1,

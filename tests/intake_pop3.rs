@@ -129,7 +129,7 @@ fn varied_mailbox_becomes_the_expected_tickets() {
     // The sink gets exactly the due autoresponses, shaped as the seed says.
     let due = mails.iter().filter(|m| m.autoresponse).count();
     sink.wait_for(due, WAIT);
-    std::thread::sleep(Duration::from_millis(1500));
+    gateway.wait_until_sent();
     let sent = sink.messages();
     assert_eq!(sent.len(), due, "autoresponses sent");
     for msg in &sent {
@@ -211,7 +211,7 @@ fn follow_ups_by_tag_and_reference_and_the_participant_check() {
     assert_eq!(gateway.tickets(&[]).len(), 2);
     assert_eq!(detail["customer"]["number"], "4711");
     // Follow-ups get no autoresponse: one for each of the two tickets.
-    std::thread::sleep(Duration::from_secs(1));
+    gateway.wait_until_sent();
     assert_eq!(sink.messages().len(), 2);
 
     // A closed ticket is reopened by the customer's next mail.
@@ -243,7 +243,7 @@ fn cap_and_two_queues_answering_each_other() {
         (gateway.tickets(&[]).len() == 7).then_some(())
     });
     sink.wait_for(5, WAIT);
-    std::thread::sleep(Duration::from_millis(1500));
+    gateway.wait_until_sent();
     assert_eq!(sink.messages().len(), 5);
     let capped = gateway
         .tickets(&[])
@@ -284,7 +284,7 @@ fn cap_and_two_queues_answering_each_other() {
     other.wait_for("the autoresponse taken in", WAIT, || {
         (other.tickets(&[]).len() == 1).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    other.wait_until_sent();
     assert!(
         sink2.messages().is_empty(),
         "the other queue answered our autoresponse"
@@ -363,7 +363,15 @@ fn disabled_queue_is_not_polled_and_a_wrong_password_is_reported() {
         .find(|q| q["name"] == "Quiet")
         .unwrap();
     assert!(quiet["last_poll"].is_null());
-    std::thread::sleep(Duration::from_secs(1));
+    // The queues' polls start together: once the good queue was polled again, a poll of
+    // the disabled one would have taken its mail.
+    let fine_polled = |q: &serde_json::Value| -> Option<i64> {
+        q.as_array()?.iter().find(|q| q["name"] == "Fine")?["last_poll"]["at"].as_i64()
+    };
+    let polled = fine_polled(&queues).expect("the good queue was polled");
+    gateway.wait_for("another poll of the good queue", WAIT, || {
+        fine_polled(&gateway.json(&["queue", "list"])).filter(|&at| at > polled)
+    });
     assert_eq!(dovecot.count("quiet"), 1);
     assert_eq!(dovecot.count("broken"), 1);
     let tickets = gateway.tickets(&[]);

@@ -9,100 +9,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::gateway::{Gateway, Options};
-
-/// What the Python scripts share: the ports, a TLS context that trusts the gateway's
-/// certificate, and `Conn`, a raw IMAP connection (bytes in, lines out).
-const PRELUDE: &str = r#"
-import imaplib, os, re, socket, ssl, sys, time
-port, tls_port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
-
-def imap(login="anna"):
-    m = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=ctx)
-    m.login(login, os.environ["PASSWORD_" + login.upper()])
-    return m
-
-class Conn:
-    def __init__(self, login=None, timeout=30):
-        raw = socket.create_connection(("127.0.0.1", tls_port), timeout=timeout)
-        self.s = ctx.wrap_socket(raw)
-        self.buf = b""
-        self.n = 0
-        self.greeting = self.line()
-        if login:
-            r = self.cmd("LOGIN %s %s" % (login, os.environ["PASSWORD_" + login.upper()]))
-            assert r[-1].split()[1] == b"OK", r
-
-    def send(self, data):
-        self.s.sendall(data)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            try:
-                d = self.s.recv(65536)
-            except OSError:
-                d = b""
-            if not d:
-                rest, self.buf = self.buf, b""
-                return rest
-            self.buf += d
-        l, self.buf = self.buf.split(b"\r\n", 1)
-        return l + b"\r\n"
-
-    def until(self, tag):
-        """Lines up to the tagged answer for `tag`, or up to the end of the connection
-        (then the last element is b"<EOF>")."""
-        lines = []
-        while True:
-            l = self.line()
-            if not l:
-                lines.append(b"<EOF>")
-                return lines
-            lines.append(l)
-            if l.startswith(tag.encode() + b" "):
-                return lines
-
-    def tag(self):
-        self.n += 1
-        return "t%d" % self.n
-
-    def cmd(self, text):
-        t = self.tag()
-        if isinstance(text, str):
-            text = text.encode()
-        self.send(t.encode() + b" " + text + b"\r\n")
-        return self.until(t)
-
-def status(lines):
-    """OK, NO or BAD of the tagged answer (EOF when the connection ended)."""
-    if lines[-1] == b"<EOF>":
-        return "EOF"
-    return lines[-1].split()[1].decode()
-"#;
-
-/// Runs a Python script (after [`PRELUDE`]) with the gateway's ports and certificate;
-/// the agents' passwords are in the environment. Returns what it printed.
-fn python(gateway: &Gateway, script: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-u", "-c", &format!("{PRELUDE}\n{script}")])
-        .arg(gateway.imap_port.to_string())
-        .arg(gateway.imaps_port.to_string())
-        .arg(gateway.cert_path())
-        .env("PASSWORD_ANNA", "anna-secret")
-        .env("PASSWORD_BEN", "ben-secret")
-        .output()
-        .expect("python3 not found: apt-get install python3 (scripts/test needs it)");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python: {said}{}\n--- gateway log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
-    said
-}
+use support::gateway::Gateway;
+use support::helpdesk::{self, imaplib};
 
 /// The value printed after `name: ` on its own line.
 fn printed<'a>(said: &'a str, name: &str) -> &'a str {
@@ -118,72 +26,6 @@ fn numbers(s: &str) -> BTreeSet<i64> {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect()
-}
-
-/// Queues Support and Sales; anna works in Support, ben only in Sales. Customers K1
-/// (erika) and K2 (max); tickets #1 (erika, assigned to anna), #2 (max), #3 (erika) and
-/// #4 (otto, no customer) in Support, #5 in Sales.
-fn helpdesk() -> Gateway {
-    let mut gateway = Gateway::new(Options::default());
-    gateway.add_queue("Support", "support@shop.test", None, None, &[]);
-    gateway.add_queue("Sales", "sales@shop.test", None, None, &[]);
-    gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
-    gateway.add_agent("ben", "ben@shop.test", "ben-secret", &["Sales"]);
-    gateway.cli_ok(&[
-        "customer",
-        "add",
-        "--number",
-        "K1",
-        "--last-name",
-        "Mustermann",
-        "--emails",
-        "erika@kunde.example",
-    ]);
-    gateway.cli_ok(&[
-        "customer",
-        "add",
-        "--number",
-        "K2",
-        "--last-name",
-        "Muster",
-        "--emails",
-        "max@kunde.example",
-    ]);
-    gateway.start();
-    let support = "support@shop.test";
-    gateway.customer_mail(
-        "erika@kunde.example",
-        support,
-        "Wo bleibt mein Paket?",
-        "Bestellt am Montag, Lieferung fehlt.",
-    );
-    gateway.customer_mail(
-        "max@kunde.example",
-        support,
-        "Rechnung falsch",
-        "Bitte korrigieren.",
-    );
-    gateway.customer_mail(
-        "erika@kunde.example",
-        support,
-        "Noch eine Frage zur Rechnung",
-        "Zur Lieferung vom Dienstag.",
-    );
-    gateway.customer_mail(
-        "otto@anders.example",
-        support,
-        "Paket beschaedigt",
-        "Karton nass angekommen.",
-    );
-    gateway.customer_mail(
-        "lisa@firma.example",
-        "sales@shop.test",
-        "Angebot erbeten",
-        "Bitte ein Angebot fuer 10 Stueck.",
-    );
-    gateway.cli_ok(&["ticket", "assign", "1", "anna"]);
-    gateway.wait_until_listed();
-    gateway
 }
 
 /// Ticket numbers `mticket search --FIELD VALUE` finds.
@@ -202,8 +44,8 @@ fn cli_search(gateway: &Gateway, field: &str, value: &str) -> BTreeSet<i64> {
 /// direct-search fields; each search agrees with `mticket search` on the same field.
 #[test]
 fn outlook_sequence_reads_pieces_and_searches_like_the_cli() {
-    let gateway = helpdesk();
-    let said = python(
+    let gateway = helpdesk::two_queues_with_customers();
+    let said = imaplib(
         &gateway,
         r#"
 m = imap("anna")
@@ -364,7 +206,7 @@ fn tmux(args: &[&str]) -> String {
 fn mutt_in_tmux_lists_the_tickets() {
     need("tmux", "tmux");
     need("mutt", "mutt");
-    let gateway = helpdesk();
+    let gateway = helpdesk::two_queues_with_customers();
     for n in ["2", "3"] {
         gateway.cli_ok(&["ticket", "assign", n, "anna"]);
     }
@@ -498,8 +340,8 @@ fn rss_kib(gateway: &Gateway) -> u64 {
 /// and the session goes on; the server stays up.
 #[test]
 fn protocol_garbage_gets_bad_and_the_session_goes_on() {
-    let mut gateway = helpdesk();
-    let said = python(
+    let mut gateway = helpdesk::two_queues_with_customers();
+    let said = imaplib(
         &gateway,
         r#"
 def check(name, lines, want=("BAD",)):
@@ -589,14 +431,14 @@ print("many errors:", lines[-2:])
 /// refused, memory stays low, and the session (or a new one) still works.
 #[test]
 fn huge_literals_and_long_lines_are_refused_without_memory() {
-    let mut gateway = helpdesk();
-    python(
+    let mut gateway = helpdesk::two_queues_with_customers();
+    imaplib(
         &gateway,
         "c = Conn('anna'); c.cmd('SELECT INBOX'); c.cmd('LOGOUT')",
     );
     let before = rss_kib(&gateway);
     let peak_before = gateway.peak_rss_kib().unwrap();
-    let said = python(
+    let said = imaplib(
         &gateway,
         r#"
 c = Conn("anna")
@@ -631,7 +473,7 @@ print("nonsync sent MiB:", sent)
     let peak_literal = gateway.peak_rss_kib().unwrap();
 
     // A command line without an end: 30 MiB of one line.
-    let said_line = python(
+    let said_line = imaplib(
         &gateway,
         r#"
 c = Conn("anna")
@@ -709,14 +551,14 @@ print("fresh session:", status(c.cmd("SELECT INBOX")), status(c.cmd("LOGOUT")))
 /// agent's session already open keeps working, and a normal session works afterwards.
 #[test]
 fn five_hundred_connections_get_answers_or_busy_and_others_keep_working() {
-    let mut gateway = helpdesk();
-    python(
+    let mut gateway = helpdesk::two_queues_with_customers();
+    imaplib(
         &gateway,
         "c = Conn('anna'); c.cmd('SELECT INBOX'); c.cmd('LOGOUT')",
     );
     let before = rss_kib(&gateway);
     let peak_before = gateway.peak_rss_kib().unwrap();
-    let said = python(
+    let said = imaplib(
         &gateway,
         r#"
 import threading
@@ -833,9 +675,9 @@ print("fresh session:", status(c.cmd("SELECT INBOX")), status(c.cmd("LOGOUT")))
 /// in every command, and he cannot move his Sales ticket into Support.
 #[test]
 fn an_agent_without_the_queue_cannot_see_or_reach_its_tickets() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::two_queues_with_customers();
     gateway.cli_ok(&["tag", "add", "vip"]);
-    let said = python(
+    let said = imaplib(
         &gateway,
         r#"
 m = imap("ben")

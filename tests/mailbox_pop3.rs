@@ -9,158 +9,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::gateway::{Gateway, Options};
-use support::submit::{Agent, Draft, Security};
-
-/// Shared by the poplib scripts: the ports and certificate from the arguments, the agent's
-/// login and password from the environment, and small helpers.
-const PRELUDE: &str = r#"
-import email, email.policy, imaplib, os, poplib, ssl, sys
-pop3_port, pop3s_port, imaps_port, cafile = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-user, password = os.environ["POP_USER"], os.environ["POP_PASSWORD"]
-ctx = ssl.create_default_context(cafile=cafile)
-
-def plain():
-    return poplib.POP3("127.0.0.1", pop3_port, timeout=20)
-
-def stls():
-    m = plain()
-    m.stls(context=ctx)
-    m.user(user)
-    m.pass_(password)
-    return m
-
-def pop3s():
-    m = poplib.POP3_SSL("127.0.0.1", pop3s_port, context=ctx, timeout=20)
-    m.user(user)
-    m.pass_(password)
-    return m
-
-def parse(lines):
-    return email.message_from_bytes(b"\r\n".join(lines) + b"\r\n", policy=email.policy.default)
-
-def view(m):
-    """Ticket number -> (message number, UIDL), read with TOP n 0."""
-    out = {}
-    for line in m.uidl()[1]:
-        n, uidl = line.decode().split()
-        head = parse(m.top(int(n), 0)[1])
-        out[int(head["X-Ticket-Number"])] = (int(n), uidl)
-    return out
-
-def imap_inbox():
-    i = imaplib.IMAP4_SSL("127.0.0.1", imaps_port, ssl_context=ctx)
-    i.login(user, password)
-    typ, data = i.select("INBOX", readonly=True)
-    i.logout()
-    return int(data[0])
-"#;
-
-/// Runs a poplib script as `login` (password `<login>-secret`); returns what it printed.
-fn python(gateway: &Gateway, login: &str, script: &str) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!("{PRELUDE}\n{script}"))
-        .arg(gateway.pop3_port.to_string())
-        .arg(gateway.pop3s_port.to_string())
-        .arg(gateway.imaps_port.to_string())
-        .arg(gateway.cert_path())
-        .env("POP_USER", login)
-        .env("POP_PASSWORD", format!("{login}-secret"))
-        .output()
-        .expect("python3 not found: apt-get install python3 (scripts/test needs it)");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "poplib as {login}: {said}{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gateway.log()
-    );
-    said
-}
-
-/// The ticket numbers in `login`'s POP3 view, sorted.
-fn pop3_view(gateway: &Gateway, login: &str) -> Vec<i64> {
-    let said = python(
-        gateway,
-        login,
-        r#"
-m = pop3s()
-v = view(m)
-m.quit()
-print(" ".join(str(t) for t in sorted(v)))
-"#,
-    );
-    said.split_whitespace()
-        .map(|t| t.parse().unwrap())
-        .collect()
-}
-
-/// Three tickets in Support: #1 assigned to anna and watched by ben, #2 assigned to anna,
-/// #3 assigned to ben. anna's INBOX holds #1 and #2, ben's #1 and #3 (#1 last: it changed
-/// last, so its message has the highest UID).
-fn helpdesk() -> Gateway {
-    let mut gateway = Gateway::new(Options::default());
-    gateway.add_queue("Support", "support@shop.test", None, None, &[]);
-    gateway.add_agent("anna", "anna@shop.test", "anna-secret", &["Support"]);
-    gateway.add_agent("ben", "ben@shop.test", "ben-secret", &["Support"]);
-    gateway.start();
-    gateway.customer_mail(
-        "erika@kunde.example",
-        "support@shop.test",
-        "Wo bleibt mein Paket?",
-        "Bestellt am Montag.\n.Eine Zeile mit Punkt vorne.\n",
-    );
-    gateway.customer_mail(
-        "max@kunde.example",
-        "support@shop.test",
-        "Rechnung falsch",
-        "Bitte korrigieren.",
-    );
-    gateway.customer_mail(
-        "erika@kunde.example",
-        "support@shop.test",
-        "Noch eine Frage",
-        "Zur Lieferung.",
-    );
-    gateway.cli_ok(&["ticket", "assign", "1", "anna"]);
-    gateway.cli_ok(&["ticket", "assign", "2", "anna"]);
-    gateway.cli_ok(&["ticket", "assign", "3", "ben"]);
-    // ben watches #1: an internal comment with #watch.
-    let ben = Agent {
-        gateway: &gateway,
-        login: "ben",
-        password: "ben-secret",
-        tls: Security::StartTls,
-    };
-    let comment = "comment@gateway.example.test";
-    let answer = ben.send(
-        "ben@shop.test",
-        &[comment],
-        &Draft {
-            from: "ben@shop.test",
-            to: &[comment],
-            cc: &[],
-            subject: "[Support #1] Paket",
-            in_reply_to: None,
-            body: "#watch\nIch schaue mit.\n",
-        }
-        .raw(),
-    );
-    assert!(answer.accepted(), "{answer:?}\n{}", gateway.log());
-    assert_eq!(gateway.ticket(1)["watchers"], serde_json::json!(["ben"]));
-    // Changed tickets get their message UIDs in the background.
-    gateway.wait_for("both INBOXes listed", Duration::from_secs(15), || {
-        (pop3_view(&gateway, "anna") == [1, 2] && pop3_view(&gateway, "ben") == [1, 3])
-            .then_some(())
-    });
-    gateway
-}
+use support::gateway::Gateway;
+use support::helpdesk::{self, pop3_view, poplib};
 
 #[test]
 fn poplib_reads_the_inbox_over_stls_and_pop3s_with_stable_uidls() {
-    let gateway = helpdesk();
-    let said = python(
+    let gateway = helpdesk::watched_maildrops();
+    let said = poplib(
         &gateway,
         "anna",
         r#"
@@ -272,9 +127,9 @@ print("quit:", s.quit().decode())
 
 #[test]
 fn dele_hides_the_ticket_from_that_agent_only_and_only_at_quit() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::watched_maildrops();
     let before = gateway.ticket(1);
-    let said = python(
+    let said = poplib(
         &gateway,
         "anna",
         r#"
@@ -327,7 +182,7 @@ print("imap inbox:", imap_inbox())
 
     assert_eq!(pop3_view(&gateway, "anna"), [2]);
     assert_eq!(pop3_view(&gateway, "ben"), [1, 3], "ben still sees #1");
-    let said = python(&gateway, "ben", r#"print("imap inbox:", imap_inbox())"#);
+    let said = poplib(&gateway, "ben", r#"print("imap inbox:", imap_inbox())"#);
     assert!(said.contains("imap inbox: 2"), "{said}");
     let after = gateway.ticket(1);
     assert_eq!(before, after, "DELE changes nothing of the ticket");
@@ -349,8 +204,8 @@ print("imap inbox:", imap_inbox())
 
 #[test]
 fn login_needs_tls_and_a_wrong_password_is_an_auth_error() {
-    let gateway = helpdesk();
-    let said = python(
+    let gateway = helpdesk::watched_maildrops();
+    let said = poplib(
         &gateway,
         "anna",
         r#"
@@ -453,7 +308,11 @@ fn fetchmail(gateway: &Gateway, dir: &Path, mbox: &Path, keep: bool) -> Output {
     Command::new("fetchmail")
         .args(["--verbose", "--nodetach", "--fetchmailrc"])
         .arg(&rc)
-        // .fetchids (the UIDLs seen) and the lock file live here.
+        // Its own lock file: as root fetchmail would share /var/run/fetchmail.pid with any
+        // other fetchmail on the machine and refuse to run beside it.
+        .arg("--pidfile")
+        .arg(dir.join("fetchmail.pid"))
+        // .fetchids (the UIDLs seen) live here.
         .env("FETCHMAILHOME", dir)
         .env("HOME", dir)
         .output()
@@ -473,7 +332,7 @@ fn tickets_in(mbox: &Path) -> Vec<String> {
 
 #[test]
 fn fetchmail_keeps_then_fetches_and_deletes_over_pop3s() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::watched_maildrops();
     let dir = tempfile::tempdir().unwrap();
     let mbox = dir.path().join("anna.mbox");
     let show = |out: &Output| {
@@ -502,7 +361,7 @@ fn fetchmail_keeps_then_fetches_and_deletes_over_pop3s() {
     assert_eq!(tickets_in(&mbox), ["1", "1", "2", "2"], "{}", show(&out));
     assert!(pop3_view(&gateway, "anna").is_empty());
     assert_eq!(pop3_view(&gateway, "ben"), [1, 3]);
-    let said = python(&gateway, "anna", r#"print("imap inbox:", imap_inbox())"#);
+    let said = poplib(&gateway, "anna", r#"print("imap inbox:", imap_inbox())"#);
     assert!(said.contains("imap inbox: 2"), "{said}");
 
     let out = fetchmail(&gateway, dir.path(), &mbox, false);
@@ -531,7 +390,7 @@ fn curl(gateway: &Gateway, netrc: &Path, url: &str, extra: &[&str]) -> String {
 
 #[test]
 fn curl_lists_and_retrieves_over_pop3s_and_stls() {
-    let gateway = helpdesk();
+    let gateway = helpdesk::watched_maildrops();
     let dir = tempfile::tempdir().unwrap();
     let netrc = dir.path().join("netrc");
     secret_file(

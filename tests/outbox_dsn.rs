@@ -155,7 +155,7 @@ fn a_refused_reply_comes_back_to_its_agent_as_a_delivery_report() {
         let notes = deliveries(&gateway.ticket(1));
         (notes.len() == 4).then_some(notes)
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    gateway.wait_until_sent();
     assert_eq!(sink.messages().len(), 2, "no report on a failed report");
 
     let reply = got

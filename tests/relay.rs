@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use mticket::protocol::smtp_client::{RelayError, Upstream, UpstreamTls, relay};
-use support::gateway::free_port;
 use support::sink::{Fault, Sink};
 
 const MAIL: &[u8] = b"From: Support <support@example.com>\r\n\
@@ -138,9 +137,13 @@ async fn faults_are_classified() {
 #[tokio::test]
 async fn closed_port_is_transient() {
     init();
+    // Bound but not listening: a connection is refused, and while the socket is held no
+    // other test's listener can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind(([127, 0, 0, 1], 0).into()).unwrap();
     let up = Upstream {
         host: "127.0.0.1".into(),
-        port: free_port(),
+        port: closed.local_addr().unwrap().port(),
         tls: UpstreamTls::StartTls,
         login: None,
         password: None,

@@ -234,6 +234,9 @@ async fn open_session(
     Ok((client, window))
 }
 
+/// One poll: what the mailbox holds is compared with what was taken before, new mails are
+/// retrieved, prepared and committed in overlapping stages, and deleted upstream once a
+/// sync made their commits durable.
 async fn poll_once(
     queue: &Queue,
     pipeline: &Arc<Pipeline>,
@@ -247,129 +250,36 @@ async fn poll_once(
     let present: Vec<String> = uidls.iter().map(|(_, u)| u.clone()).collect();
     store.pop3_forget_except(queue.id, &present).await?;
     let known: HashMap<String, String> = store.pop3_uidls(queue.id).await?.into_iter().collect();
+    let upstream = Upstream {
+        uidls,
+        sizes,
+        known,
+    };
 
     // Retrieval and commits overlap: while one batch is committed the next is fetched.
-    let (batches, incoming) = mpsc::channel::<Vec<(u32, Arrival)>>(1);
-    let fetch = async {
-        let batches = batches;
-        let mut notes = Vec::new();
-        // Committed before but not deleted (crash, dropped connection): delete now.
-        let mut committed_before = Vec::new();
-        // What to retrieve, in mailbox order; the rest is decided without asking the server.
-        let mut wanted = Vec::new();
-        for (msgno, uidl) in &uidls {
-            // A mail left upstream for its size is looked at again on every poll: it stays
-            // in the poll report for as long as it is there, and is taken once the limit allows.
-            let too_large_before = match known.get(uidl).map(String::as_str) {
-                Some("taken") => {
-                    committed_before.push(*msgno);
-                    continue;
-                }
-                Some("too_large") => true,
-                Some(_) => continue,
-                None => false,
-            };
-            let size = sizes.get(msgno).copied().unwrap_or(0);
-            if size > settings.max_message_size {
-                notes.push(too_large(store, queue, uidl, size, settings, too_large_before).await?);
-            } else {
-                wanted.push((*msgno, uidl, size, too_large_before));
-            }
-        }
-        let mut batch: Vec<(u32, Arrival)> = Vec::new();
-        let mut batch_bytes = 0;
-        let mut sent = 0;
-        for (i, &(msgno, uidl, size, too_large_before)) in wanted.iter().enumerate() {
-            while sent < wanted.len() && sent < i + window {
-                client.send_retr(wanted[sent].0).await?;
-                sent += 1;
-            }
-            match client
-                .read_retr(msgno, settings.max_message_size as usize)
-                .await
-            {
-                Ok(raw) => {
-                    batch_bytes += raw.len();
-                    batch.push((
-                        msgno,
-                        Arrival {
-                            raw,
-                            uidl: Some(uidl.clone()),
-                        },
-                    ));
-                }
-                // The size LIST announced was wrong.
-                Err(e) if e.is_too_large() => notes
-                    .push(too_large(store, queue, uidl, size, settings, too_large_before).await?),
-                Err(e) => return Err(PollError::from(e)),
-            }
-            if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
-                batch_bytes = 0;
-                if batches.send(std::mem::take(&mut batch)).await.is_err() {
-                    // The committer stopped on an error; it reports it (and the session,
-                    // with answers still in flight, is given up).
-                    return Ok((notes, committed_before));
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = batches.send(batch).await;
-        }
-        Ok((notes, committed_before))
-    };
     // Parsing the next batch overlaps the commit of the last one too. The stages are tasks
     // of their own, so retrieval (TLS), parsing and committing use both cores.
-    let (ready, mut ready_incoming) = mpsc::channel::<ReadyBatch>(1);
-    let prepare = Stage(tokio::spawn({
-        let pipeline = pipeline.clone();
-        let mut incoming = incoming;
-        async move {
-            while let Some(batch) = incoming.recv().await {
-                let (numbers, arrivals): (Vec<u32>, Vec<Arrival>) = batch.into_iter().unzip();
-                let prepared = pipeline.prepare(&arrivals).await;
-                if ready.send((numbers, arrivals, prepared)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }));
+    let (batches, incoming) = mpsc::channel::<Vec<(u32, Arrival)>>(1);
+    let (ready, ready_incoming) = mpsc::channel::<ReadyBatch>(1);
+    let prepare = spawn_prepare(pipeline.clone(), incoming, ready);
     // Committed mails leave the mailbox in chunks through a second session while the rest
     // streams in, so the server expunges beside intake instead of after it.
     let (aside, aside_incoming) = mpsc::unbounded_channel::<Vec<u32>>();
-    let uidl_of: HashMap<u32, String> = uidls.iter().cloned().collect();
+    let uidl_of: HashMap<u32, String> = upstream.uidls.iter().cloned().collect();
     let deleter = Stage(tokio::spawn(delete_aside(
         queue.clone(),
         pipeline.clone(),
         uidl_of,
         aside_incoming,
     )));
-    let commit = Stage(tokio::spawn({
-        let (pipeline, queue, lease) = (pipeline.clone(), queue.clone(), lease.clone());
-        async move {
-            let mut report = PollReport::default();
-            let mut to_delete = Vec::new();
-            let mut handed_aside = 0;
-            while let Some(batch) = ready_incoming.recv().await {
-                commit_batch(
-                    &queue,
-                    &pipeline,
-                    &lease,
-                    batch,
-                    &mut to_delete,
-                    &mut report,
-                )
-                .await?;
-                if to_delete.len() - handed_aside >= DELETE_ASIDE_CHUNK {
-                    // Once the deleter gave up, the main session deletes these at its end.
-                    let _ = aside.send(to_delete[handed_aside..].to_vec());
-                    handed_aside = to_delete.len();
-                }
-            }
-            Ok::<_, PollError>((report, to_delete))
-        }
-    }));
+    let commit = spawn_commit(queue, pipeline, lease, ready_incoming, aside);
+    let poll = Poll {
+        queue,
+        store,
+        settings,
+    };
     // Whatever retrieval ends with, the batches it handed on are committed first.
-    let fetched = fetch.await;
+    let fetched = retrieve(&poll, &mut client, window, &upstream, batches).await;
     prepare.finish().await?;
     let committed = commit.finish().await?;
     let deleted_aside = deleter.finish().await?;
@@ -384,6 +294,165 @@ async fn poll_once(
     client.dele_all(&to_delete, window).await?;
     client.quit().await?;
     Ok(report)
+}
+
+/// What the mailbox holds (message number and UIDL, sizes by number) and what this queue's
+/// UIDLs recorded (UIDL -> `taken`, `too_large`, …).
+struct Upstream {
+    uidls: Vec<(u32, String)>,
+    sizes: HashMap<u32, u64>,
+    known: HashMap<String, String>,
+}
+
+/// What a poll needs beside the POP3 session to leave a mail upstream for its size.
+struct Poll<'a> {
+    queue: &'a Queue,
+    store: &'a crate::store::Store,
+    settings: &'a PollSettings,
+}
+
+impl Poll<'_> {
+    async fn too_large(&self, uidl: &str, size: u64, before: bool) -> Result<String, PollError> {
+        too_large(self.store, self.queue, uidl, size, self.settings, before).await
+    }
+}
+
+/// How a poll treats each mail upstream, decided without asking the server.
+#[derive(Default)]
+struct Plan<'a> {
+    /// Committed before but not deleted (crash, dropped connection): delete now.
+    committed_before: Vec<u32>,
+    /// What to retrieve, in mailbox order: number, UIDL, size, and whether it was left
+    /// upstream for its size before.
+    wanted: Vec<(u32, &'a String, u64, bool)>,
+    /// The poll report's notes on mails left upstream.
+    notes: Vec<String>,
+}
+
+async fn plan<'a>(poll: &Poll<'_>, upstream: &'a Upstream) -> Result<Plan<'a>, PollError> {
+    let mut plan = Plan::default();
+    for (msgno, uidl) in &upstream.uidls {
+        // A mail left upstream for its size is looked at again on every poll: it stays
+        // in the poll report for as long as it is there, and is taken once the limit allows.
+        let too_large_before = match upstream.known.get(uidl).map(String::as_str) {
+            Some("taken") => {
+                plan.committed_before.push(*msgno);
+                continue;
+            }
+            Some("too_large") => true,
+            Some(_) => continue,
+            None => false,
+        };
+        let size = upstream.sizes.get(msgno).copied().unwrap_or(0);
+        if size > poll.settings.max_message_size {
+            let note = poll.too_large(uidl, size, too_large_before).await?;
+            plan.notes.push(note);
+        } else {
+            plan.wanted.push((*msgno, uidl, size, too_large_before));
+        }
+    }
+    Ok(plan)
+}
+
+/// Retrieves the wanted mails (RETR pipelined up to `window`) and hands them on in
+/// batches; returns the report's notes and the mails committed by an earlier poll.
+async fn retrieve(
+    poll: &Poll<'_>,
+    client: &mut pop3_client::Client<pop3_client::Pop3Stream>,
+    window: usize,
+    upstream: &Upstream,
+    batches: mpsc::Sender<Vec<(u32, Arrival)>>,
+) -> Result<(Vec<String>, Vec<u32>), PollError> {
+    let Plan {
+        committed_before,
+        wanted,
+        mut notes,
+    } = plan(poll, upstream).await?;
+    let max_size = poll.settings.max_message_size as usize;
+    let mut batch: Vec<(u32, Arrival)> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut sent = 0;
+    for (i, &(msgno, uidl, size, too_large_before)) in wanted.iter().enumerate() {
+        while sent < wanted.len() && sent < i + window {
+            client.send_retr(wanted[sent].0).await?;
+            sent += 1;
+        }
+        match client.read_retr(msgno, max_size).await {
+            Ok(raw) => {
+                batch_bytes += raw.len();
+                let uidl = Some(uidl.clone());
+                batch.push((msgno, Arrival { raw, uidl }));
+            }
+            // The size LIST announced was wrong.
+            Err(e) if e.is_too_large() => {
+                notes.push(poll.too_large(uidl, size, too_large_before).await?)
+            }
+            Err(e) => return Err(PollError::from(e)),
+        }
+        if batch.len() >= BATCH_MAILS || batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
+            if batches.send(std::mem::take(&mut batch)).await.is_err() {
+                // The committer stopped on an error; it reports it (and the session,
+                // with answers still in flight, is given up).
+                return Ok((notes, committed_before));
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.send(batch).await;
+    }
+    Ok((notes, committed_before))
+}
+
+/// The stage that parses retrieved batches ([`Pipeline::prepare`]) for the committer.
+fn spawn_prepare(
+    pipeline: Arc<Pipeline>,
+    mut incoming: mpsc::Receiver<Vec<(u32, Arrival)>>,
+    ready: mpsc::Sender<ReadyBatch>,
+) -> Stage<()> {
+    Stage(tokio::spawn(async move {
+        while let Some(batch) = incoming.recv().await {
+            let (numbers, arrivals): (Vec<u32>, Vec<Arrival>) = batch.into_iter().unzip();
+            let prepared = pipeline.prepare(&arrivals).await;
+            if ready.send((numbers, arrivals, prepared)).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+/// The stage that commits prepared batches; hands chunks of committed mails to the
+/// deleter beside the poll and returns the report and the mails still to delete.
+fn spawn_commit(
+    queue: &Queue,
+    pipeline: &Arc<Pipeline>,
+    lease: &Lease,
+    mut ready_incoming: mpsc::Receiver<ReadyBatch>,
+    aside: mpsc::UnboundedSender<Vec<u32>>,
+) -> Stage<Result<(PollReport, Vec<u32>), PollError>> {
+    let (pipeline, queue, lease) = (pipeline.clone(), queue.clone(), lease.clone());
+    Stage(tokio::spawn(async move {
+        let mut report = PollReport::default();
+        let mut to_delete = Vec::new();
+        let mut handed_aside = 0;
+        while let Some(batch) = ready_incoming.recv().await {
+            commit_batch(
+                &queue,
+                &pipeline,
+                &lease,
+                batch,
+                &mut to_delete,
+                &mut report,
+            )
+            .await?;
+            if to_delete.len() - handed_aside >= DELETE_ASIDE_CHUNK {
+                // Once the deleter gave up, the main session deletes these at its end.
+                let _ = aside.send(to_delete[handed_aside..].to_vec());
+                handed_aside = to_delete.len();
+            }
+        }
+        Ok((report, to_delete))
+    }))
 }
 
 /// Deletes chunks of committed mails (numbered as in the main session) through sessions

@@ -502,6 +502,17 @@ allow_plain_on_loopback = {allow_plain}
         );
     }
 
+    /// Waits until the outbox holds nothing pending: every mail queued so far was accepted
+    /// by its upstream server or given up. What a sink holds then is all it gets from the
+    /// mail taken in so far, so a test can count it instead of pausing for stragglers.
+    pub fn wait_until_sent(&self) {
+        self.wait_for(
+            "nothing pending in the outbox",
+            Duration::from_secs(120),
+            || (self.json(&["instances"])["outbox"]["pending"] == 0).then_some(()),
+        );
+    }
+
     /// Polls `check` until it returns Some, or panics after `timeout` with the log.
     pub fn wait_for<T>(
         &self,

@@ -7,6 +7,7 @@ pub mod db;
 pub mod discard;
 pub mod dovecot;
 pub mod gateway;
+pub mod helpdesk;
 pub mod link;
 pub mod load;
 pub mod procstat;

@@ -56,6 +56,17 @@ pub struct Sink {
 
 /// Runs tests/peers/smtp_sink.py on `dir` and waits until it listens.
 fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>, fsync: bool) -> Child {
+    try_launch(dir, port, smtps_port, auth, fsync).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`launch`]; the error says why the sink did not start.
+fn try_launch(
+    dir: &Path,
+    port: u16,
+    smtps_port: u16,
+    auth: Option<&str>,
+    fsync: bool,
+) -> Result<Child, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_sink.py");
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
@@ -91,14 +102,16 @@ fn launch(dir: &Path, port: u16, smtps_port: u16, auth: Option<&str>, fsync: boo
         let _ = tx.send(line);
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(line) if line.trim() == "READY" => child,
+        Ok(line) if line.trim() == "READY" => Ok(child),
         other => {
             let _ = child.kill();
             let out = child.wait_with_output().ok();
             let stderr = out
                 .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
                 .unwrap_or_default();
-            panic!("SMTP sink did not start ({other:?}); {INSTALL_HINT}\nstderr:\n{stderr}");
+            Err(format!(
+                "SMTP sink did not start ({other:?}); {INSTALL_HINT}\nstderr:\n{stderr}"
+            ))
         }
     }
 }
@@ -133,8 +146,17 @@ impl Sink {
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write cert");
         std::fs::write(dir.path().join("key.pem"), key_pem).expect("write key");
         std::fs::create_dir(dir.path().join("mail")).expect("mail dir");
-        let [port, smtps_port] = super::gateway::free_ports();
-        let child = launch(dir.path(), port, smtps_port, auth.as_deref(), fsync);
+        // Free ports are chosen, then bound by the sink: a process elsewhere on the machine
+        // may take one in between, and then other ports are tried.
+        let mut attempts = 0;
+        let (child, port, smtps_port) = loop {
+            let [port, smtps_port] = super::gateway::free_ports();
+            match try_launch(dir.path(), port, smtps_port, auth.as_deref(), fsync) {
+                Ok(child) => break (child, port, smtps_port),
+                Err(e) if e.contains("address already in use") && attempts < 5 => attempts += 1,
+                Err(e) => panic!("{e}"),
+            }
+        };
         Sink {
             child,
             dir,

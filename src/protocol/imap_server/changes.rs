@@ -105,6 +105,114 @@ fn apply(kind: StoreType, current: &Flags, given: &Flags) -> Flags {
     }
 }
 
+/// On a ticket's message a client changes none of these: `\Answered` follows the
+/// conversation, `\Draft` is never set, the delivery block is the gateway's.
+fn keep_conversation_flags(old: &Flags, new: &mut Flags) {
+    new.answered = old.answered;
+    new.draft = false;
+    new.keywords.retain(|k| {
+        !k.eq_ignore_ascii_case(view::KEYWORD_DELIVERY_BLOCK)
+            || old.keywords.iter().any(|x| x.eq_ignore_ascii_case(k))
+    });
+}
+
+/// Keywords that stand for nothing are not kept on a ticket's message.
+fn keep_known_keywords(new: &mut Flags, tags: &[String]) {
+    let known: HashSet<String> = tags
+        .iter()
+        .map(|t| view::tag_keyword(t).to_lowercase())
+        .chain(
+            [
+                view::KEYWORD_PRIORITY_HIGH,
+                view::KEYWORD_PRIORITY_MEDIUM,
+                view::KEYWORD_BILLABLE,
+                view::KEYWORD_DELIVERY_BLOCK,
+            ]
+            .map(str::to_string),
+        )
+        .collect();
+    new.keywords.retain(|k| known.contains(&k.to_lowercase()));
+}
+
+/// What a STORE did to the messages it changed: `\Seen` set and cleared (index, ticket id
+/// or 0, UID), the tickets it changed (id, seen), and the new flags to answer with.
+#[derive(Default)]
+struct Stored {
+    seen: Vec<(usize, i64, u32)>,
+    unseen: Vec<(usize, i64, u32)>,
+    changed_tickets: Vec<(i64, bool)>,
+    answers: Vec<(usize, u32, Flags)>,
+}
+
+impl Stored {
+    fn note(&mut self, index: usize, m: &view::Message, new: Flags) {
+        if new.seen != m.flags.seen {
+            let ticket = match m.source {
+                Source::Ticket(id) => id,
+                _ => 0,
+            };
+            if new.seen {
+                self.seen.push((index, ticket, m.uid));
+            } else {
+                self.unseen.push((index, ticket, m.uid));
+            }
+        }
+        self.answers.push((index, m.uid, new));
+    }
+}
+
+/// What a ticket's move or copy from `source` into `dest` changes; `None` where the
+/// destination is no ticket folder (Drafts, Sent, Trash out of an own folder).
+fn edits_for_folder(
+    dest: &Folder,
+    source: &Folder,
+    agent: &Agent,
+    is_move: bool,
+) -> Option<Vec<TicketEdit>> {
+    match dest {
+        Folder::Inbox => Some(vec![TicketEdit::Assign(Some((
+            agent.id,
+            agent.login.clone(),
+        )))]),
+        Folder::Unassigned => Some(vec![TicketEdit::Assign(None)]),
+        Folder::Queue(q) => Some(vec![TicketEdit::Queue(q.clone())]),
+        Folder::Status(k) => Some(vec![TicketEdit::Status(k.clone())]),
+        Folder::Tag(t) => {
+            let mut e = vec![TicketEdit::AddTag(t.clone())];
+            if is_move
+                && let Folder::Tag(from) = source
+                && from != t
+            {
+                e.push(TicketEdit::RemoveTag(from.clone()));
+            }
+            Some(e)
+        }
+        Folder::Own(Own::Trash) if source.shows_tickets() => Some(vec![TicketEdit::Status(
+            crate::core::model::status_key::CLOSED.into(),
+        )]),
+        _ => None,
+    }
+}
+
+/// A FETCH response carrying a message's flags (and its UID when the command named UIDs).
+fn flags_fetch(index: usize, uid: Option<u32>, flags: &Flags) -> Data<'static> {
+    let mut items = vec![MessageDataItem::Flags(
+        wire_flags(flags).into_iter().map(FlagFetch::Flag).collect(),
+    )];
+    if let Some(uid) = uid {
+        items.push(MessageDataItem::Uid(
+            NonZeroU32::new(uid).expect("UIDs are not zero"),
+        ));
+    }
+    Data::Fetch {
+        seq: NonZeroU32::new(index as u32 + 1).expect("not zero"),
+        items: Vec1::try_from(items).expect("not empty"),
+    }
+}
+
+/// A store failure with what it stopped, for the client's NO.
+type Failed = (&'static str, crate::store::StoreError);
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn store_flags(
         &mut self,
@@ -126,16 +234,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let given = Flags::from_words(&words);
         let tags = match self.mailbox.store().tags().await {
             Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "IMAP STORE: cannot read tags");
-                return self.no(tag, "cannot change flags right now");
-            }
+            Err(e) => return self.refuse(tag, "cannot change flags", &e),
         };
-        let store = self.mailbox.store().clone();
-        let mut seen_changes: Vec<(usize, i64, u32)> = Vec::new();
-        let mut unseen_changes: Vec<(usize, i64, u32)> = Vec::new();
-        let mut changed_tickets: Vec<(i64, bool)> = Vec::new();
-        let mut answers = Vec::new();
+        let mut stored = Stored::default();
         for index in indices {
             let Some(m) = self
                 .selected
@@ -145,89 +246,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             else {
                 continue;
             };
-            let mut new = apply(kind, &m.flags, &given);
-            match m.source {
-                Source::Own => {
-                    if let Err(e) = store.own_set_flags(agent.id, m.uid, &new.to_words()).await {
-                        tracing::warn!(error = %e, "IMAP STORE failed");
-                        return self.no(tag, "cannot change flags right now");
-                    }
-                }
-                Source::Ticket(id) => {
-                    // \Answered and \Draft follow the conversation; the rest is the ticket's.
-                    new.answered = m.flags.answered;
-                    new.draft = false;
-                    new.keywords.retain(|k| {
-                        !k.eq_ignore_ascii_case(view::KEYWORD_DELIVERY_BLOCK)
-                            || m.flags.keywords.iter().any(|x| x.eq_ignore_ascii_case(k))
-                    });
-                    let edits = edits_for(&m.flags, &new, &tags);
-                    if !edits.is_empty() {
-                        if let Err(e) = store.mailbox_edit(id, &edits, &actor(&agent)).await {
-                            tracing::warn!(error = %e, "IMAP STORE could not change a ticket");
-                            return self.no(tag, format!("cannot change the ticket: {e}"));
-                        }
-                        changed_tickets.push((id, new.seen));
-                    }
-                    // Keywords that stand for nothing are not kept.
-                    let known: HashSet<String> = tags
-                        .iter()
-                        .map(|t| view::tag_keyword(t).to_lowercase())
-                        .chain(
-                            [
-                                view::KEYWORD_PRIORITY_HIGH,
-                                view::KEYWORD_PRIORITY_MEDIUM,
-                                view::KEYWORD_BILLABLE,
-                                view::KEYWORD_DELIVERY_BLOCK,
-                            ]
-                            .map(str::to_string),
-                        )
-                        .collect();
-                    new.keywords.retain(|k| known.contains(&k.to_lowercase()));
-                }
-                Source::Template(_) | Source::Statistics(_) => continue,
-            }
-            if new.seen != m.flags.seen {
-                let ticket = match m.source {
-                    Source::Ticket(id) => id,
-                    _ => 0,
-                };
-                if new.seen {
-                    seen_changes.push((index, ticket, m.uid));
-                } else {
-                    unseen_changes.push((index, ticket, m.uid));
-                }
-            }
+            let new = apply(kind, &m.flags, &given);
+            let new = match self.store_one(&agent, &m, new, &tags, &mut stored).await {
+                Ok(Some(new)) => new,
+                Ok(None) => continue,
+                Err((action, e)) => return self.refuse(tag, action, &e),
+            };
             if let Some(sel) = self.selected.as_mut()
                 && let Some(slot) = sel.messages.get_mut(index)
             {
                 slot.flags = new.clone();
             }
-            answers.push((index, m.uid, new));
+            stored.note(index, &m, new);
         }
-        self.remember_seen(&seen_changes, true).await;
-        self.remember_seen(&unseen_changes, false).await;
+        self.remember_seen(&stored.seen, true).await;
+        self.remember_seen(&stored.unseen, false).await;
         if response == StoreResponse::Answer {
-            for (index, message_uid, flags) in answers {
-                let mut items = vec![MessageDataItem::Flags(
-                    wire_flags(&flags)
-                        .into_iter()
-                        .map(FlagFetch::Flag)
-                        .collect(),
-                )];
-                if uid {
-                    items.push(MessageDataItem::Uid(
-                        NonZeroU32::new(message_uid).expect("UIDs are not zero"),
-                    ));
-                }
-                self.server.enqueue_data(Data::Fetch {
-                    seq: NonZeroU32::new(index as u32 + 1).expect("not zero"),
-                    items: Vec1::try_from(items).expect("not empty"),
-                });
+            for (index, message_uid, flags) in &stored.answers {
+                let data = flags_fetch(*index, uid.then_some(*message_uid), flags);
+                self.server.enqueue_data(data);
             }
         }
-        self.relist(&changed_tickets).await;
+        self.relist(&stored.changed_tickets).await;
         self.ok(tag, "STORE completed");
+    }
+
+    /// Stores `new` as a message's flags: an own message keeps them, a ticket's become
+    /// ticket changes. The flags the message shows now; `None` for a message that has none
+    /// of its own (a template, the statistics).
+    async fn store_one(
+        &self,
+        agent: &Agent,
+        m: &view::Message,
+        mut new: Flags,
+        tags: &[String],
+        stored: &mut Stored,
+    ) -> Result<Option<Flags>, Failed> {
+        let store = self.mailbox.store();
+        match m.source {
+            Source::Own => store
+                .own_set_flags(agent.id, m.uid, &new.to_words())
+                .await
+                .map_err(|e| ("cannot change flags", e))?,
+            Source::Ticket(id) => {
+                keep_conversation_flags(&m.flags, &mut new);
+                let edits = edits_for(&m.flags, &new, tags);
+                if !edits.is_empty() {
+                    store
+                        .mailbox_edit(id, &edits, &actor(agent))
+                        .await
+                        .map_err(|e| ("cannot change the ticket", e))?;
+                    stored.changed_tickets.push((id, new.seen));
+                }
+                keep_known_keywords(&mut new, tags);
+            }
+            Source::Template(_) | Source::Statistics(_) => return Ok(None),
+        }
+        Ok(Some(new))
     }
 
     /// Gives the tickets this session changed their new UIDs at once, and keeps `\Seen` on
@@ -287,53 +362,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(name) = super::folders::wire_name(mailbox) else {
             return self.no_code(tag, Some(Code::TryCreate), "no such folder");
         };
-        let Some(catalog) = self.catalog().await else {
-            return self.no(tag, "folders not available right now");
+        let catalog = match self.catalog().await {
+            Ok(c) => c,
+            Err(e) => return self.refuse(tag, "cannot read the folders", &e),
         };
         let Some(dest) = catalog.find(&name) else {
             return self.no_code(tag, Some(Code::TryCreate), "no such folder");
         };
-        let store = self.mailbox.store().clone();
         let tickets_in_source = source.shows_tickets();
-        // What a ticket's move or copy into `dest` changes.
-        let edits: Option<Vec<TicketEdit>> = match &dest {
-            Folder::Inbox => Some(vec![TicketEdit::Assign(Some((
-                agent.id,
-                agent.login.clone(),
-            )))]),
-            Folder::Unassigned => Some(vec![TicketEdit::Assign(None)]),
-            Folder::Queue(q) => Some(vec![TicketEdit::Queue(q.clone())]),
-            Folder::Status(k) => Some(vec![TicketEdit::Status(k.clone())]),
-            Folder::Tag(t) => {
-                let mut e = vec![TicketEdit::AddTag(t.clone())];
-                if is_move
-                    && let Folder::Tag(from) = &source
-                    && from != t
-                {
-                    e.push(TicketEdit::RemoveTag(from.clone()));
-                }
-                Some(e)
-            }
-            Folder::Own(Own::Trash) if tickets_in_source => Some(vec![TicketEdit::Status(
-                crate::core::model::status_key::CLOSED.into(),
-            )]),
-            _ => None,
-        };
-        if let Some(edits) = edits {
+        if let Some(edits) = edits_for_folder(&dest, &source, &agent, is_move) {
             if !tickets_in_source {
                 return self.no(tag, "only tickets can go into this folder");
             }
-            let mut changed = Vec::new();
-            for (_, m) in &messages {
-                if let Source::Ticket(id) = m.source {
-                    if let Err(e) = store.mailbox_edit(id, &edits, &actor(&agent)).await {
-                        tracing::warn!(error = %e, "IMAP MOVE could not change a ticket");
-                        return self.no(tag, format!("cannot change the ticket: {e}"));
-                    }
-                    changed.push((id, m.flags.seen));
-                }
+            if let Err(e) = self.change_tickets(&agent, &messages, &edits).await {
+                return self.refuse(tag, "cannot change the ticket", &e);
             }
-            self.relist(&changed).await;
         } else {
             let Folder::Own(own) = dest else {
                 return self.no(tag, "messages cannot go into this folder");
@@ -341,52 +384,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if is_move && tickets_in_source {
                 return self.no(tag, "tickets stay in the helpdesk: copy them instead");
             }
-            for (_, m) in &messages {
-                let bytes = match self.mailbox.bytes(&agent, m).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "IMAP COPY could not read a message");
-                        return self.no(tag, "cannot copy right now");
-                    }
-                };
-                let mut flags = m.flags.clone();
-                flags.deleted = false;
-                if let Err(e) = store
-                    .own_append(
-                        agent.id,
-                        own.as_str(),
-                        &flags.to_words(),
-                        m.internal_date,
-                        &bytes,
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %e, "IMAP COPY failed");
-                    return self.no(tag, "cannot copy right now");
-                }
-            }
-            if is_move {
-                let uids: Vec<u32> = messages.iter().map(|(_, m)| m.uid).collect();
-                if let Err(e) = store.own_delete(agent.id, &uids).await {
-                    tracing::warn!(error = %e, "IMAP MOVE could not remove the originals");
-                    return self.no(tag, "cannot move right now");
-                }
+            if let Err((action, e)) = self.keep_copies(&agent, own, &messages, is_move).await {
+                return self.refuse(tag, action, &e);
             }
         }
         if is_move {
-            // The moved messages leave this folder (a changed ticket comes back with a new UID
-            // when it still belongs here).
-            for (index, _) in messages.iter().rev() {
-                if let Some(sel) = self.selected.as_mut()
-                    && *index < sel.messages.len()
-                {
-                    sel.messages.remove(*index);
-                    self.server.enqueue_data(Data::Expunge(
-                        NonZeroU32::new(*index as u32 + 1).expect("not zero"),
-                    ));
-                }
-            }
+            self.expunge_moved(&messages);
         }
         self.ok(
             tag,
@@ -396,6 +399,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "COPY completed"
             },
         );
+    }
+
+    /// Applies `edits` to the tickets among `messages`, then relists the changed ones.
+    async fn change_tickets(
+        &mut self,
+        agent: &Agent,
+        messages: &[(usize, view::Message)],
+        edits: &[TicketEdit],
+    ) -> Result<(), crate::store::StoreError> {
+        let mut changed = Vec::new();
+        for (_, m) in messages {
+            if let Source::Ticket(id) = m.source {
+                self.mailbox
+                    .store()
+                    .mailbox_edit(id, edits, &actor(agent))
+                    .await?;
+                changed.push((id, m.flags.seen));
+            }
+        }
+        self.relist(&changed).await;
+        Ok(())
+    }
+
+    /// Keeps copies of `messages` in the agent's own folder; a move removes the originals.
+    async fn keep_copies(
+        &mut self,
+        agent: &Agent,
+        own: Own,
+        messages: &[(usize, view::Message)],
+        is_move: bool,
+    ) -> Result<(), Failed> {
+        let store = self.mailbox.store().clone();
+        for (_, m) in messages {
+            let bytes = match self.mailbox.bytes(agent, m).await {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => return Err(("cannot read a message to copy", e)),
+            };
+            let mut flags = m.flags.clone();
+            flags.deleted = false;
+            store
+                .own_append(
+                    agent.id,
+                    own.as_str(),
+                    &flags.to_words(),
+                    m.internal_date,
+                    &bytes,
+                )
+                .await
+                .map_err(|e| ("cannot copy", e))?;
+        }
+        if is_move {
+            let uids: Vec<u32> = messages.iter().map(|(_, m)| m.uid).collect();
+            store
+                .own_delete(agent.id, &uids)
+                .await
+                .map_err(|e| ("cannot remove the moved messages", e))?;
+        }
+        Ok(())
+    }
+
+    /// The moved messages leave this folder (a changed ticket comes back with a new UID when
+    /// it still belongs here).
+    fn expunge_moved(&mut self, messages: &[(usize, view::Message)]) {
+        for (index, _) in messages.iter().rev() {
+            if let Some(sel) = self.selected.as_mut()
+                && *index < sel.messages.len()
+            {
+                sel.messages.remove(*index);
+                self.server.enqueue_data(Data::Expunge(
+                    NonZeroU32::new(*index as u32 + 1).expect("not zero"),
+                ));
+            }
+        }
     }
 
     /// EXPUNGE (and UID EXPUNGE): removes messages marked `\Deleted` from an own folder. In a
@@ -420,8 +497,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Folder::Own(_) = sel.folder {
             let gone: Vec<u32> = marked.iter().map(|&i| sel.messages[i].uid).collect();
             if let Err(e) = self.mailbox.store().own_delete(agent.id, &gone).await {
-                tracing::warn!(error = %e, "IMAP EXPUNGE failed");
-                return self.no(tag, "cannot expunge right now");
+                return self.refuse(tag, "cannot expunge", &e);
             }
             for &i in marked.iter().rev() {
                 if let Some(sel) = self.selected.as_mut() {

@@ -15,8 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use super::folders::{internal_date, wire_flags};
+use crate::core::model::Agent;
 use crate::mailbox::message::{Anatomy, header_envelope, header_fields, istring, partial};
-use crate::mailbox::view::{Message, Source};
+use crate::mailbox::view::{Flags, Message, Source};
+use crate::store::StoreError;
 
 /// Messages answered per turn of the session loop.
 const BATCH: usize = 200;
@@ -146,6 +148,107 @@ fn body(bytes: &[u8]) -> NString<'static> {
     NString(Some(istring(bytes)))
 }
 
+/// One message of a FETCH with what was read for it: the answer's items come from here.
+struct Fetched<'a> {
+    message: &'a Message,
+    /// The flags after this FETCH (it may set `\Seen`).
+    flags: Flags,
+    /// The header block (empty when no item needs it).
+    header: Vec<u8>,
+    /// The whole message, when an item needs its body.
+    full: Option<&'a [u8]>,
+    full_anatomy: Option<Anatomy<'a>>,
+}
+
+impl Fetched<'_> {
+    /// The answer to `names`, in their order; the flags added when this FETCH changed them
+    /// and the client did not ask for them.
+    fn items(&self, names: &[MessageDataItemName<'static>]) -> Vec<MessageDataItem<'static>> {
+        let mut out: Vec<MessageDataItem<'static>> =
+            names.iter().filter_map(|n| self.item(n)).collect();
+        if self.flags != self.message.flags && !names.contains(&MessageDataItemName::Flags) {
+            out.push(self.flags_item());
+        }
+        out
+    }
+
+    fn flags_item(&self) -> MessageDataItem<'static> {
+        MessageDataItem::Flags(
+            wire_flags(&self.flags)
+                .into_iter()
+                .map(FlagFetch::Flag)
+                .collect(),
+        )
+    }
+
+    fn item(&self, name: &MessageDataItemName<'static>) -> Option<MessageDataItem<'static>> {
+        use MessageDataItemName as N;
+        let m = self.message;
+        Some(match name {
+            N::Uid => MessageDataItem::Uid(NonZeroU32::new(m.uid).expect("UIDs are not zero")),
+            N::Flags => self.flags_item(),
+            N::InternalDate => MessageDataItem::InternalDate(internal_date(m.internal_date)),
+            N::Rfc822Size => {
+                let size = m
+                    .size
+                    .or_else(|| self.full.map(|f| f.len() as u64))
+                    .unwrap_or(0);
+                MessageDataItem::Rfc822Size(size.min(u32::MAX as u64) as u32)
+            }
+            N::Envelope => MessageDataItem::Envelope(header_envelope(&self.header)),
+            N::Body => MessageDataItem::Body(self.structure(false)),
+            N::BodyStructure => MessageDataItem::BodyStructure(self.structure(true)),
+            N::BodyExt {
+                section,
+                partial: range,
+                ..
+            } => MessageDataItem::BodyExt {
+                section: section.clone(),
+                origin: range.map(|(o, _)| o),
+                data: body(&self.section(section, *range)),
+            },
+            N::Rfc822 => MessageDataItem::Rfc822(body(self.full.unwrap_or(&[]))),
+            N::Rfc822Header => MessageDataItem::Rfc822Header(body(&self.header)),
+            N::Rfc822Text => {
+                let text = self
+                    .full_anatomy
+                    .as_ref()
+                    .map(|a| a.section(Some(&Section::Text(None))).into_owned())
+                    .unwrap_or_default();
+                MessageDataItem::Rfc822Text(body(&text))
+            }
+            // Not announced (no BINARY capability): left out.
+            _ => return None,
+        })
+    }
+
+    /// BODY or BODYSTRUCTURE: from the whole message, or from the header alone (only for
+    /// the rare items a header answers beyond ENVELOPE).
+    fn structure(&self, extended: bool) -> imap_next::imap_types::body::BodyStructure<'static> {
+        match &self.full_anatomy {
+            Some(a) => a.body_structure(extended),
+            None => Anatomy::parse(&self.header).body_structure(extended),
+        }
+    }
+
+    /// BODY[section]<origin.length>.
+    fn section(
+        &self,
+        section: &Option<Section<'static>>,
+        range: Option<(u32, NonZeroU32)>,
+    ) -> Vec<u8> {
+        let data = match (&self.full_anatomy, header_only(section)) {
+            (Some(a), _) => a.section(section.as_ref()).into_owned(),
+            (None, true) => header_section(&self.header, section),
+            (None, false) => Vec::new(),
+        };
+        match range {
+            Some((origin, len)) => partial(&data, origin, Some(len.get())).to_vec(),
+            None => data,
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn fetch(
         &mut self,
@@ -184,43 +287,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .iter()
             .filter_map(|&i| sel.messages.get(i).map(|m| (i, m.clone())))
             .collect();
-        let read_only = sel.read_only;
-        let mark_seen = sets_seen(&job.items) && !read_only;
+        let mark_seen = sets_seen(&job.items) && !sel.read_only;
         let (want_header, _) = needs(&job.items, true);
-        let tickets: Vec<i64> = batch
-            .iter()
-            .filter_map(|(_, m)| match m.source {
-                Source::Ticket(id) => Some(id),
-                _ => None,
-            })
-            .collect();
-        let mut headers = if want_header && !tickets.is_empty() {
-            match self.mailbox.headers(&tickets).await {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "IMAP FETCH: cannot read tickets");
-                    return self.no(job.tag, "messages not available right now");
-                }
-            }
-        } else {
-            HashMap::new()
+        let mut headers = match self.ticket_headers(&batch, want_header).await {
+            Ok(h) => h,
+            Err(e) => return self.refuse(job.tag, "cannot read the messages", &e),
         };
         let mut newly_seen: Vec<(usize, i64, u32)> = Vec::new();
         for (index, m) in batch {
-            let (_, need_full) = needs(&job.items, m.size.is_some());
-            let full = if need_full || (want_header && !matches!(m.source, Source::Ticket(_))) {
-                match self.mailbox.bytes(&agent, &m).await {
-                    Ok(Some(b)) => Some(b),
-                    Ok(None) => Some(Vec::new()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "IMAP FETCH: cannot read a message");
-                        return self.no(job.tag, "message not available right now");
-                    }
-                }
-            } else {
-                None
+            let full = match self
+                .whole_message(&agent, &m, &job.items, want_header)
+                .await
+            {
+                Ok(full) => full,
+                Err(e) => return self.refuse(job.tag, "cannot read a message", &e),
             };
-            let header: Option<Vec<u8>> = match (&m.source, &full) {
+            let mut flags = m.flags.clone();
+            if mark_seen && !flags.seen {
+                flags.seen = true;
+                let ticket = match m.source {
+                    Source::Ticket(id) => id,
+                    _ => 0,
+                };
+                newly_seen.push((index, ticket, m.uid));
+            }
+            let header = match (&m.source, &full) {
                 (Source::Ticket(id), None) => headers.remove(id).map(String::into_bytes),
                 (_, Some(f)) => Some(
                     Anatomy::parse(f)
@@ -229,105 +320,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 ),
                 _ => None,
             };
-            let header = header.unwrap_or_default();
-            let full_anatomy = full.as_deref().map(Anatomy::parse);
-            // Only for the rare items a header alone answers beyond ENVELOPE.
-            let head_anatomy = || Anatomy::parse(&header);
-            let mut flags = m.flags.clone();
-            if mark_seen && !flags.seen {
-                flags.seen = true;
-                if let Source::Ticket(id) = m.source {
-                    newly_seen.push((index, id, m.uid));
-                } else {
-                    newly_seen.push((index, 0, m.uid));
-                }
-            }
-            let mut out: Vec<MessageDataItem<'static>> = Vec::new();
-            let mut flags_sent = false;
-            for item in &job.items {
-                use MessageDataItemName as N;
-                match item {
-                    N::Uid => out.push(MessageDataItem::Uid(
-                        NonZeroU32::new(m.uid).expect("UIDs are not zero"),
-                    )),
-                    N::Flags => {
-                        flags_sent = true;
-                        out.push(MessageDataItem::Flags(
-                            wire_flags(&flags)
-                                .into_iter()
-                                .map(FlagFetch::Flag)
-                                .collect(),
-                        ));
-                    }
-                    N::InternalDate => out.push(MessageDataItem::InternalDate(internal_date(
-                        m.internal_date,
-                    ))),
-                    N::Rfc822Size => {
-                        let size = m
-                            .size
-                            .or_else(|| full.as_ref().map(|f| f.len() as u64))
-                            .unwrap_or(0);
-                        out.push(MessageDataItem::Rfc822Size(size.min(u32::MAX as u64) as u32));
-                    }
-                    N::Envelope => out.push(MessageDataItem::Envelope(header_envelope(&header))),
-                    N::Body | N::BodyStructure => {
-                        let extended = matches!(item, N::BodyStructure);
-                        let structure = full_anatomy
-                            .as_ref()
-                            .map(|a| a.body_structure(extended))
-                            .unwrap_or_else(|| head_anatomy().body_structure(extended));
-                        out.push(if extended {
-                            MessageDataItem::BodyStructure(structure)
-                        } else {
-                            MessageDataItem::Body(structure)
-                        });
-                    }
-                    N::BodyExt {
-                        section,
-                        partial: range,
-                        ..
-                    } => {
-                        let data = match (&full_anatomy, header_only(section)) {
-                            (Some(a), _) => a.section(section.as_ref()).into_owned(),
-                            (None, true) => header_section(&header, section),
-                            (None, false) => Vec::new(),
-                        };
-                        let data = match range {
-                            Some((origin, len)) => {
-                                partial(&data, *origin, Some(len.get())).to_vec()
-                            }
-                            None => data,
-                        };
-                        out.push(MessageDataItem::BodyExt {
-                            section: section.clone(),
-                            origin: range.map(|(o, _)| o),
-                            data: body(&data),
-                        });
-                    }
-                    N::Rfc822 => out.push(MessageDataItem::Rfc822(body(
-                        full.as_deref().unwrap_or(&[]),
-                    ))),
-                    N::Rfc822Header => out.push(MessageDataItem::Rfc822Header(body(&header))),
-                    N::Rfc822Text => {
-                        let text = full_anatomy
-                            .as_ref()
-                            .map(|a| a.section(Some(&Section::Text(None))).into_owned())
-                            .unwrap_or_default();
-                        out.push(MessageDataItem::Rfc822Text(body(&text)));
-                    }
-                    // Not announced (no BINARY capability): left out.
-                    _ => {}
-                }
-            }
-            if flags != m.flags && !flags_sent {
-                out.push(MessageDataItem::Flags(
-                    wire_flags(&flags)
-                        .into_iter()
-                        .map(FlagFetch::Flag)
-                        .collect(),
-                ));
-            }
-            if let Ok(items) = Vec1::try_from(out) {
+            let fetched = Fetched {
+                message: &m,
+                flags,
+                header: header.unwrap_or_default(),
+                full_anatomy: full.as_deref().map(Anatomy::parse),
+                full: full.as_deref(),
+            };
+            if let Ok(items) = Vec1::try_from(fetched.items(&job.items)) {
                 let seq = NonZeroU32::new(index as u32 + 1).expect("not zero");
                 self.server.enqueue_data(Data::Fetch { seq, items });
             }
@@ -340,6 +340,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.ok(job.tag, "FETCH completed");
         } else {
             self.job = Some(job);
+        }
+    }
+
+    /// The header blocks of the batch's tickets, read together from their rows, when an
+    /// item needs the header.
+    async fn ticket_headers(
+        &self,
+        batch: &[(usize, Message)],
+        want_header: bool,
+    ) -> Result<HashMap<i64, String>, StoreError> {
+        let tickets: Vec<i64> = batch
+            .iter()
+            .filter_map(|(_, m)| match m.source {
+                Source::Ticket(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        if want_header && !tickets.is_empty() {
+            self.mailbox.headers(&tickets).await
+        } else {
+            Ok(HashMap::new())
+        }
+    }
+
+    /// The whole message, when an item needs its body (or its header, which only a
+    /// ticket has without the body).
+    async fn whole_message(
+        &self,
+        agent: &Agent,
+        m: &Message,
+        items: &[MessageDataItemName<'static>],
+        want_header: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (_, need_full) = needs(items, m.size.is_some());
+        if need_full || (want_header && !matches!(m.source, Source::Ticket(_))) {
+            Ok(Some(
+                self.mailbox.bytes(agent, m).await?.unwrap_or_default(),
+            ))
+        } else {
+            Ok(None)
         }
     }
 

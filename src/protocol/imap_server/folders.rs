@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Session;
 use crate::mailbox::folder::{Catalog, DELIMITER, Folder, Own, utf7};
 use crate::mailbox::view::{self, Flags, Message};
+use crate::store::StoreError;
 
 /// The open folder.
 pub(super) struct Selected {
@@ -125,15 +126,11 @@ pub(super) fn internal_date(at: i64) -> DateTime {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    /// The agent's folders now; `None` (and a log line) when the store cannot say.
-    pub(super) async fn catalog(&mut self) -> Option<Catalog> {
-        let agent = self.agent.as_ref()?;
-        match self.mailbox.catalog(agent).await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "IMAP: cannot read the folders");
-                None
-            }
+    /// The agent's folders now. Only commands after login ask.
+    pub(super) async fn catalog(&self) -> Result<Catalog, StoreError> {
+        match self.agent.as_ref() {
+            Some(agent) => self.mailbox.catalog(agent).await,
+            None => Err(StoreError::NotFound("no agent logged in".into())),
         }
     }
 
@@ -163,8 +160,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.ok(tag, "LIST completed");
             return;
         }
-        let Some(catalog) = self.catalog().await else {
-            return self.no(tag, "folders not available right now");
+        let catalog = match self.catalog().await {
+            Ok(c) => c,
+            Err(e) => return self.refuse(tag, "cannot read the folders", &e),
         };
         let mut full = reference;
         full.extend_from_slice(pattern);
@@ -224,33 +222,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
     }
 
-    /// The folder a client named, if the agent may see it.
-    async fn find_folder(&mut self, mailbox: &WireMailbox<'_>) -> Option<(Catalog, Folder)> {
-        let name = wire_name(mailbox)?;
+    /// The folder a client named, if the agent may see it (`None`: no such folder).
+    async fn find_folder(
+        &self,
+        mailbox: &WireMailbox<'_>,
+    ) -> Result<Option<(Catalog, Folder)>, StoreError> {
+        let Some(name) = wire_name(mailbox) else {
+            return Ok(None);
+        };
         let catalog = self.catalog().await?;
-        let folder = catalog.find(&name)?;
-        Some((catalog, folder))
+        Ok(catalog.find(&name).map(|folder| (catalog, folder)))
     }
 
-    async fn messages_of(&mut self, catalog: &Catalog, folder: &Folder) -> Option<Vec<Message>> {
-        let agent = self.agent.as_ref()?;
-        match self.mailbox.messages(agent, catalog, folder).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!(error = %e, "IMAP: cannot read a folder");
-                None
-            }
+    async fn messages_of(
+        &self,
+        catalog: &Catalog,
+        folder: &Folder,
+    ) -> Result<Vec<Message>, StoreError> {
+        match self.agent.as_ref() {
+            Some(agent) => self.mailbox.messages(agent, catalog, folder).await,
+            None => Err(StoreError::NotFound("no agent logged in".into())),
         }
     }
 
-    async fn uid_validity_next(&mut self) -> Option<(NonZeroU32, NonZeroU32)> {
+    async fn uid_validity_next(&self) -> Result<(NonZeroU32, NonZeroU32), StoreError> {
         let store = self.mailbox.store();
-        let validity = store.mailbox_uidvalidity().await.ok()?;
-        let last = store.mailbox_last_uid().await.ok()?;
-        Some((
-            NonZeroU32::new(validity)?,
-            NonZeroU32::new(u32::try_from(last + 1).ok()?)?,
-        ))
+        let validity = store.mailbox_uidvalidity().await?;
+        let last = store.mailbox_last_uid().await?;
+        let next = u32::try_from(last + 1).ok().and_then(NonZeroU32::new);
+        match (NonZeroU32::new(validity), next) {
+            (Some(validity), Some(next)) => Ok((validity, next)),
+            _ => Err(StoreError::Invalid(format!(
+                "UIDVALIDITY {validity} or last UID {last} out of range"
+            ))),
+        }
+    }
+
+    /// What STATUS and SELECT report on a folder: the folder, the agent's folders, its
+    /// messages, UIDVALIDITY and the next UID. `None` once the client has its NO.
+    async fn open_folder(
+        &mut self,
+        tag: &Tag<'static>,
+        mailbox: &WireMailbox<'static>,
+    ) -> Option<(Catalog, Folder, Vec<Message>, NonZeroU32, NonZeroU32)> {
+        let (catalog, folder) = match self.find_folder(mailbox).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                self.no(tag.clone(), "no such folder");
+                return None;
+            }
+            Err(e) => {
+                self.refuse(tag.clone(), "cannot read the folders", &e);
+                return None;
+            }
+        };
+        if !folder.selectable() {
+            self.no(tag.clone(), "this folder only holds other folders");
+            return None;
+        }
+        // Read before the messages: a change in between shows at the next refresh.
+        let read = match self.uid_validity_next().await {
+            Ok((validity, next)) => self
+                .messages_of(&catalog, &folder)
+                .await
+                .map(|messages| (messages, validity, next)),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok((messages, validity, next)) => Some((catalog, folder, messages, validity, next)),
+            Err(e) => {
+                self.refuse(tag.clone(), "cannot read the folder", &e);
+                None
+            }
+        }
     }
 
     pub(super) async fn status(
@@ -259,17 +303,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         mailbox: &WireMailbox<'static>,
         names: &[StatusDataItemName],
     ) {
-        let Some((catalog, folder)) = self.find_folder(mailbox).await else {
-            return self.no(tag, "no such folder");
-        };
-        if !folder.selectable() {
-            return self.no(tag, "this folder only holds other folders");
-        }
-        let Some(messages) = self.messages_of(&catalog, &folder).await else {
-            return self.no(tag, "folder not available right now");
-        };
-        let Some((validity, next)) = self.uid_validity_next().await else {
-            return self.no(tag, "folder not available right now");
+        let Some((_, _, messages, validity, next)) = self.open_folder(&tag, mailbox).await else {
+            return;
         };
         let items: Vec<StatusDataItem> = names
             .iter()
@@ -301,18 +336,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) {
         // A failed SELECT leaves no folder open (RFC 3501 §6.3.1).
         self.selected = None;
-        let Some((catalog, folder)) = self.find_folder(mailbox).await else {
-            return self.no(tag, "no such folder");
-        };
-        if !folder.selectable() {
-            return self.no(tag, "this folder only holds other folders");
-        }
-        // Read before the messages: a change in between shows at the next refresh.
-        let Some((validity, next)) = self.uid_validity_next().await else {
-            return self.no(tag, "folder not available right now");
-        };
-        let Some(messages) = self.messages_of(&catalog, &folder).await else {
-            return self.no(tag, "folder not available right now");
+        let Some((catalog, folder, messages, validity, next)) =
+            self.open_folder(&tag, mailbox).await
+        else {
+            return;
         };
         let read_only = examine || matches!(folder, Folder::Templates | Folder::Statistics);
         let own = matches!(folder, Folder::Own(_));
@@ -411,8 +438,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         date: Option<DateTime>,
         message: LiteralOrLiteral8<'static>,
     ) {
-        let Some((_, folder)) = self.find_folder(mailbox).await else {
-            return self.no_code(tag, Some(Code::TryCreate), "no such folder");
+        let folder = match self.find_folder(mailbox).await {
+            Ok(Some((_, folder))) => folder,
+            Ok(None) => return self.no_code(tag, Some(Code::TryCreate), "no such folder"),
+            Err(e) => return self.refuse(tag, "cannot read the folders", &e),
         };
         let Folder::Own(own) = folder else {
             return self.no(
@@ -453,10 +482,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 self.ok_code(tag, code, "APPEND completed");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "IMAP APPEND failed");
-                self.no(tag, "cannot store the message right now");
-            }
+            Err(e) => self.refuse(tag, "cannot store the message", &e),
         }
     }
 
@@ -477,11 +503,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         }
         let folder = sel.folder.clone();
-        let Some(catalog) = self.catalog().await else {
-            return;
+        let fresh = match self.catalog().await {
+            Ok(catalog) => self.messages_of(&catalog, &folder).await,
+            Err(e) => Err(e),
         };
-        let Some(fresh) = self.messages_of(&catalog, &folder).await else {
-            return;
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // The next NOOP or IDLE news tries again.
+                tracing::warn!(error = %e, "IMAP: cannot read the open folder");
+                return;
+            }
         };
         let Some(sel) = self.selected.as_mut() else {
             return;

@@ -6,6 +6,7 @@
 mod changes;
 mod fetch;
 mod folders;
+mod reply;
 mod search;
 use std::net::SocketAddr;
 use std::sync::Arc;

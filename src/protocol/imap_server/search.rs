@@ -213,8 +213,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let mut leaves = Vec::new();
         content_keys(&key, &mut leaves);
-        let Some(catalog) = self.catalog().await else {
-            return self.no(tag, "search not available right now");
+        let catalog = match self.catalog().await {
+            Ok(c) => c,
+            Err(e) => return self.refuse(tag, "cannot search", &e),
         };
         let folder_query = catalog.ticket_query(&folder, &agent, crate::store::now());
         let mut results: Vec<HashSet<u32>> = Vec::with_capacity(leaves.len());
@@ -224,17 +225,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(q) = folder_query.as_ref().and_then(|fq| ticket_query(leaf, fq)) {
                 match self.mailbox.store().folder_tickets(&q).await {
                     Ok(found) => results.push(found.iter().map(|t| t.uid).collect()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "IMAP SEARCH failed");
-                        return self.no(tag, "search not available right now");
-                    }
+                    Err(e) => return self.refuse(tag, "cannot search", &e),
                 }
                 continue;
             }
             if headers.is_none() {
                 match self.message_headers(&agent, &messages).await {
                     Ok(h) => headers = Some(h),
-                    Err(()) => return self.no(tag, "search not available right now"),
+                    Err(e) => return self.refuse(tag, "cannot search", &e),
                 }
             }
             let scanned = headers.as_deref().unwrap_or_default();
@@ -279,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         agent: &crate::core::model::Agent,
         messages: &[Message],
-    ) -> Result<Vec<(u32, Vec<u8>)>, ()> {
+    ) -> Result<Vec<(u32, Vec<u8>)>, crate::store::StoreError> {
         let tickets: Vec<i64> = messages
             .iter()
             .filter_map(|m| match m.source {
@@ -287,9 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => None,
             })
             .collect();
-        let mut headers = self.mailbox.headers(&tickets).await.map_err(|e| {
-            tracing::warn!(error = %e, "IMAP SEARCH failed");
-        })?;
+        let mut headers = self.mailbox.headers(&tickets).await?;
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             let header = match m.source {
