@@ -16,7 +16,7 @@ use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Atom, IString, NString, Tag, Vec1};
 use imap_next::imap_types::response::{
-    Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
+    Capability, Code, CodeOther, CommandContinuationRequest, Data, Greeting, Status,
 };
 use imap_next::server::{Error as ProtocolError, Event, Options, ResponseHandle, Server};
 use imap_next::{Interrupt, Io, State};
@@ -647,13 +647,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         match crate::login::plain_credentials(decoded) {
             Ok((login, password)) => {
-                let (ok, text) = self.check_login(&login, &password).await;
-                let status = if ok {
-                    Status::ok(Some(tag), None, text)
-                } else {
-                    Status::no(Some(tag), None, text)
-                };
-                finish(self, status.expect("valid"));
+                let status = self.login_status(tag, &login, &password).await;
+                finish(self, status);
             }
             Err(e) => {
                 let status = Status::bad(Some(tag), None, e.to_string()).expect("valid");
@@ -671,35 +666,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.no(tag, "LOGIN needs TLS: say STARTTLS first, or use port 993");
             return;
         }
-        let (ok, text) = self.check_login(login, password).await;
-        if ok {
-            self.ok(tag, text);
-        } else {
-            self.no(tag, text);
-        }
+        let status = self.login_status(tag, login, password).await;
+        self.server.enqueue_status(status);
     }
 
-    /// Checks a login through the failed-login guard; (logged in, what to tell the client).
-    async fn check_login(&mut self, login: &str, password: &str) -> (bool, &'static str) {
+    /// Checks a login through the failed-login guard: the tagged answer, with the RFC 5530
+    /// code that tells the client whether asking for the password again can help.
+    async fn login_status(
+        &mut self,
+        tag: Tag<'static>,
+        login: &str,
+        password: &str,
+    ) -> Status<'static> {
         let outcome = self
             .cfg
             .guard
             .attempt(self.peer, login, self.logins.open(login, password))
             .await;
-        match outcome {
+        let (code, text) = match outcome {
             LoginOutcome::LoggedIn(session) => {
                 self.slot = Some(session.slot);
                 self.agent = Some(session.agent);
                 self.clock.working();
-                (true, "logged in")
+                return Status::ok(Some(tag), None, "logged in").expect("valid status");
             }
-            LoginOutcome::Refused => (false, "wrong login or password"),
-            LoginOutcome::Locked(_) => (false, "too many failed logins: try again later"),
-            LoginOutcome::TooManySessions => {
-                (false, "[LIMIT] too many open sessions for this agent")
-            }
-            LoginOutcome::Unavailable => (false, "login not possible right now: try again later"),
-        }
+            refused => login_refusal(&refused),
+        };
+        let code = Code::Other(CodeOther::unvalidated(code.as_bytes()));
+        Status::no(Some(tag), Some(code), text).expect("valid status")
     }
 
     fn capabilities(&self) -> Vec1<Capability<'static>> {
@@ -786,6 +780,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .enqueue_status(Status::bye(None, text).expect("valid status"));
         self.close_after = Some(last);
         self.closing = true;
+    }
+}
+
+/// The RFC 5530 code and text of a login that did not succeed.
+fn login_refusal<A>(outcome: &LoginOutcome<A>) -> (&'static str, &'static str) {
+    match outcome {
+        LoginOutcome::LoggedIn(_) => ("", "logged in"),
+        LoginOutcome::Refused => ("AUTHENTICATIONFAILED", "wrong login or password"),
+        LoginOutcome::Locked(_) => ("UNAVAILABLE", "too many failed logins: try again later"),
+        LoginOutcome::TooManySessions => ("LIMIT", "too many open sessions for this agent"),
+        LoginOutcome::Unavailable => ("UNAVAILABLE", "login not possible now: try again later"),
     }
 }
 
@@ -897,6 +902,35 @@ fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_failed_login_gets_its_code() {
+        let table: [(LoginOutcome<()>, &str, &str); 4] = [
+            (
+                LoginOutcome::Refused,
+                "AUTHENTICATIONFAILED",
+                "wrong login or password",
+            ),
+            (
+                LoginOutcome::Locked(Duration::from_secs(60)),
+                "UNAVAILABLE",
+                "too many failed logins: try again later",
+            ),
+            (
+                LoginOutcome::TooManySessions,
+                "LIMIT",
+                "too many open sessions for this agent",
+            ),
+            (
+                LoginOutcome::Unavailable,
+                "UNAVAILABLE",
+                "login not possible now: try again later",
+            ),
+        ];
+        for (outcome, code, text) in table {
+            assert_eq!(login_refusal(&outcome), (code, text), "{outcome:?}");
+        }
+    }
 
     async fn talk(lines: &[&str]) -> String {
         let dir = tempfile::tempdir().unwrap();
