@@ -55,12 +55,12 @@ fn init_logging(serving: bool) {
 }
 
 /// glibc raises its mmap threshold to the size of the largest block freed so far. After the
-/// first logins every Argon2 verification's 19 MiB block then came from a thread's malloc
-/// arena and stayed there: the gateway grew to 600 MiB after 40 logins over a few
-/// seconds (the submission benchmark). A fixed threshold gives blocks of 1 MiB and more
-/// back to the system as soon as they are freed. glibc also gives every thread that
-/// allocates at the same time as another an arena of its own (up to 8 per core), each
-/// keeping what it once held: the database's threads and the runtime's share two.
+/// first logins every Argon2 verification's block then came from a thread's malloc arena
+/// and stayed there, so the gateway grew with every burst of logins. A fixed threshold
+/// gives blocks of 1 MiB and more back to the system as soon as they are freed. glibc also
+/// gives every thread that allocates at the same time as another an arena of its own (up to
+/// 8 per core), each keeping what it once held: the database's threads and the runtime's
+/// share two.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn return_large_blocks_to_the_system() {
     // SAFETY: mallopt only sets allocator parameters; it runs before any other thread.

@@ -128,17 +128,17 @@ impl LoginGuard {
     }
 
     /// `Some(remaining)` while this login from this address is locked out.
-    pub fn locked(&self, ip: IpAddr, login: &str) -> Option<Duration> {
+    fn locked(&self, ip: IpAddr, login: &str) -> Option<Duration> {
         self.locked_at(ip, login, Instant::now())
     }
 
     /// Records a failure; returns how long to wait before answering it.
-    pub fn failed(&self, ip: IpAddr, login: &str) -> Duration {
+    fn failed(&self, ip: IpAddr, login: &str) -> Duration {
         self.failed_at(ip, login, Instant::now())
     }
 
     /// A correct password clears the failures of this login from this address.
-    pub fn succeeded(&self, ip: IpAddr, login: &str) {
+    fn succeeded(&self, ip: IpAddr, login: &str) {
         let mut state = self.lock();
         state.by_login.remove(&(ip, login.to_lowercase()));
     }
@@ -239,6 +239,36 @@ mod tests {
             g.locked_at(ip, "anna", t0 + Duration::from_secs(61))
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_ends_in_one_outcome() {
+        let g = guard();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let answer = |c: Checked<u8>| async move { Ok::<_, std::io::Error>(c) };
+        let wrong = g.attempt(Some(peer), "anna", answer(Checked::Wrong)).await;
+        assert!(matches!(wrong, LoginOutcome::Refused));
+        let busy = g
+            .attempt(Some(peer), "anna", answer(Checked::TooManySessions))
+            .await;
+        assert!(matches!(busy, LoginOutcome::TooManySessions));
+        let down = g
+            .attempt(Some(peer), "anna", async {
+                Err::<Checked<u8>, _>(std::io::Error::other("down"))
+            })
+            .await;
+        assert!(matches!(down, LoginOutcome::Unavailable));
+        for _ in 0..3 {
+            g.attempt(None, "ben", answer(Checked::Wrong)).await;
+        }
+        // Without a peer address the failures count for the unspecified address, not for
+        // the peer's (nor for localhost).
+        let locked = g.attempt(None, "ben", answer(Checked::Agent(1))).await;
+        assert!(matches!(locked, LoginOutcome::Locked(_)));
+        let ok = g
+            .attempt(Some(peer), "ben", answer(Checked::Agent(1)))
+            .await;
+        assert!(matches!(ok, LoginOutcome::LoggedIn(1)));
     }
 
     #[test]

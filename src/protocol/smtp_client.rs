@@ -149,7 +149,7 @@ pub async fn relay(
 /// The connection is made here and handed to lettre, not made by lettre's transport: that
 /// one gives no way to set `TCP_NODELAY`, and lettre writes a mail's final `.` line as a
 /// write of its own, which Nagle's algorithm then holds back until the upstream's delayed
-/// acknowledgment (about 40 ms per mail).
+/// acknowledgment, once per mail.
 pub struct Session {
     up: Upstream,
     upstream: String,

@@ -180,9 +180,9 @@ const GIVE_BACK_MEMORY_EVERY: Duration = Duration::from_secs(10);
 
 /// glibc gives back only what is freed at the top of a heap. Folders' message lists that
 /// stay, interleaved with the query results they were read from that do not, leave most
-/// of the heap's pages partly used: 200 mail clients opening their INBOX at once (1,000,000
-/// items) left the gateway at 309 MiB RSS with 150 MiB in use, and `malloc_trim` brought it
-/// to 170 MiB. Trimming walks the free blocks: 1–5 ms, 18 ms right after that burst.
+/// of the heap's pages partly used after many mail clients open their folders at once;
+/// `malloc_trim` gives those pages back. It walks the free blocks, so it runs every few
+/// seconds, not after every session (BENCHMARKS.md has the memory figures).
 async fn give_back_freed_memory(mut shutdown: Shutdown) {
     loop {
         tokio::select! {
