@@ -349,6 +349,13 @@ impl Tx {
         Ok(&mut *self.inner)
     }
 
+    /// The connection with the queued writes still held back, for the few statements whose
+    /// answer no queued write can change (a status's id; the ticket counter, whose queued
+    /// value is looked at first): every other statement goes through [`Tx::conn`].
+    fn conn_unflushed(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+
     /// A fresh id for a row of `table` queued in this transaction.
     async fn next_id(&mut self, table: &'static str) -> Result<i64> {
         self.ids.next(&mut self.inner, self.backend, table).await

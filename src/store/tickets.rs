@@ -197,11 +197,11 @@ impl Tx {
         let current = match self.pending.ticket_counter {
             Some(n) => n,
             None => {
-                // Touches only the counter, so the queued rows may wait.
+                // Touches only the counter, whose queued value is `pending.ticket_counter`.
                 let stored: Option<i64> = sqlx::query_scalar(
                     "UPDATE counters SET value = value WHERE name = 'ticket' RETURNING value",
                 )
-                .fetch_optional(&mut *self.inner)
+                .fetch_optional(self.conn_unflushed())
                 .await?;
                 match stored {
                     Some(n) => n,
@@ -213,12 +213,12 @@ impl Tx {
                              ON CONFLICT (name) DO NOTHING",
                         )
                         .bind(first - 1)
-                        .execute(&mut *self.inner)
+                        .execute(self.conn_unflushed())
                         .await?;
                         sqlx::query_scalar(
                             "UPDATE counters SET value = value WHERE name = 'ticket' RETURNING value",
                         )
-                        .fetch_one(&mut *self.inner)
+                        .fetch_one(self.conn_unflushed())
                         .await?
                     }
                 }
@@ -229,14 +229,16 @@ impl Tx {
         Ok(next)
     }
 
-    /// A status's id. Reads without sending the queued rows: none of them are statuses.
-    async fn status_id(&mut self, key: &str) -> Result<i64> {
+    /// A status's id, read without sending the queued rows first: no queued row is a
+    /// status, so they cannot change the answer, and the rows of a batch stay together
+    /// for one flush instead of going out early.
+    async fn status_id_unflushed(&mut self, key: &str) -> Result<i64> {
         if let Some(id) = self.status_ids.get(key) {
             return Ok(*id);
         }
         let id: i64 = sqlx::query_scalar("SELECT id FROM statuses WHERE key = $1")
             .bind(key.to_string())
-            .fetch_optional(&mut *self.inner)
+            .fetch_optional(self.conn_unflushed())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no status {key:?}")))?;
         self.status_ids.insert(key.to_string(), id);
@@ -246,7 +248,9 @@ impl Tx {
     /// Queues a new ticket with status `new`, its CC list and a `created` history entry.
     pub async fn create_ticket(&mut self, t: &NewTicket<'_>, actor: &Actor) -> Result<TicketRef> {
         let number = self.next_ticket_number(t.first_number).await?;
-        let status_new = self.status_id(crate::core::model::status_key::NEW).await?;
+        let status_new = self
+            .status_id_unflushed(crate::core::model::status_key::NEW)
+            .await?;
         let id = self.next_id("tickets").await?;
         let creator = t.creator_address.to_ascii_lowercase();
         self.pending.tickets.push([
@@ -371,7 +375,7 @@ impl Tx {
                 .await?;
         }
         let merged = self
-            .status_id(crate::core::model::status_key::MERGED)
+            .status_id_unflushed(crate::core::model::status_key::MERGED)
             .await?;
         sqlx::query(
             "UPDATE tickets SET merged_into_id = $1, status_id = $2, updated_at = $3, \
