@@ -101,185 +101,234 @@ impl Store {
             .collect()
     }
 
+    /// Appends the query's conditions (`AND …`) to a statement over `tickets t`, `queues
+    /// qu`, `statuses s`, `customers c` and `agents a`, in the order of the fields.
     pub(super) fn push_conditions(&self, sql: &mut Sql, q: &TicketQuery, text: &TextMatches) {
-        fn any_of(sql: &mut Sql, column: &str, values: impl IntoIterator<Item = Arg>) {
-            sql.push(" AND ").push(column).push(" IN (");
-            for (i, v) in values.into_iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(v);
-            }
-            sql.push(")");
+        push_numbers_and_queues(sql, q);
+        push_statuses(sql, &q.statuses);
+        push_assignees(sql, &q.assignees, q.me.as_deref());
+        push_tags_priorities_customers(sql, q);
+        push_emails(sql, &q.emails);
+        push_subjects(sql, &q.subjects);
+        push_text(sql, self.backend, &q.text, text);
+        push_due_billable_created(sql, q);
+    }
+}
+
+/// `AND column IN (…)` over `values`.
+fn any_of(sql: &mut Sql, column: &str, values: impl IntoIterator<Item = Arg>) {
+    sql.push(" AND ").push(column).push(" IN (");
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
         }
-        if !q.numbers.is_empty() {
-            any_of(sql, "t.number", q.numbers.iter().map(|n| Arg::Int(*n)));
-        }
-        if !q.queues.is_empty() {
+        sql.bind(v);
+    }
+    sql.push(")");
+}
+
+/// Ticket numbers, queues by name, the queues an agent may see, and an agent's own or
+/// watched tickets.
+fn push_numbers_and_queues(sql: &mut Sql, q: &TicketQuery) {
+    if !q.numbers.is_empty() {
+        any_of(sql, "t.number", q.numbers.iter().map(|n| Arg::Int(*n)));
+    }
+    if !q.queues.is_empty() {
+        any_of(
+            sql,
+            "LOWER(qu.name)",
+            q.queues.iter().map(|n| Arg::Text(n.to_lowercase())),
+        );
+    }
+    if let Some(visible) = &q.visible_queues {
+        if visible.is_empty() {
+            sql.push(" AND 1 = 0");
+        } else {
             any_of(
                 sql,
                 "LOWER(qu.name)",
-                q.queues.iter().map(|n| Arg::Text(n.to_lowercase())),
+                visible.iter().map(|n| Arg::Text(n.to_lowercase())),
             );
         }
-        if let Some(visible) = &q.visible_queues {
-            if visible.is_empty() {
-                sql.push(" AND 1 = 0");
-            } else {
-                any_of(
-                    sql,
-                    "LOWER(qu.name)",
-                    visible.iter().map(|n| Arg::Text(n.to_lowercase())),
-                );
+    }
+    if let Some(agent) = q.mine_or_watched {
+        sql.push(" AND (t.assignee_id = ")
+            .bind(Arg::Int(agent))
+            .push(" OR t.id IN (SELECT ticket_id FROM ticket_watchers WHERE agent_id = ")
+            .bind(Arg::Int(agent))
+            .push("))");
+    }
+}
+
+/// Any of the statuses: open-like, closed-like, or one by key or English or German name.
+fn push_statuses(sql: &mut Sql, statuses: &[StatusFilter]) {
+    if statuses.is_empty() {
+        return;
+    }
+    sql.push(" AND (");
+    for (i, st) in statuses.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        match st {
+            StatusFilter::OpenLike => {
+                sql.push("s.is_closed = 0");
+            }
+            StatusFilter::ClosedLike => {
+                sql.push("s.is_closed = 1");
+            }
+            StatusFilter::Named(name) => {
+                let n = name.to_lowercase();
+                sql.push("(LOWER(s.key) = ").bind(Arg::Text(n.clone()));
+                sql.push(" OR LOWER(s.name_en) = ")
+                    .bind(Arg::Text(n.clone()));
+                sql.push(" OR LOWER(s.name_de) = ")
+                    .bind(Arg::Text(n))
+                    .push(")");
             }
         }
-        if let Some(agent) = q.mine_or_watched {
-            sql.push(" AND (t.assignee_id = ")
-                .bind(Arg::Int(agent))
-                .push(" OR t.id IN (SELECT ticket_id FROM ticket_watchers WHERE agent_id = ")
-                .bind(Arg::Int(agent))
-                .push("))");
+    }
+    sql.push(")");
+}
+
+/// Any of the assignees: by login, the login `me` stands for, or nobody.
+fn push_assignees(sql: &mut Sql, assignees: &[AssigneeFilter], me: Option<&str>) {
+    if assignees.is_empty() {
+        return;
+    }
+    sql.push(" AND (");
+    for (i, a) in assignees.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
         }
-        if !q.statuses.is_empty() {
-            sql.push(" AND (");
-            for (i, st) in q.statuses.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                match st {
-                    StatusFilter::OpenLike => {
-                        sql.push("s.is_closed = 0");
-                    }
-                    StatusFilter::ClosedLike => {
-                        sql.push("s.is_closed = 1");
-                    }
-                    StatusFilter::Named(name) => {
-                        let n = name.to_lowercase();
-                        sql.push("(LOWER(s.key) = ").bind(Arg::Text(n.clone()));
-                        sql.push(" OR LOWER(s.name_en) = ")
-                            .bind(Arg::Text(n.clone()));
-                        sql.push(" OR LOWER(s.name_de) = ")
-                            .bind(Arg::Text(n))
-                            .push(")");
-                    }
-                }
+        match a {
+            AssigneeFilter::Login(login) => {
+                sql.push("a.login = ").bind(Arg::Text(login.clone()));
             }
-            sql.push(")");
-        }
-        if !q.assignees.is_empty() {
-            sql.push(" AND (");
-            for (i, a) in q.assignees.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                match a {
-                    AssigneeFilter::Login(login) => {
-                        sql.push("a.login = ").bind(Arg::Text(login.clone()));
-                    }
-                    AssigneeFilter::Me => {
-                        let me = q.me.clone().unwrap_or_default();
-                        sql.push("a.login = ").bind(Arg::Text(me));
-                    }
-                    AssigneeFilter::Nobody => {
-                        sql.push("t.assignee_id IS NULL");
-                    }
-                }
+            AssigneeFilter::Me => {
+                let me = me.unwrap_or_default().to_string();
+                sql.push("a.login = ").bind(Arg::Text(me));
             }
-            sql.push(")");
+            AssigneeFilter::Nobody => {
+                sql.push("t.assignee_id IS NULL");
+            }
         }
-        for tag in &q.tags {
-            sql.push(" AND t.id IN (SELECT tt.ticket_id FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id WHERE LOWER(g.name) = ")
-                .bind(Arg::Text(tag.to_lowercase()))
+    }
+    sql.push(")");
+}
+
+/// Every tag, and any of the priorities and of the customers (by number).
+fn push_tags_priorities_customers(sql: &mut Sql, q: &TicketQuery) {
+    for tag in &q.tags {
+        sql.push(" AND t.id IN (SELECT tt.ticket_id FROM ticket_tags tt JOIN tags g ON g.id = tt.tag_id WHERE LOWER(g.name) = ")
+            .bind(Arg::Text(tag.to_lowercase()))
+            .push(")");
+    }
+    if !q.priorities.is_empty() {
+        any_of(
+            sql,
+            "t.priority",
+            q.priorities.iter().map(|p| Arg::Text(p.to_string())),
+        );
+    }
+    if !q.customers.is_empty() {
+        any_of(
+            sql,
+            "c.number",
+            q.customers.iter().map(|n| Arg::Text(n.clone())),
+        );
+    }
+}
+
+/// Any of the addresses, as the creator's, a CC, an item's sender or the customer's.
+fn push_emails(sql: &mut Sql, emails: &[String]) {
+    if emails.is_empty() {
+        return;
+    }
+    sql.push(" AND (");
+    for (i, e) in emails.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        let e = e.trim().to_ascii_lowercase();
+        sql.push("t.creator_address = ").bind(Arg::Text(e.clone()));
+        sql.push(" OR t.id IN (SELECT ticket_id FROM ticket_cc WHERE address = ")
+            .bind(Arg::Text(e.clone()))
+            .push(")");
+        sql.push(" OR t.id IN (SELECT ticket_id FROM items WHERE from_address = ")
+            .bind(Arg::Text(e.clone()))
+            .push(")");
+        sql.push(" OR t.customer_id IN (SELECT customer_id FROM customer_emails WHERE address = ")
+            .bind(Arg::Text(e))
+            .push(")");
+    }
+    sql.push(")");
+}
+
+/// Every substring in the subject, case-insensitive.
+fn push_subjects(sql: &mut Sql, subjects: &[String]) {
+    for s in subjects {
+        let pattern = format!("%{}%", like_escape(&s.to_lowercase()));
+        sql.push(" AND LOWER(t.subject) LIKE ")
+            .bind(Arg::Text(pattern))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+/// Every full-text word, as [`Store::text_matches`] readied them.
+fn push_text(sql: &mut Sql, backend: Backend, words: &[String], text: &TextMatches) {
+    if words.is_empty() {
+        return;
+    }
+    let words = words.join(" ");
+    match (backend, text) {
+        (_, TextMatches::Tickets(ids)) => {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            // As a set the planner cannot count, it takes it for a short list and
+            // looks each ticket up by id: the plan for at most FEW_ITEMS tickets.
+            // (`= ANY` of the array, counted, had it read the tickets newest first,
+            // comparing each with the whole list: 2.9 s for 1,136 ids.)
+            sql.push(" AND t.id IN (SELECT unnest(CAST(")
+                .bind(Arg::Text(format!("{{{}}}", ids.join(","))))
+                .push(" AS BIGINT[])))");
+        }
+        (Backend::Sqlite, TextMatches::Condition) => {
+            sql.push(" AND t.id IN (SELECT i.ticket_id FROM items_fts f JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ")
+                .bind(Arg::Text(fts5_query(&words)))
                 .push(")");
         }
-        if !q.priorities.is_empty() {
-            any_of(
-                sql,
-                "t.priority",
-                q.priorities.iter().map(|p| Arg::Text(p.to_string())),
-            );
+        (Backend::Postgres, TextMatches::Condition) => {
+            sql.push(" AND t.id IN (SELECT ticket_id FROM items WHERE search @@ plainto_tsquery('simple', ")
+                .bind(Arg::Text(words))
+                .push("))");
         }
-        if !q.customers.is_empty() {
-            any_of(
-                sql,
-                "c.number",
-                q.customers.iter().map(|n| Arg::Text(n.clone())),
-            );
+    }
+}
+
+/// The due date (set, unset, overdue), billable, and the creation time's range.
+fn push_due_billable_created(sql: &mut Sql, q: &TicketQuery) {
+    match q.due {
+        Some(DueFilter::Any) => {
+            sql.push(" AND t.due_date IS NOT NULL");
         }
-        if !q.emails.is_empty() {
-            sql.push(" AND (");
-            for (i, e) in q.emails.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                let e = e.trim().to_ascii_lowercase();
-                sql.push("t.creator_address = ").bind(Arg::Text(e.clone()));
-                sql.push(" OR t.id IN (SELECT ticket_id FROM ticket_cc WHERE address = ")
-                    .bind(Arg::Text(e.clone()))
-                    .push(")");
-                sql.push(" OR t.id IN (SELECT ticket_id FROM items WHERE from_address = ")
-                    .bind(Arg::Text(e.clone()))
-                    .push(")");
-                sql.push(" OR t.customer_id IN (SELECT customer_id FROM customer_emails WHERE address = ")
-                    .bind(Arg::Text(e))
-                    .push(")");
-            }
-            sql.push(")");
+        Some(DueFilter::Unset) => {
+            sql.push(" AND t.due_date IS NULL");
         }
-        for s in &q.subjects {
-            let pattern = format!("%{}%", like_escape(&s.to_lowercase()));
-            sql.push(" AND LOWER(t.subject) LIKE ")
-                .bind(Arg::Text(pattern))
-                .push(" ESCAPE '\\'");
+        Some(DueFilter::Overdue) => {
+            let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            sql.push(" AND s.is_closed = 0 AND t.due_date < ")
+                .bind(Arg::Text(today));
         }
-        if !q.text.is_empty() {
-            let words = q.text.join(" ");
-            match (self.backend, text) {
-                (_, TextMatches::Tickets(ids)) => {
-                    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-                    // As a set the planner cannot count, it takes it for a short list and
-                    // looks each ticket up by id: the plan for at most FEW_ITEMS tickets.
-                    // (`= ANY` of the array, counted, had it read the tickets newest first,
-                    // comparing each with the whole list: 2.9 s for 1,136 ids.)
-                    sql.push(" AND t.id IN (SELECT unnest(CAST(")
-                        .bind(Arg::Text(format!("{{{}}}", ids.join(","))))
-                        .push(" AS BIGINT[])))");
-                }
-                (Backend::Sqlite, TextMatches::Condition) => {
-                    sql.push(" AND t.id IN (SELECT i.ticket_id FROM items_fts f JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ")
-                        .bind(Arg::Text(fts5_query(&words)))
-                        .push(")");
-                }
-                (Backend::Postgres, TextMatches::Condition) => {
-                    sql.push(" AND t.id IN (SELECT ticket_id FROM items WHERE search @@ plainto_tsquery('simple', ")
-                        .bind(Arg::Text(words))
-                        .push("))");
-                }
-            }
-        }
-        match q.due {
-            Some(DueFilter::Any) => {
-                sql.push(" AND t.due_date IS NOT NULL");
-            }
-            Some(DueFilter::Unset) => {
-                sql.push(" AND t.due_date IS NULL");
-            }
-            Some(DueFilter::Overdue) => {
-                let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-                sql.push(" AND s.is_closed = 0 AND t.due_date < ")
-                    .bind(Arg::Text(today));
-            }
-            None => {}
-        }
-        if let Some(b) = q.billable {
-            sql.push(" AND t.billable = ").bind(Arg::Int(flag(b)));
-        }
-        if let Some(since) = q.created_since {
-            sql.push(" AND t.created_at >= ").bind(Arg::Int(since));
-        }
-        if let Some(until) = q.created_until {
-            sql.push(" AND t.created_at < ").bind(Arg::Int(until));
-        }
+        None => {}
+    }
+    if let Some(b) = q.billable {
+        sql.push(" AND t.billable = ").bind(Arg::Int(flag(b)));
+    }
+    if let Some(since) = q.created_since {
+        sql.push(" AND t.created_at >= ").bind(Arg::Int(since));
+    }
+    if let Some(until) = q.created_until {
+        sql.push(" AND t.created_at < ").bind(Arg::Int(until));
     }
 }
 
