@@ -48,6 +48,11 @@ use connection::{BATCH_CACHE_KIB, READ_CACHE_KIB, pool_options, sqlite_url};
 use durability::Syncs;
 use sql::{millis_now, set_counter};
 
+/// What went wrong in the store. [`StoreError::NotFound`], [`StoreError::Conflict`] and
+/// [`StoreError::Invalid`] are permanent: the caller's request can never work as asked, and
+/// callers answer them with permanent replies. Every other variant is a failure of the
+/// store itself, transient when [`StoreError::is_transient`] says so (the mail or command
+/// is tried again later).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -67,7 +72,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when retrying later may succeed (connection lost, database locked).
+    /// True when retrying later may succeed (connection lost, database locked or full).
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(e) => match e {
@@ -77,13 +82,7 @@ impl StoreError {
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_) => true,
                 sqlx::Error::Database(db) => {
-                    // PostgreSQL: serialization failure, deadlock, lock not available, the
-                    // server shutting down or starting up.
-                    let code = db.code().unwrap_or_default();
-                    let msg = db.message().to_ascii_lowercase();
-                    matches!(&*code, "40001" | "40P01" | "55P03" | "57P01" | "57P03")
-                        || msg.contains("locked")
-                        || msg.contains("busy")
+                    DbCode::of(db.as_ref()).is_some_and(DbCode::is_transient)
                 }
                 _ => false,
             },
@@ -93,6 +92,55 @@ impl StoreError {
         }
     }
 }
+
+/// A database error's code, told apart by the driver that raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbCode<'a> {
+    /// SQLite's extended result code.
+    Sqlite(i64),
+    /// PostgreSQL's SQLSTATE.
+    Postgres(&'a str),
+}
+
+impl<'a> DbCode<'a> {
+    fn of(db: &'a dyn sqlx::error::DatabaseError) -> Option<DbCode<'a>> {
+        if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            let code = sqlx::error::DatabaseError::code(e)?;
+            return code.parse().ok().map(DbCode::Sqlite);
+        }
+        db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .map(|e| DbCode::Postgres(e.code()))
+    }
+
+    fn is_transient(self) -> bool {
+        match self {
+            // The primary result code is the low byte of the extended one. BUSY and
+            // LOCKED: another connection holds the lock. IOERR: the disk or the file system
+            // failed a read or write; the transaction was rolled back whole, and retrying
+            // later keeps the mail upstream instead of refusing it for good. FULL: the disk
+            // may be freed.
+            DbCode::Sqlite(code) => matches!(
+                code & 0xff,
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL
+            ),
+            // Serialization failure, deadlock, lock not available, the server shutting
+            // down or starting up; connection exceptions (class 08) and insufficient
+            // resources (class 53: disk full, out of memory, too many connections).
+            DbCode::Postgres(state) => {
+                matches!(
+                    state,
+                    "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+                ) || state.starts_with("08")
+                    || state.starts_with("53")
+            }
+        }
+    }
+}
+
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_FULL: i64 = 13;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -359,5 +407,80 @@ impl Tx {
     /// A fresh id for a row of `table` queued in this transaction.
     async fn next_id(&mut self, table: &'static str) -> Result<i64> {
         self.ids.next(&mut self.inner, self.backend, table).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_codes_tell_transient_failures_from_permanent_ones() {
+        let table = [
+            // SQLite, by extended result code.
+            (DbCode::Sqlite(5), true),     // BUSY
+            (DbCode::Sqlite(517), true),   // BUSY_SNAPSHOT
+            (DbCode::Sqlite(6), true),     // LOCKED
+            (DbCode::Sqlite(262), true),   // LOCKED_SHAREDCACHE
+            (DbCode::Sqlite(10), true),    // IOERR
+            (DbCode::Sqlite(778), true),   // IOERR_WRITE
+            (DbCode::Sqlite(13), true),    // FULL
+            (DbCode::Sqlite(1), false),    // ERROR (bad SQL)
+            (DbCode::Sqlite(8), false),    // READONLY
+            (DbCode::Sqlite(11), false),   // CORRUPT
+            (DbCode::Sqlite(19), false),   // CONSTRAINT
+            (DbCode::Sqlite(2067), false), // CONSTRAINT_UNIQUE
+            (DbCode::Sqlite(787), false),  // CONSTRAINT_FOREIGNKEY
+            // PostgreSQL, by SQLSTATE.
+            (DbCode::Postgres("40001"), true), // serialization_failure
+            (DbCode::Postgres("40P01"), true), // deadlock_detected
+            (DbCode::Postgres("55P03"), true), // lock_not_available
+            (DbCode::Postgres("57P01"), true), // admin_shutdown
+            (DbCode::Postgres("57P02"), true), // crash_shutdown
+            (DbCode::Postgres("57P03"), true), // cannot_connect_now
+            (DbCode::Postgres("08000"), true), // connection_exception
+            (DbCode::Postgres("08006"), true), // connection_failure
+            (DbCode::Postgres("53000"), true), // insufficient_resources
+            (DbCode::Postgres("53100"), true), // disk_full
+            (DbCode::Postgres("53200"), true), // out_of_memory
+            (DbCode::Postgres("53300"), true), // too_many_connections
+            (DbCode::Postgres("23505"), false), // unique_violation
+            (DbCode::Postgres("23503"), false), // foreign_key_violation
+            (DbCode::Postgres("42601"), false), // syntax_error
+            (DbCode::Postgres("42P01"), false), // undefined_table
+            (DbCode::Postgres("22001"), false), // string_data_right_truncation
+            (DbCode::Postgres("57014"), false), // query_canceled
+        ];
+        for (code, transient) in table {
+            assert_eq!(code.is_transient(), transient, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_that_cannot_work_is_never_transient() {
+        for e in [
+            StoreError::NotFound("no ticket #1".into()),
+            StoreError::Conflict("taken".into()),
+            StoreError::Invalid("bad".into()),
+        ] {
+            assert!(!e.is_transient(), "{e}");
+        }
+        assert!(StoreError::LeaseLost("intake".into()).is_transient());
+        assert!(StoreError::Db(sqlx::Error::PoolTimedOut).is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_error_is_read_by_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let Err(sqlx::Error::Database(db)) = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&store.pool)
+            .await
+        else {
+            panic!("a missing table is an error");
+        };
+        assert_eq!(DbCode::of(db.as_ref()), Some(DbCode::Sqlite(1)));
+        store.close().await;
     }
 }
