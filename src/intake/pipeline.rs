@@ -59,10 +59,21 @@ pub enum IntakeError {
 }
 
 impl IntakeError {
+    /// Retrying the same batch later may work (the store was away).
     pub fn is_transient(&self) -> bool {
         match self {
             IntakeError::Store(e) => e.is_transient(),
             IntakeError::Parser(_) => false,
+        }
+    }
+
+    /// The mail itself can never be taken: the parser failed on it, or the database refused
+    /// what it carries. A failure that is neither this nor transient is not understood, and
+    /// the mail is kept to try again.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            IntakeError::Store(e) => e.is_permanent(),
+            IntakeError::Parser(_) => true,
         }
     }
 }
@@ -804,11 +815,13 @@ impl MailService for Pipeline {
     }
 }
 
+/// A mail the pipeline can never take bounces (554); anything else may pass, and the
+/// sender keeps the mail and tries again (451): nothing is lost to a failure not understood.
 impl From<IntakeError> for DeliverError {
     fn from(e: IntakeError) -> Self {
-        match e.is_transient() {
-            true => DeliverError::Transient(e.to_string()),
-            false => DeliverError::Permanent(e.to_string()),
+        match e.is_permanent() {
+            true => DeliverError::Permanent(e.to_string()),
+            false => DeliverError::Transient(e.to_string()),
         }
     }
 }

@@ -48,9 +48,9 @@ impl TicketMaildrop {
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn unavailable(e: StoreError) -> MaildropError {
-    match e.is_transient() {
-        true => MaildropError::Unavailable(e.to_string()),
-        false => MaildropError::Failed(e.to_string()),
+    match e.is_permanent() {
+        true => MaildropError::Failed(e.to_string()),
+        false => MaildropError::Unavailable(e.to_string()),
     }
 }
 

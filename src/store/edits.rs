@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::tickets::{TicketRef, item_text, ticket_ref, ticket_ref_columns};
+use super::items::item_text;
+use super::tickets::{TicketRef, ticket_ref, ticket_ref_columns};
 use super::{Actor, Arg, Backend, Result, Sql, Tx, now, push_list};
 use crate::core::model::{ItemKind, Priority};
 

@@ -4,31 +4,59 @@
 //!
 //! Times are Unix seconds and flags 0/1 integers, because `Any` decodes nothing richer.
 mod admin;
+mod connection;
+mod detail;
+mod durability;
 mod edits;
+mod history;
 mod instances;
+mod intake;
+mod items;
+mod listing;
 mod mailbox;
 mod outbox;
 mod pending;
+mod pop3;
+mod search;
+mod sql;
+mod stats;
 mod tasks;
 mod tickets;
 
-pub use admin::*;
-pub use edits::*;
-pub use instances::*;
-pub use mailbox::*;
-pub use outbox::*;
-pub use tasks::*;
-pub use tickets::*;
+pub use admin::{AwaySettings, NewAgent, QueueSettings, Upserted};
+pub use connection::redact_url;
+pub use edits::{Field, ItemBrief, TicketFields};
+pub use history::Actor;
+pub use instances::{InstanceRow, InstancesReport, Lease, LeaseRow, OutboxCounts, RENEW_EVERY};
+pub use intake::AgentAway;
+pub use items::NewItem;
+pub use listing::TicketQuery;
+pub use mailbox::{ListedTicket, Listing, OwnMessage, TicketEdit};
+pub use outbox::{Content, Failed, NewOutbound, Outbound};
+pub use search::TIDY_SEARCH_QUEUE_AFTER;
+pub(crate) use sql::{Arg, Sql, flag, now, push_list};
+pub use tasks::{TaskReport, TaskState};
+pub use tickets::{NewTicket, TicketChange, TicketRef, mergeable};
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use sqlx::any::AnyConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Transaction};
 
+use connection::{BATCH_CACHE_KIB, READ_CACHE_KIB, pool_options, sqlite_url};
+use durability::Syncs;
+use sql::{millis_now, set_counter};
+
+/// What went wrong in the store. [`StoreError::NotFound`], [`StoreError::Conflict`] and
+/// [`StoreError::Invalid`] are permanent: the caller's request can never work as asked, and
+/// callers answer them with permanent replies. Every other variant is a failure of the
+/// store itself: transient when [`StoreError::is_transient`] says so (the mail or command
+/// is tried again later), permanent when [`StoreError::is_permanent`] says the database
+/// refused the data itself, and otherwise unknown, which a caller that must not lose mail
+/// treats as transient.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -48,7 +76,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when retrying later may succeed (connection lost, database locked).
+    /// True when retrying later may succeed (connection lost, database locked or full).
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(e) => match e {
@@ -58,13 +86,7 @@ impl StoreError {
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_) => true,
                 sqlx::Error::Database(db) => {
-                    // PostgreSQL: serialization failure, deadlock, lock not available, the
-                    // server shutting down or starting up.
-                    let code = db.code().unwrap_or_default();
-                    let msg = db.message().to_ascii_lowercase();
-                    matches!(&*code, "40001" | "40P01" | "55P03" | "57P01" | "57P03")
-                        || msg.contains("locked")
-                        || msg.contains("busy")
+                    DbCode::of(db.as_ref()).is_some_and(DbCode::is_transient)
                 }
                 _ => false,
             },
@@ -73,7 +95,83 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// True when the request can never work: what it asks for does not exist or may not
+    /// be, or the database refused the data it carries (a NUL byte in PostgreSQL text, a
+    /// value too big for SQLite). A duplicate key is not among them: it is how a race with
+    /// another writer looks, and the retry finds the row.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::Invalid(_) => true,
+            StoreError::Db(sqlx::Error::Database(db)) => {
+                DbCode::of(db.as_ref()).is_some_and(DbCode::is_bad_data)
+            }
+            _ => false,
+        }
+    }
 }
+
+/// A database error's code, told apart by the driver that raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbCode<'a> {
+    /// SQLite's extended result code.
+    Sqlite(i64),
+    /// PostgreSQL's SQLSTATE.
+    Postgres(&'a str),
+}
+
+impl<'a> DbCode<'a> {
+    fn of(db: &'a dyn sqlx::error::DatabaseError) -> Option<DbCode<'a>> {
+        if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            let code = sqlx::error::DatabaseError::code(e)?;
+            return code.parse().ok().map(DbCode::Sqlite);
+        }
+        db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .map(|e| DbCode::Postgres(e.code()))
+    }
+
+    fn is_transient(self) -> bool {
+        match self {
+            // The primary result code is the low byte of the extended one. BUSY and
+            // LOCKED: another connection holds the lock. IOERR: the disk or the file system
+            // failed a read or write; the transaction was rolled back whole, and retrying
+            // later keeps the mail upstream instead of refusing it for good. FULL: the disk
+            // may be freed.
+            DbCode::Sqlite(code) => matches!(
+                code & 0xff,
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL
+            ),
+            // Serialization failure, deadlock, lock not available, the server shutting
+            // down or starting up; connection exceptions (class 08) and insufficient
+            // resources (class 53: disk full, out of memory, too many connections).
+            DbCode::Postgres(state) => {
+                matches!(
+                    state,
+                    "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+                ) || state.starts_with("08")
+                    || state.starts_with("53")
+            }
+        }
+    }
+}
+
+impl DbCode<'_> {
+    /// The data itself was refused: PostgreSQL's data exceptions (class 22), SQLite's
+    /// TOOBIG and MISMATCH.
+    fn is_bad_data(self) -> bool {
+        match self {
+            DbCode::Sqlite(code) => matches!(code & 0xff, SQLITE_TOOBIG | SQLITE_MISMATCH),
+            DbCode::Postgres(state) => state.starts_with("22"),
+        }
+    }
+}
+
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_TOOBIG: i64 = 18;
+const SQLITE_MISMATCH: i64 = 20;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -111,29 +209,6 @@ pub struct Store {
     url: Option<Arc<str>>,
     /// The mailbox's last UID as far as this process knows (see [`Store::mailbox_uids`]).
     uids: Arc<tokio::sync::watch::Sender<i64>>,
-}
-
-/// Deferred commits counted against the syncs that covered them (SQLite).
-#[derive(Default)]
-struct Syncs {
-    /// Deferred commits begun, counted while the transaction holds the write lock, before
-    /// its COMMIT: whoever sees a commit's rows sees it counted.
-    begun: AtomicU64,
-    /// Deferred commits whose COMMIT returned (whether it succeeded or not): their log
-    /// frames are written.
-    finished: tokio::sync::watch::Sender<u64>,
-    /// How many of the begun a sync is known to cover.
-    covered: AtomicU64,
-    /// Flushes of the write-ahead log so far.
-    flushes: AtomicU64,
-}
-
-impl Syncs {
-    /// The count a sync started now would cover, when some deferred commit is uncovered.
-    fn uncovered(&self) -> Option<u64> {
-        let through = self.begun.load(Ordering::Acquire);
-        (self.covered.load(Ordering::Acquire) < through).then_some(through)
-    }
 }
 
 /// A write transaction, or a read-only view (see [`Store::snapshot`]). Commit with
@@ -292,66 +367,6 @@ impl Store {
         Ok(Tx::new(inner, self.backend, deferred, writer))
     }
 
-    /// Makes every commit so far durable, deferred ones included: once the deferred commits
-    /// begun so far have written their frames to the write-ahead log, the log goes to disk.
-    /// A commit with `synchronous = FULL` would flush the same log, but only after waiting
-    /// for SQLite's write lock behind every writer in line; this waits for no one but the
-    /// commit that may be under way.
-    pub async fn sync(&self) -> Result<()> {
-        let Some(through) = self.syncs.uncovered() else {
-            return Ok(());
-        };
-        // Concurrent callers (submissions, each before its 250) share one flush: whoever
-        // waited here finds its commits covered by the flush before it.
-        let _one_at_a_time = self.sync_turn.lock().await;
-        if self.syncs.covered.load(Ordering::Acquire) >= through {
-            return Ok(());
-        }
-        // Writers take turns, so at most one commit is under way; its frames count too.
-        let _ = self
-            .syncs
-            .finished
-            .subscribe()
-            .wait_for(|finished| *finished >= through)
-            .await;
-        if let Some(wal) = self.wal.clone() {
-            let flushed = tokio::task::spawn_blocking(move || match std::fs::File::open(&wal) {
-                Ok(log) => log.sync_data(),
-                // No log: the last connection checkpointed the database, synced, and
-                // removed it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|flushed| flushed);
-            flushed.map_err(sqlx::Error::Io)?;
-        }
-        self.syncs.flushes.fetch_add(1, Ordering::Relaxed);
-        self.syncs.covered.fetch_max(through, Ordering::Release);
-        Ok(())
-    }
-
-    /// True when a sync covered every deferred commit: what was read from the store
-    /// before this returned true is durable.
-    pub fn all_synced(&self) -> bool {
-        self.syncs.uncovered().is_none()
-    }
-
-    /// SQLite: copies committed pages from the write-ahead log into the database without
-    /// waiting for readers or writers (`PASSIVE`) and returns the log's length in pages.
-    /// PostgreSQL checkpoints by itself.
-    pub async fn checkpoint(&self) -> Result<i64> {
-        if self.backend != Backend::Sqlite {
-            return Ok(0);
-        }
-        // (busy, pages in the log, pages copied)
-        let (_, log, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&self.relaxed)
-            .await?;
-        Ok(log)
-    }
-
     /// Refreshes the statistics the query planners choose their plans by (`ANALYZE`).
     /// Without them SQLite takes any index that narrows a ticket list over the ticket
     /// number's order, and sorts tens of thousands of tickets for a page of 100 (100 ms
@@ -396,11 +411,9 @@ impl Tx {
             self.inner.commit().await?;
             return Ok(());
         };
-        // Counted before the commit, under the write lock: whoever sees the rows sees the
-        // count, and a sync that reads it waits for the commit to finish.
-        syncs.begun.fetch_add(1, Ordering::AcqRel);
+        syncs.commit_begun();
         let committed = self.inner.commit().await;
-        syncs.finished.send_modify(|finished| *finished += 1);
+        syncs.commit_finished();
         committed?;
         Ok(())
     }
@@ -415,229 +428,16 @@ impl Tx {
         Ok(&mut *self.inner)
     }
 
+    /// The connection with the queued writes still held back, for the few statements whose
+    /// answer no queued write can change (a status's id; the ticket counter, whose queued
+    /// value is looked at first): every other statement goes through [`Tx::conn`].
+    fn conn_unflushed(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+
     /// A fresh id for a row of `table` queued in this transaction.
     async fn next_id(&mut self, table: &'static str) -> Result<i64> {
         self.ids.next(&mut self.inner, self.backend, table).await
-    }
-}
-
-/// Sets the counter `name` to `value`, creating it when missing.
-async fn set_counter(conn: &mut AnyConnection, name: &str, value: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO counters (name, value) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    )
-    .bind(name.to_string())
-    .bind(value)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// SQLite's page cache per connection of the pool for reads and single mails (SQLite's
-/// default): each of its 8 connections keeps its own, so 32 MiB each took 400 MiB once 200
-/// mail clients had opened their folders at 1,000,000 items. Pages it does not hold come
-/// from the system's file cache.
-const READ_CACHE_KIB: i64 = 2048;
-
-/// SQLite's page cache per connection of the pool for intake batches, replies and the
-/// mailbox lister (3 connections): room for a whole batch (64 mails, up to 8 MB) before
-/// dirty pages spill into the log mid-transaction.
-const BATCH_CACHE_KIB: i64 = 16384;
-
-/// Pool settings; for SQLite, the pragmas each connection gets, with `synchronous` and the
-/// page cache as given.
-fn pool_options(backend: Backend, synchronous: &'static str, cache_kib: i64) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(30))
-        // No ping before each use: it is a round trip (a thread hop for SQLite) on every
-        // statement outside a transaction and every transaction. A connection the server
-        // dropped fails its next statement instead, which is a transient error (the mail
-        // is taken or answered again later), and the pool then replaces it.
-        .test_before_acquire(false)
-        // A connection still in a transaction when handed out is either rolling back a
-        // dropped one (queued; the ping waits for it) or stuck: when a COMMIT fails on a full
-        // disk, SQLite ends the transaction itself, the driver's ROLLBACK then fails too, and
-        // it counts the transaction open forever, refusing every BEGIN on the connection.
-        // Such a connection is closed and another one opened.
-        .before_acquire(|conn, _| {
-            Box::pin(async move {
-                if !conn.is_in_transaction() {
-                    return Ok(true);
-                }
-                conn.ping().await?;
-                let usable = !conn.is_in_transaction();
-                if !usable {
-                    tracing::warn!("closing a database connection left in a failed transaction");
-                }
-                Ok(usable)
-            })
-        })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    // Large pages suit a database mostly made of mails; this only takes
-                    // effect when the file is created.
-                    conn.execute("PRAGMA page_size = 16384").await?;
-                    // WAL lets admin commands read while `serve` writes; FULL sync because
-                    // a committed mail is deleted upstream right after.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    // `serve` checkpoints in the background; a commit does it only when the
-                    // log outgrew 64 MB, or 256 MB for commits that do not wait for the disk
-                    // (intake bursts: the syncs between them, with the limit of 64 MB, keep
-                    // the log shorter without copying it inside every batch).
-                    conn.execute(match synchronous {
-                        "NORMAL" => "PRAGMA wal_autocheckpoint = 16384",
-                        _ => "PRAGMA wal_autocheckpoint = 4096",
-                    })
-                    .await?;
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA synchronous = {synchronous}"
-                    )))
-                    .await?;
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA cache_size = -{cache_kib}"
-                    )))
-                    .await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 15000").await?;
-                }
-                Ok(())
-            })
-        })
-}
-
-/// Builds the SQLite URL: creates the folder and asks sqlx to create the file. Also gives
-/// the file's path (none for `:memory:`).
-fn sqlite_url(path: &str) -> Result<(String, Option<String>)> {
-    let path = path.trim_start_matches("//");
-    let (file, params) = path.split_once('?').unwrap_or((path, ""));
-    if file != ":memory:"
-        && let Some(dir) = Path::new(file)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Folder(dir.display().to_string(), e))?;
-    }
-    let params = if params.contains("mode=") {
-        params.to_string()
-    } else if params.is_empty() {
-        "mode=rwc".to_string()
-    } else {
-        format!("{params}&mode=rwc")
-    };
-    let url = format!("sqlite://{file}?{params}");
-    Ok((url, (file != ":memory:").then(|| file.to_string())))
-}
-
-/// A database URL fit for logs: the password replaced.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-pub(crate) fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-fn millis_now() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-pub(crate) fn flag(b: bool) -> i64 {
-    i64::from(b)
-}
-
-/// Appends `$1, $2, …` bound to `values` (the inside of an `IN (…)` list).
-pub(crate) fn push_list(sql: &mut Sql, values: impl IntoIterator<Item = Arg>) {
-    for (i, v) in values.into_iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind(v);
-    }
-}
-
-/// Numbered placeholders for SQL built at run time (`$1`, `$2`, … on both backends).
-pub(crate) struct Sql {
-    text: String,
-    args: Vec<Arg>,
-    /// `$N` (both backends) or a bare `?` (SQLite only; see [`Sql::for_backend`]).
-    numbered: bool,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    Int(i64),
-    Text(String),
-    OptInt(Option<i64>),
-    OptText(Option<String>),
-    Blob(Vec<u8>),
-    Null,
-}
-
-impl Sql {
-    pub fn new(text: &str) -> Sql {
-        Sql {
-            text: text.to_string(),
-            args: Vec::new(),
-            numbered: true,
-        }
-    }
-    /// For statements with many placeholders: SQLite looks up every named placeholder
-    /// (`$N`, `?N`) among the names seen so far, once while parsing and once more when sqlx
-    /// binds (quadratic: a 1,000-placeholder insert spent more time there than inserting);
-    /// bare `?` are numbered in order at once.
-    pub fn for_backend(backend: Backend, text: &str) -> Sql {
-        let mut sql = Sql::new(text);
-        sql.numbered = backend != Backend::Sqlite;
-        sql
-    }
-    pub fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-    /// Appends a placeholder bound to `arg`.
-    pub fn bind(&mut self, arg: Arg) -> &mut Self {
-        self.args.push(arg);
-        if self.numbered {
-            self.text.push('$');
-            self.text.push_str(&self.args.len().to_string());
-        } else {
-            self.text.push('?');
-        }
-        self
-    }
-    pub fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {
-        Sql {
-            text: self.text.clone(),
-            args: self.args.clone(),
-            numbered: self.numbered,
-        }
-        .into_query()
-    }
-    pub fn into_query(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text));
-        for a in self.args {
-            q = match a {
-                Arg::Int(i) => q.bind(i),
-                Arg::Text(t) => q.bind(t),
-                Arg::OptInt(i) => q.bind(i),
-                Arg::OptText(t) => q.bind(t),
-                Arg::Blob(b) => q.bind(b),
-                Arg::Null => q.bind(None::<i64>),
-            };
-        }
-        q
     }
 }
 
@@ -646,59 +446,92 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sub/x.db");
-        let (url, path) = sqlite_url(&format!("//{}", file.display())).unwrap();
-        assert!(url.ends_with("x.db?mode=rwc"));
-        assert_eq!(path.as_deref(), file.to_str());
-        assert!(dir.path().join("sub").is_dir());
+    fn database_codes_tell_transient_failures_from_permanent_ones() {
+        let table = [
+            // SQLite, by extended result code.
+            (DbCode::Sqlite(5), true),     // BUSY
+            (DbCode::Sqlite(517), true),   // BUSY_SNAPSHOT
+            (DbCode::Sqlite(6), true),     // LOCKED
+            (DbCode::Sqlite(262), true),   // LOCKED_SHAREDCACHE
+            (DbCode::Sqlite(10), true),    // IOERR
+            (DbCode::Sqlite(778), true),   // IOERR_WRITE
+            (DbCode::Sqlite(13), true),    // FULL
+            (DbCode::Sqlite(1), false),    // ERROR (bad SQL)
+            (DbCode::Sqlite(8), false),    // READONLY
+            (DbCode::Sqlite(11), false),   // CORRUPT
+            (DbCode::Sqlite(19), false),   // CONSTRAINT
+            (DbCode::Sqlite(2067), false), // CONSTRAINT_UNIQUE
+            (DbCode::Sqlite(787), false),  // CONSTRAINT_FOREIGNKEY
+            // PostgreSQL, by SQLSTATE.
+            (DbCode::Postgres("40001"), true), // serialization_failure
+            (DbCode::Postgres("40P01"), true), // deadlock_detected
+            (DbCode::Postgres("55P03"), true), // lock_not_available
+            (DbCode::Postgres("57P01"), true), // admin_shutdown
+            (DbCode::Postgres("57P02"), true), // crash_shutdown
+            (DbCode::Postgres("57P03"), true), // cannot_connect_now
+            (DbCode::Postgres("08000"), true), // connection_exception
+            (DbCode::Postgres("08006"), true), // connection_failure
+            (DbCode::Postgres("53000"), true), // insufficient_resources
+            (DbCode::Postgres("53100"), true), // disk_full
+            (DbCode::Postgres("53200"), true), // out_of_memory
+            (DbCode::Postgres("53300"), true), // too_many_connections
+            (DbCode::Postgres("23505"), false), // unique_violation
+            (DbCode::Postgres("23503"), false), // foreign_key_violation
+            (DbCode::Postgres("42601"), false), // syntax_error
+            (DbCode::Postgres("42P01"), false), // undefined_table
+            (DbCode::Postgres("22001"), false), // string_data_right_truncation
+            (DbCode::Postgres("57014"), false), // query_canceled
+        ];
+        for (code, transient) in table {
+            assert_eq!(code.is_transient(), transient, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn database_codes_tell_refused_data() {
+        let table = [
+            (DbCode::Sqlite(18), true),         // TOOBIG
+            (DbCode::Sqlite(20), true),         // MISMATCH
+            (DbCode::Sqlite(13), false),        // FULL
+            (DbCode::Sqlite(2067), false),      // CONSTRAINT_UNIQUE: a race
+            (DbCode::Postgres("22021"), true),  // character_not_in_repertoire (NUL)
+            (DbCode::Postgres("22001"), true),  // string_data_right_truncation
+            (DbCode::Postgres("23505"), false), // unique_violation: a race
+            (DbCode::Postgres("XX000"), false), // internal_error: unknown
+            (DbCode::Postgres("53100"), false), // disk_full
+        ];
+        for (code, bad) in table {
+            assert_eq!(code.is_bad_data(), bad, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_that_cannot_work_is_never_transient() {
+        for e in [
+            StoreError::NotFound("no ticket #1".into()),
+            StoreError::Conflict("taken".into()),
+            StoreError::Invalid("bad".into()),
+        ] {
+            assert!(!e.is_transient(), "{e}");
+            assert!(e.is_permanent(), "{e}");
+        }
+        assert!(!StoreError::Db(sqlx::Error::PoolTimedOut).is_permanent());
+        assert!(StoreError::LeaseLost("intake".into()).is_transient());
+        assert!(StoreError::Db(sqlx::Error::PoolTimedOut).is_transient());
     }
 
     #[tokio::test]
-    async fn a_sync_covers_the_deferred_commits_before_it() {
+    async fn a_sqlite_error_is_read_by_its_code() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let syncs = || store.syncs.flushes.load(Ordering::Relaxed);
-        assert!(store.all_synced());
-        store.begin().await.unwrap().commit().await.unwrap();
-        assert!(store.all_synced(), "a synced commit needs no sync");
-
-        for _ in 0..2 {
-            let tx = store.begin_deferred().await.unwrap();
-            tx.commit().await.unwrap();
-        }
-        assert!(!store.all_synced());
-        // A rolled-back deferred transaction leaves nothing to sync and counts nothing.
-        drop(store.begin_deferred().await.unwrap());
-        store.sync().await.unwrap();
-        assert!(store.all_synced());
-        assert_eq!(syncs(), 1, "one flush covered both");
-        store.sync().await.unwrap();
-        assert_eq!(syncs(), 1, "nothing left to flush: no commit");
-
-        // Callers that sync at the same time share one flush.
-        for _ in 0..3 {
-            store
-                .begin_deferred()
-                .await
-                .unwrap()
-                .commit()
-                .await
-                .unwrap();
-        }
-        let (a, b, c) = tokio::join!(store.sync(), store.sync(), store.sync());
-        for r in [a, b, c] {
-            r.unwrap();
-        }
-        assert!(store.all_synced());
-        assert_eq!(syncs(), 2, "one more flush for all three");
+        let Err(sqlx::Error::Database(db)) = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&store.pool)
+            .await
+        else {
+            panic!("a missing table is an error");
+        };
+        assert_eq!(DbCode::of(db.as_ref()), Some(DbCode::Sqlite(1)));
+        store.close().await;
     }
 }

@@ -316,7 +316,7 @@ impl Statements {
     /// [`Statements::end`] closes it.
     fn start(&mut self, params: usize) -> &mut Sql {
         let full = match self.done.last() {
-            Some((sql, _)) => !self.combine || sql.args.len() + params > COMBINED_PARAMS,
+            Some((sql, _)) => !self.combine || sql.placeholders() + params > COMBINED_PARAMS,
             None => true,
         };
         if full {

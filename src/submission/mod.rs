@@ -87,8 +87,10 @@ impl From<Refusal> for DeliverError {
                 esc: "5.6.0",
                 text: format!("{text}\nNothing was applied or sent."),
             },
-            Refusal::Store(e) if e.is_transient() => DeliverError::Transient(e.to_string()),
-            Refusal::Store(e) => DeliverError::Permanent(e.to_string()),
+            // The database refused the mail's data: sending it again cannot help.
+            Refusal::Store(e) if e.is_permanent() => DeliverError::Permanent(e.to_string()),
+            // The store away, or a failure not understood: the client keeps the mail.
+            Refusal::Store(e) => DeliverError::Transient(e.to_string()),
         }
     }
 }
