@@ -389,7 +389,7 @@ fn database_away(gw: &Gateway) -> Outcome {
         // PostgreSQL refuses the connection at once (RCPT cannot be checked); SQLite's lock
         // holds up the commit.
         logged: if postgres {
-            "cannot look up the recipient"
+            "cannot check a recipient"
         } else {
             "cannot commit mail"
         },

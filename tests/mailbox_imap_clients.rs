@@ -321,7 +321,7 @@ set imap_keepalive=300
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = gateway.log();
-    assert!(log.contains("IMAP login"), "{log}");
+    assert!(log.contains("agent logged in"), "{log}");
     assert!(!log.contains("anna-secret"), "password in the log");
 }
 

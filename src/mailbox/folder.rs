@@ -1,6 +1,6 @@
-//! The folders an agent sees (SPEC §5), their names in the gateway's locale, and which
-//! tickets each shows. Pure: the caller reads queues, statuses, tags and profiles from the
-//! store and gives them here.
+//! The folders an agent sees (README, "The agents' mailbox"), their names in the gateway's
+//! locale, and which tickets each shows. Pure: the caller reads queues, statuses, tags and
+//! profiles from the store and gives them here.
 use crate::config::Locale;
 use crate::core::filter::{self, AssigneeFilter, StatusFilter};
 use crate::core::model::Agent;

@@ -1,6 +1,7 @@
-//! The agent's POP3 maildrop over the store (SPEC §5): the agent's INBOX, one message per
-//! ticket, without the tickets the agent deleted over POP3 before. DELE hides a ticket from
-//! that agent's POP3 view only; the ticket, its IMAP message and everyone else's views stay.
+//! The agent's POP3 maildrop over the store (README, "The agents' mailbox"): the agent's
+//! INBOX, one message per ticket, without the tickets the agent deleted over POP3 before.
+//! DELE hides a ticket from that agent's POP3 view only; the ticket, its IMAP message and
+//! everyone else's views stay.
 //!
 //! A message's UIDL is `t<ticket id>.<message UID>`. The UID changes whenever the ticket
 //! changes (see `store::mailbox`), so a changed ticket is a new message to a client that

@@ -87,41 +87,43 @@ impl LoginGuard {
         }
     }
 
-    /// One login attempt from `peer`: refused at once while locked out, else `check`
+    /// One login attempt from `peer` on `protocol` (for the log): refused at once while
+    /// locked out, else `check`
     /// decides; a wrong password is counted and answered after the guard's delay, a right
     /// one clears this login's failures. A session without a peer address (an in-memory
     /// stream) counts as the unspecified address, never as a trusted one.
     pub async fn attempt<A, E: Display>(
         &self,
+        protocol: &'static str,
         peer: Option<SocketAddr>,
         login: &str,
         check: impl Future<Output = Result<Checked<A>, E>>,
     ) -> LoginOutcome<A> {
         let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         if let Some(wait) = self.locked(ip, login) {
-            tracing::warn!(?peer, login, "login refused: temporarily locked");
+            tracing::warn!(protocol, ?peer, login, "login refused: temporarily locked");
             return LoginOutcome::Locked(wait);
         }
         match check.await {
             Ok(Checked::Agent(agent)) => {
                 self.succeeded(ip, login);
-                tracing::info!(?peer, login, "agent logged in");
+                tracing::info!(protocol, ?peer, login, "agent logged in");
                 LoginOutcome::LoggedIn(agent)
             }
             Ok(Checked::TooManySessions) => {
                 self.succeeded(ip, login);
-                tracing::info!(?peer, login, "login refused: too many sessions");
+                tracing::info!(protocol, ?peer, login, "login refused: too many sessions");
                 LoginOutcome::TooManySessions
             }
             Ok(Checked::Wrong) => {
                 let delay = self.failed(ip, login);
-                tracing::warn!(?peer, login, "login failed");
+                tracing::warn!(protocol, ?peer, login, "login failed");
                 // Slows guessing down; the session holds its place meanwhile.
                 tokio::time::sleep(delay).await;
                 LoginOutcome::Refused
             }
             Err(e) => {
-                tracing::error!(?peer, login, error = %e, "cannot check a login");
+                tracing::error!(protocol, ?peer, login, error = %e, "cannot check a login");
                 LoginOutcome::Unavailable
             }
         }
@@ -246,27 +248,31 @@ mod tests {
         let g = guard();
         let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let answer = |c: Checked<u8>| async move { Ok::<_, std::io::Error>(c) };
-        let wrong = g.attempt(Some(peer), "anna", answer(Checked::Wrong)).await;
+        let wrong = g
+            .attempt("test", Some(peer), "anna", answer(Checked::Wrong))
+            .await;
         assert!(matches!(wrong, LoginOutcome::Refused));
         let busy = g
-            .attempt(Some(peer), "anna", answer(Checked::TooManySessions))
+            .attempt("test", Some(peer), "anna", answer(Checked::TooManySessions))
             .await;
         assert!(matches!(busy, LoginOutcome::TooManySessions));
         let down = g
-            .attempt(Some(peer), "anna", async {
+            .attempt("test", Some(peer), "anna", async {
                 Err::<Checked<u8>, _>(std::io::Error::other("down"))
             })
             .await;
         assert!(matches!(down, LoginOutcome::Unavailable));
         for _ in 0..3 {
-            g.attempt(None, "ben", answer(Checked::Wrong)).await;
+            g.attempt("test", None, "ben", answer(Checked::Wrong)).await;
         }
         // Without a peer address the failures count for the unspecified address, not for
         // the peer's (nor for localhost).
-        let locked = g.attempt(None, "ben", answer(Checked::Agent(1))).await;
+        let locked = g
+            .attempt("test", None, "ben", answer(Checked::Agent(1)))
+            .await;
         assert!(matches!(locked, LoginOutcome::Locked(_)));
         let ok = g
-            .attempt(Some(peer), "ben", answer(Checked::Agent(1)))
+            .attempt("test", Some(peer), "ben", answer(Checked::Agent(1)))
             .await;
         assert!(matches!(ok, LoginOutcome::LoggedIn(1)));
     }

@@ -690,7 +690,7 @@ where
         let outcome = self
             .cfg
             .guard
-            .attempt(self.peer, login, self.logins.open(login, password))
+            .attempt("POP3", self.peer, login, self.logins.open(login, password))
             .await;
         match outcome {
             LoginOutcome::LoggedIn(session) => {

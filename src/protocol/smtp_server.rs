@@ -720,7 +720,7 @@ where
             return;
         };
         let check = self.sink.authenticate(user, pass);
-        match policy.guard.attempt(self.peer, user, check).await {
+        match policy.guard.attempt("SMTP", self.peer, user, check).await {
             LoginOutcome::LoggedIn(agent) => {
                 self.agent = Some(agent);
                 self.clock.working();

@@ -9,9 +9,9 @@ use sqlx::{Connection, Executor};
 use super::{Backend, Result, StoreError};
 
 /// SQLite's page cache per connection of the pool for reads and single mails (SQLite's
-/// default): each of its 8 connections keeps its own, so 32 MiB each took 400 MiB once 200
-/// mail clients had opened their folders at 1,000,000 items. Pages it does not hold come
-/// from the system's file cache.
+/// default): each of its 8 connections keeps its own, so a larger cache per connection
+/// multiplies once many mail clients have opened their folders. Pages it does not hold
+/// come from the system's file cache.
 pub(super) const READ_CACHE_KIB: i64 = 2048;
 
 /// SQLite's page cache per connection of the pool for intake batches, replies and the

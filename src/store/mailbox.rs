@@ -299,9 +299,9 @@ impl Store {
     pub async fn folder_tickets(&self, q: &TicketQuery) -> Result<Vec<ListedTicket>> {
         let text = self.text_matches(q).await?;
         // Each ticket as one line of text, one row per PACKED tickets: the driver's cost of a
-        // row (a decoded row and a channel hand-over, about 5 µs) was most of a SELECT over
-        // 100,000 tickets; as text it is the database's own time, and no row holds more than
-        // a few hundred KB. `string_agg(… ORDER BY …)`: PostgreSQL, and SQLite since 3.44.
+        // row (a decoded row and a channel hand-over) was most of a SELECT over a large
+        // folder; as text it is the database's own time, and no row holds more than a few
+        // hundred KB. `string_agg(… ORDER BY …)`: PostgreSQL, and SQLite since 3.44.
         let mut sql = Sql::new(
             "SELECT string_agg(t.mailbox_uid || ' ' || t.id || ' ' || t.priority || ' ' || \
              t.billable || ' ' || COALESCE(c.delivery_block, 0) || ' ' || t.last_action_at || ' ' || \

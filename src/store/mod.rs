@@ -369,11 +369,10 @@ impl Store {
 
     /// Refreshes the statistics the query planners choose their plans by (`ANALYZE`).
     /// Without them SQLite takes any index that narrows a ticket list over the ticket
-    /// number's order, and sorts tens of thousands of tickets for a page of 100 (100 ms
-    /// instead of 3 ms at 250,000 tickets); PostgreSQL's autovacuum refreshes them too, but
-    /// only after a while, and misjudges joins and full-text matches meanwhile (a search for
-    /// one order number took 130 ms instead of 2 ms). About half a second at 1,000,000
-    /// items, holding the write lock on SQLite.
+    /// number's order, and sorts tens of thousands of tickets for a page of 100;
+    /// PostgreSQL's autovacuum refreshes them too, but only after a while, and misjudges
+    /// joins and full-text matches meanwhile. It holds the write lock on SQLite for a
+    /// moment, so it runs a minute after the start and then hourly.
     pub async fn refresh_statistics(&self) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("ANALYZE").execute(tx.conn().await?).await?;

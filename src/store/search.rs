@@ -16,10 +16,10 @@ const FEW_ITEMS: usize = 5_000;
 /// How a query's full-text words select tickets.
 ///
 /// PostgreSQL estimates a word it keeps no statistics for to be in half as many items as
-/// the rarest word it keeps them for: 0.2 % of 1,000,000 items in the scale benchmark,
-/// where an order number is in one. Against that estimate, reading every ticket and
-/// joining looked cheaper than looking up the matching items' tickets, and a search for
-/// an order number took 60–90 ms instead of 1–3 ms. So the items are looked up first (at
+/// the rarest word it keeps them for, far more than the one item an order number is in.
+/// Against that estimate, reading every ticket and joining looks cheaper than looking up
+/// the matching items' tickets, and a search for an order number reads every ticket. So
+/// the items are looked up first (at
 /// most [`FEW_ITEMS`] of them), and the query names their tickets; more items than that
 /// leave the words to the planner, whose estimates of common words are close.
 pub(super) enum TextMatches {
@@ -139,7 +139,7 @@ impl Store {
 
     /// PostgreSQL: frees the space of the index queue's deleted rows at once, after many
     /// were indexed (a bulk intake, a restore). Until autovacuum passes, every look into the
-    /// queue reads them all: 1,000,000 of them made that 30–240 ms instead of 1 ms.
+    /// queue reads them all.
     /// SQLite keeps no queue.
     pub async fn tidy_search_queue(&self) -> Result<()> {
         if self.backend == Backend::Postgres {

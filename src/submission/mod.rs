@@ -1,7 +1,8 @@
-//! Agent submission (SPEC §4): what the SMTP submission ports do with an authenticated
-//! agent's mail. It finds the ticket, checks the agent may touch it, applies the agent's
-//! commands, and stores the reply (rewritten for the customer, with its outgoing mail) or
-//! the internal comment — all in one transaction, so the client's 250 means committed.
+//! Agent submission (docs/ARCHITECTURE.md, "An agent's reply out"): what the SMTP
+//! submission ports do with an authenticated agent's mail. It finds the ticket, checks the
+//! agent may touch it, applies the agent's commands, and stores the reply (rewritten for
+//! the customer, with its outgoing mail) or the internal comment — all in one transaction,
+//! so the client's 250 means committed.
 //! Anything wrong refuses the whole mail with a text the agent's client shows.
 mod resolve;
 

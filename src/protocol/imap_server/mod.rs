@@ -681,7 +681,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let outcome = self
             .cfg
             .guard
-            .attempt(self.peer, login, self.logins.open(login, password))
+            .attempt("IMAP", self.peer, login, self.logins.open(login, password))
             .await;
         let (code, text) = match outcome {
             LoginOutcome::LoggedIn(session) => {
