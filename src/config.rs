@@ -8,6 +8,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::core::texts::Locale;
+
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/mticket.toml";
 
@@ -25,13 +27,6 @@ pub struct Config {
     pub outbox: Outbox,
     pub auth: Auth,
     pub submission: Submission,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Locale {
-    En,
-    De,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mticket::config::Locale;
+use mticket::core::texts::Locale;
 use mticket::core::mail::parse_mime;
 use mticket::core::model::{Customer, ItemKind};
 use mticket::core::reply::{QuoteEntry, ReplyPlan, rewrite};

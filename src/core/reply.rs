@@ -8,9 +8,9 @@ use std::ops::Range;
 use chrono::{DateTime, FixedOffset};
 use mail_parser::{Header, Message, MessagePart, MimeHeaders, PartType};
 
-use crate::config::Locale;
 use crate::core::commands::{self, CommandError};
 use crate::core::model::{Customer, ItemKind, ReplyQuote};
+use crate::core::texts::Locale;
 use crate::core::texts::{self, Placeholders};
 use crate::core::{html, quote};
 

@@ -22,8 +22,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use sha2::{Digest, Sha256};
 
-use crate::config::Locale;
 pub use crate::core::model::Stats;
+use crate::core::texts::Locale;
 use crate::core::ticket_message::{
     Header, base64_lines, escape, host_name, language, mailbox, one_line, rfc5322_date,
     split_words, text_part, unstructured,

@@ -12,9 +12,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::config::Locale;
 use crate::core::model::{ItemDetail, ItemKind, Priority, TicketDetail};
 use crate::core::subject;
+use crate::core::texts::Locale;
 
 /// What the message header needs: the ticket row alone (no items), so a folder of 100,000
 /// tickets can be listed (ENVELOPE, HEADER.FIELDS) without reading any item.
