@@ -22,11 +22,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use sha2::{Digest, Sha256};
 
+use crate::core::html::escape;
 pub use crate::core::model::Stats;
 use crate::core::texts::Locale;
 use crate::core::ticket_message::{
-    Header, base64_lines, escape, host_name, language, mailbox, one_line, rfc5322_date,
-    split_words, text_part, unstructured,
+    Header, base64_lines, host_name, language, mailbox, one_line, rfc5322_date, split_words,
+    text_part, unstructured,
 };
 
 /// Size of the chart image in pixels.

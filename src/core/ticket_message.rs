@@ -12,6 +12,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use crate::core::html::escape;
 use crate::core::model::{ItemDetail, ItemKind, Priority, TicketDetail};
 use crate::core::subject;
 use crate::core::texts::Locale;
@@ -1082,21 +1083,6 @@ fn item_html(item: &ItemView, h: &mut String) {
         h.push_str(&escape(line).replace("  ", " &nbsp;"));
     }
     h.push_str("</div>\n</div>\n");
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
