@@ -23,12 +23,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use sha2::{Digest, Sha256};
 
 use crate::core::html::escape;
+use crate::core::mime::{
+    Header, base64_lines, mailbox, one_line, rfc5322_date, split_words, text_part, unstructured,
+};
 pub use crate::core::model::Stats;
 use crate::core::texts::Locale;
-use crate::core::ticket_message::{
-    Header, base64_lines, host_name, language, mailbox, one_line, rfc5322_date, split_words,
-    text_part, unstructured,
-};
+use crate::core::ticket_message::{host_name, language};
 
 /// Size of the chart image in pixels.
 pub const CHART_WIDTH: u32 = 640;
