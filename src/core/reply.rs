@@ -167,8 +167,11 @@ enum BodyKind {
     Html,
 }
 
+fn unparseable(why: &str) -> RewriteError {
+    RewriteError::Unparseable(why.to_string())
+}
+
 fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteError> {
-    let unparseable = |why: &str| RewriteError::Unparseable(why.to_string());
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(unparseable("the mail is empty"));
     }
@@ -183,11 +186,53 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
     if !top.iter().any(|f| f.valid) {
         return Err(unparseable("no header fields found"));
     }
+    let body = rewrite_body(raw, &message, header_end, plan)?;
 
-    let body = body_parts(&message);
-    let mut root_body: Option<(String, String)> = None;
-    let mut spliced: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
-    for (id, kind) in body {
+    let mut out = Vec::with_capacity(raw.len() + 4096);
+    out.extend_from_slice(new_headers(plan).as_bytes());
+    push_kept_fields(&mut out, raw, &top, body.root.is_some());
+    match body.root {
+        Some((content_type, encoded)) => {
+            push_content_headers(&mut out, &content_type);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(encoded.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b"\r\n");
+            let mut pos = header_end;
+            for (range, bytes) in body.spliced {
+                if range.start < pos {
+                    return Err(unparseable("MIME parts overlap"));
+                }
+                out.extend_from_slice(&raw[pos..range.start]);
+                out.extend_from_slice(&bytes);
+                pos = range.end;
+            }
+            out.extend_from_slice(&raw[pos..]);
+        }
+    }
+    Ok(out)
+}
+
+/// The rewritten body parts: the root's new content type and content when the mail is a
+/// single text part, else the new bytes of each inner body part with the range of `raw`
+/// they replace, in order.
+struct NewBody {
+    root: Option<(String, String)>,
+    spliced: Vec<(Range<usize>, Vec<u8>)>,
+}
+
+fn rewrite_body(
+    raw: &[u8],
+    message: &Message<'_>,
+    header_end: usize,
+    plan: &ReplyPlan<'_>,
+) -> Result<NewBody, RewriteError> {
+    let mut body = NewBody {
+        root: None,
+        spliced: Vec::new(),
+    };
+    for (id, kind) in body_parts(message) {
         let part = &message.parts[id];
         let content = match (kind, &part.body) {
             (BodyKind::Text, PartType::Text(t)) => rewrite_text(t, part, plan)?,
@@ -197,7 +242,7 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
         let content_type = content_type(part, kind);
         let encoded = mime::quoted_printable_for_relay(&content);
         if id == 0 {
-            root_body = Some((content_type, encoded));
+            body.root = Some((content_type, encoded));
             continue;
         }
         let (start, body_start, end) = (
@@ -217,51 +262,33 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
         push_content_headers(&mut bytes, &content_type);
         bytes.extend_from_slice(b"\r\n");
         bytes.extend_from_slice(encoded.as_bytes());
-        spliced.push((start..end, bytes));
+        body.spliced.push((start..end, bytes));
     }
-    spliced.sort_by_key(|(r, _)| r.start);
+    body.spliced.sort_by_key(|(r, _)| r.start);
+    Ok(body)
+}
 
-    let mut out = Vec::with_capacity(raw.len() + 4096);
-    out.extend_from_slice(new_headers(plan).as_bytes());
+/// The agent's top-level fields that reach the customer (the content fields only when the
+/// root part keeps its own body), and `MIME-Version` when the agent's mail had none.
+fn push_kept_fields(out: &mut Vec<u8>, raw: &[u8], top: &[Field], root_rewritten: bool) {
     let mut has_mime_version = false;
-    for f in &top {
+    for f in top {
         if !f.valid {
             continue;
         }
         let lower = f.name.to_ascii_lowercase();
         if DROPPED_HEADERS.contains(&lower.as_str())
             || lower.starts_with("x-ticket-")
-            || (root_body.is_some() && is_content_header(&lower))
+            || (root_rewritten && is_content_header(&lower))
         {
             continue;
         }
         has_mime_version |= lower == "mime-version";
-        f.push(&mut out, raw);
+        f.push(out, raw);
     }
     if !has_mime_version {
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
     }
-    match root_body {
-        Some((content_type, encoded)) => {
-            push_content_headers(&mut out, &content_type);
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(encoded.as_bytes());
-        }
-        None => {
-            out.extend_from_slice(b"\r\n");
-            let mut pos = header_end;
-            for (range, bytes) in spliced {
-                if range.start < pos {
-                    return Err(unparseable("MIME parts overlap"));
-                }
-                out.extend_from_slice(&raw[pos..range.start]);
-                out.extend_from_slice(&bytes);
-                pos = range.end;
-            }
-            out.extend_from_slice(&raw[pos..]);
-        }
-    }
-    Ok(out)
 }
 
 /// The parts that are the message body: a single text part, or the text and HTML parts of
