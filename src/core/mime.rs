@@ -422,17 +422,26 @@ fn filename_parameter(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// RFC 2231 percent encoding of `s`, in sections of at most `width` characters that never
-/// split an escape.
+/// RFC 2231 percent encoding of `s`, in sections of at most `width` characters. A
+/// character's escapes stay in one section: readers such as mail-parser decode each
+/// section on its own, and a character cut in two would come out as two replacement
+/// characters.
 fn percent_sections(s: &str, width: usize) -> Vec<String> {
     let attr_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b);
     let mut sections = vec![String::new()];
-    for b in s.bytes() {
-        let piece = if attr_char(b) {
-            (b as char).to_string()
-        } else {
-            format!("%{b:02X}")
-        };
+    let mut buf = [0u8; 4];
+    for c in s.chars() {
+        let piece: String = c
+            .encode_utf8(&mut buf)
+            .bytes()
+            .map(|b| {
+                if attr_char(b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
         match sections.last_mut() {
             Some(cur) if cur.len() + piece.len() <= width => cur.push_str(&piece),
             _ => sections.push(piece),
@@ -466,6 +475,27 @@ mod tests {
         let long = "ü".repeat(40);
         let qp = quoted_printable_for_relay(&long);
         assert!(qp.split("=\r\n").all(|l| l.len() % 6 == 0), "{qp}");
+    }
+
+    #[test]
+    fn long_file_names_keep_each_character_in_one_section() {
+        use mail_parser::{MessageParser, MimeHeaders};
+        let name = format!("abc{}.pdf", "€".repeat(40));
+        let mut raw = String::from("MIME-Version: 1.0\r\n");
+        attachment_part(&mut raw, &name, "application/pdf", b"%PDF");
+        let sections: Vec<&str> = raw.split("filename*").skip(1).collect();
+        assert!(sections.len() > 1, "{raw}");
+        for section in sections {
+            let section = section.trim_end().trim_end_matches(';');
+            assert!(
+                !section.ends_with("%E2") && !section.ends_with("%82"),
+                "{raw}"
+            );
+        }
+        let m = MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("parses");
+        assert_eq!(m.attachment_name(), Some(name.as_str()), "{raw}");
     }
 
     #[test]

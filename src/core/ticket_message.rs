@@ -134,9 +134,11 @@ fn boundaries(head: &TicketHead) -> (String, String) {
     (format!("{base}.m"), format!("{base}.a"))
 }
 
-/// The form of [`header`]'s output: count it up when the header changes its layout, so
-/// that the headers listed with the tickets are rendered anew.
-pub const HEADER_LAYOUT: u32 = 1;
+/// The form of [`header`]'s and [`message`]'s output: count it up when either writes other
+/// bytes for the same ticket version, so that every ticket is listed anew (a new UID, its
+/// header rendered again) and no client keeps a size or a cached copy that no longer holds.
+/// 2: RFC 2231 file-name sections no longer cut a character in two.
+pub const HEADER_LAYOUT: u32 = 2;
 
 /// The header block of the ticket's message, through the empty line that ends it. The
 /// locale only names the body's language (`Content-Language`); the `X-Ticket-…` values are
