@@ -46,6 +46,7 @@ impl Header {
         }
     }
 
+    /// The header block through the empty line that ends it.
     pub fn finish(mut self) -> String {
         self.out.push_str("\r\n");
         self.out
@@ -58,6 +59,7 @@ pub fn one_line(s: &str) -> String {
     split_words(s).join(" ")
 }
 
+/// The words of `s` as [`one_line`] joins them.
 pub fn split_words(s: &str) -> Vec<String> {
     let spaced: String = s
         .chars()
