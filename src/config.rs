@@ -8,6 +8,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::core::texts::Locale;
 use crate::net::listener::ListenerConfig;
 
 /// The default configuration file, relative to the working directory.
@@ -27,13 +28,6 @@ pub struct Config {
     pub outbox: Outbox,
     pub auth: Auth,
     pub submission: Submission,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Locale {
-    En,
-    De,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use mticket::config::Locale;
+use mticket::core::texts::Locale;
 use mticket::mailbox::view::Mailbox;
 use mticket::store::{Actor, ListedTicket, Listing, Store, TicketQuery};
 use support::db::new_ticket;

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mticket::config::Locale;
 use mticket::core::mail::{self, html_to_text};
 use mticket::core::model::{Customer, ItemKind, ReplyQuote};
 use mticket::core::reply::{QuoteEntry, ReplyPlan, rewrite, select};
 use mticket::core::subject::find_tags;
+use mticket::core::texts::Locale;
 use mticket::core::texts::Placeholders;
 
 /// Each input, the marker phrase inside the quote its client added, and whether the plan

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use libfuzzer_sys::fuzz_target;
-use mticket::config::{Config, Locale};
+use mticket::config::Config;
+use mticket::core::texts::Locale;
 use mticket::intake::authcheck::AuthChecker;
 use mticket::intake::pipeline::{Arrival, Pipeline};
 use mticket::login::Logins;

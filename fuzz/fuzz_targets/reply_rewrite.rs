@@ -4,11 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mticket::config::Locale;
 use mticket::core::mail::parse_mime;
 use mticket::core::model::{Customer, ItemKind};
 use mticket::core::reply::{QuoteEntry, ReplyPlan, rewrite};
-use mticket::core::texts::Placeholders;
+use mticket::core::texts::{Locale, Placeholders};
 
 fn attachments(raw: &[u8]) -> Vec<Vec<u8>> {
     match parse_mime(raw) {

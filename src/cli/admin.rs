@@ -11,9 +11,9 @@ use super::{
     AgentCmd, CustomerArgs, CustomerCmd, DocumentCmd, ProfileCmd, QueueArgs, QueueCmd, StatusCmd,
     TagCmd, TemplateCmd,
 };
-use crate::config::Locale;
 use crate::core::model::{Customer, Document, TlsMode};
 use crate::core::password;
+use crate::core::texts::Locale;
 use crate::store::{AwaySettings, InstanceRow, LeaseRow, NewAgent, QueueSettings, Store};
 
 fn host_port(s: &str, what: &str) -> anyhow::Result<(String, u16)> {

@@ -8,8 +8,8 @@ use lettre::message::header::{
 };
 use lettre::message::{Body, Mailbox, Message, SinglePart};
 
-use crate::config::Locale;
 use crate::core::texts;
+use crate::core::texts::Locale;
 
 /// A header with a fixed name and free text, for the few lettre has no type for.
 macro_rules! text_header {

@@ -349,7 +349,8 @@ pub(crate) fn open_elements(tokens: &[Token], at: usize) -> Vec<(usize, String)>
     stack
 }
 
-/// `&`, `<`, `>`, `"` escaped for HTML text and attribute values.
+/// `&`, `<`, `>`, `"` and `'` escaped, for HTML text and for attribute values in either
+/// kind of quotes.
 pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 8);
     for c in s.chars() {
@@ -358,6 +359,7 @@ pub(crate) fn escape(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
             _ => out.push(c),
         }
     }
@@ -431,6 +433,15 @@ mod tests {
                 Kind::Other => "O".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn escape_makes_text_safe_in_content_and_in_either_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x" title='y'>Tom & Jerry</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;Tom &amp; Jerry&lt;/a&gt;"
+        );
+        assert_eq!(text_to_html("it's\r\n<ok>\n"), "it&#39;s<br>\n&lt;ok&gt;");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod filter;
 mod html;
 pub mod loops;
 pub mod mail;
+pub mod mime;
 pub mod model;
 pub mod password;
 pub mod quote;

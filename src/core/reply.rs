@@ -8,11 +8,11 @@ use std::ops::Range;
 use chrono::{DateTime, FixedOffset};
 use mail_parser::{Header, Message, MessagePart, MimeHeaders, PartType};
 
-use crate::config::Locale;
 use crate::core::commands::{self, CommandError};
 use crate::core::model::{Customer, ItemKind, ReplyQuote};
+use crate::core::texts::Locale;
 use crate::core::texts::{self, Placeholders};
-use crate::core::{html, quote};
+use crate::core::{html, mime, quote};
 
 /// One earlier item quoted under the reply (comments are never passed in).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +167,11 @@ enum BodyKind {
     Html,
 }
 
+fn unparseable(why: &str) -> RewriteError {
+    RewriteError::Unparseable(why.to_string())
+}
+
 fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteError> {
-    let unparseable = |why: &str| RewriteError::Unparseable(why.to_string());
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(unparseable("the mail is empty"));
     }
@@ -183,11 +186,53 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
     if !top.iter().any(|f| f.valid) {
         return Err(unparseable("no header fields found"));
     }
+    let body = rewrite_body(raw, &message, header_end, plan)?;
 
-    let body = body_parts(&message);
-    let mut root_body: Option<(String, String)> = None;
-    let mut spliced: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
-    for (id, kind) in body {
+    let mut out = Vec::with_capacity(raw.len() + 4096);
+    out.extend_from_slice(new_headers(plan).as_bytes());
+    push_kept_fields(&mut out, raw, &top, body.root.is_some());
+    match body.root {
+        Some((content_type, encoded)) => {
+            push_content_headers(&mut out, &content_type);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(encoded.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b"\r\n");
+            let mut pos = header_end;
+            for (range, bytes) in body.spliced {
+                if range.start < pos {
+                    return Err(unparseable("MIME parts overlap"));
+                }
+                out.extend_from_slice(&raw[pos..range.start]);
+                out.extend_from_slice(&bytes);
+                pos = range.end;
+            }
+            out.extend_from_slice(&raw[pos..]);
+        }
+    }
+    Ok(out)
+}
+
+/// The rewritten body parts: the root's new content type and content when the mail is a
+/// single text part, else the new bytes of each inner body part with the range of `raw`
+/// they replace, in order.
+struct NewBody {
+    root: Option<(String, String)>,
+    spliced: Vec<(Range<usize>, Vec<u8>)>,
+}
+
+fn rewrite_body(
+    raw: &[u8],
+    message: &Message<'_>,
+    header_end: usize,
+    plan: &ReplyPlan<'_>,
+) -> Result<NewBody, RewriteError> {
+    let mut body = NewBody {
+        root: None,
+        spliced: Vec::new(),
+    };
+    for (id, kind) in body_parts(message) {
         let part = &message.parts[id];
         let content = match (kind, &part.body) {
             (BodyKind::Text, PartType::Text(t)) => rewrite_text(t, part, plan)?,
@@ -195,9 +240,9 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
             _ => continue,
         };
         let content_type = content_type(part, kind);
-        let encoded = quoted_printable(&content);
+        let encoded = mime::quoted_printable_for_relay(&content);
         if id == 0 {
-            root_body = Some((content_type, encoded));
+            body.root = Some((content_type, encoded));
             continue;
         }
         let (start, body_start, end) = (
@@ -217,51 +262,33 @@ fn rewrite_mail(raw: &[u8], plan: &ReplyPlan<'_>) -> Result<Vec<u8>, RewriteErro
         push_content_headers(&mut bytes, &content_type);
         bytes.extend_from_slice(b"\r\n");
         bytes.extend_from_slice(encoded.as_bytes());
-        spliced.push((start..end, bytes));
+        body.spliced.push((start..end, bytes));
     }
-    spliced.sort_by_key(|(r, _)| r.start);
+    body.spliced.sort_by_key(|(r, _)| r.start);
+    Ok(body)
+}
 
-    let mut out = Vec::with_capacity(raw.len() + 4096);
-    out.extend_from_slice(new_headers(plan).as_bytes());
+/// The agent's top-level fields that reach the customer (the content fields only when the
+/// root part keeps its own body), and `MIME-Version` when the agent's mail had none.
+fn push_kept_fields(out: &mut Vec<u8>, raw: &[u8], top: &[Field], root_rewritten: bool) {
     let mut has_mime_version = false;
-    for f in &top {
+    for f in top {
         if !f.valid {
             continue;
         }
         let lower = f.name.to_ascii_lowercase();
         if DROPPED_HEADERS.contains(&lower.as_str())
             || lower.starts_with("x-ticket-")
-            || (root_body.is_some() && is_content_header(&lower))
+            || (root_rewritten && is_content_header(&lower))
         {
             continue;
         }
         has_mime_version |= lower == "mime-version";
-        f.push(&mut out, raw);
+        f.push(out, raw);
     }
     if !has_mime_version {
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
     }
-    match root_body {
-        Some((content_type, encoded)) => {
-            push_content_headers(&mut out, &content_type);
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(encoded.as_bytes());
-        }
-        None => {
-            out.extend_from_slice(b"\r\n");
-            let mut pos = header_end;
-            for (range, bytes) in spliced {
-                if range.start < pos {
-                    return Err(unparseable("MIME parts overlap"));
-                }
-                out.extend_from_slice(&raw[pos..range.start]);
-                out.extend_from_slice(&bytes);
-                pos = range.end;
-            }
-            out.extend_from_slice(&raw[pos..]);
-        }
-    }
-    Ok(out)
 }
 
 /// The parts that are the message body: a single text part, or the text and HTML parts of
@@ -542,44 +569,6 @@ fn unflow(text: &str, delsp: bool) -> String {
     out
 }
 
-/// Quoted-printable (RFC 2045) with CRLF line breaks and lines of at most 76 characters;
-/// a character's bytes are never split over two lines.
-fn quoted_printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for (n, line) in text.split('\n').enumerate() {
-        if n > 0 {
-            out.push_str("\r\n");
-        }
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let mut len = 0;
-        for (k, c) in line.char_indices() {
-            let last = k + c.len_utf8() == line.len();
-            let token = match c {
-                ' ' | '\t' if last => format!("={:02X}", c as u8),
-                ' ' | '\t' => c.to_string(),
-                '=' => "=3D".to_string(),
-                // `From ` at a line start is mangled by mbox tools on the way.
-                'F' if k == 0 && line.starts_with("From ") => "=46".to_string(),
-                c if c.is_ascii_graphic() => c.to_string(),
-                c => {
-                    let mut buf = [0u8; 4];
-                    c.encode_utf8(&mut buf)
-                        .bytes()
-                        .map(|b| format!("={b:02X}"))
-                        .collect()
-                }
-            };
-            if len + token.len() > 75 {
-                out.push_str("=\r\n");
-                len = 0;
-            }
-            out.push_str(&token);
-            len += token.len();
-        }
-    }
-    out
-}
-
 /// The new Content-Type: the part's type with `charset=utf-8`; its other parameters kept
 /// where they can be written back as plain ASCII, `format`/`delsp` dropped (the text is
 /// unflowed).
@@ -704,7 +693,7 @@ fn new_headers(plan: &ReplyPlan<'_>) -> String {
     )));
     h.push_str(&format!(
         "Date: {}\r\n",
-        local(plan.date, plan.utc_offset).format("%a, %d %b %Y %H:%M:%S %z")
+        mime::rfc5322_date_of(&local(plan.date, plan.utc_offset))
     ));
     if let Some(id) = msg_id(plan.message_id) {
         h.push_str(&format!("Message-ID: {id}\r\n"));
@@ -753,7 +742,7 @@ fn mailbox(name: &str, address: &str) -> String {
     let phrase = if name.is_ascii() {
         format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
-        encoded_words(&name).join(" ")
+        mime::q_encoded_words(&name).join(" ")
     };
     format!("{phrase} <{address}>")
 }
@@ -816,7 +805,7 @@ fn subject_field(subject: &str) -> String {
             while j < words.len() && needs_encoding(words[j]) {
                 j += 1;
             }
-            tokens.extend(encoded_words(&words[i..j].join(" ")));
+            tokens.extend(mime::q_encoded_words(&words[i..j].join(" ")));
             i = j;
         } else {
             tokens.push(words[i].to_string());
@@ -824,38 +813,6 @@ fn subject_field(subject: &str) -> String {
         }
     }
     folded("Subject", tokens)
-}
-
-/// `=?utf-8?Q?…?=` words of at most 72 characters, split between characters; only
-/// characters safe in any header position are written as themselves.
-fn encoded_words(text: &str) -> Vec<String> {
-    const MAX_PAYLOAD: usize = 60;
-    let mut words = Vec::new();
-    let mut payload = String::new();
-    for c in text.chars() {
-        let token = match c {
-            ' ' => "_".to_string(),
-            c if c.is_ascii_alphanumeric() || matches!(c, '!' | '*' | '+' | '-' | '/') => {
-                c.to_string()
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                c.encode_utf8(&mut buf)
-                    .bytes()
-                    .map(|b| format!("={b:02X}"))
-                    .collect()
-            }
-        };
-        if payload.len() + token.len() > MAX_PAYLOAD {
-            words.push(format!("=?utf-8?Q?{payload}?="));
-            payload.clear();
-        }
-        payload.push_str(&token);
-    }
-    if !payload.is_empty() {
-        words.push(format!("=?utf-8?Q?{payload}?="));
-    }
-    words
 }
 
 #[cfg(test)]
@@ -1219,18 +1176,6 @@ Am 26.11.2026 um 10:00 schrieb Erika:\r\n> CLIENTQUOTE\r\n";
         assert_eq!(unflow("ab \ncd", true), "abcd");
         assert_eq!(unflow("", false), "");
         assert_eq!(unflow(" >stuffed\n", false), ">stuffed\n");
-    }
-
-    #[test]
-    fn quoted_printable_lines_and_escapes() {
-        let qp = quoted_printable(&format!("{}ä= \nFrom here\n", "x".repeat(80)));
-        for line in qp.split("\r\n") {
-            assert!(line.len() <= 76, "{line}");
-        }
-        assert!(qp.contains("=C3=A4=3D=20\r\n=46rom here\r\n"), "{qp}");
-        let long = "ü".repeat(40);
-        let qp = quoted_printable(&long);
-        assert!(qp.split("=\r\n").all(|l| l.len() % 6 == 0), "{qp}");
     }
 
     /// The decoded attachments mail-parser finds in `raw`.

@@ -1,7 +1,17 @@
-//! Words the gateway says itself, per locale, and the placeholders agents and admins
-//! write into texts (`@Nachname@`, `@Ticketnummer@`, …).
-use crate::config::Locale;
+//! The words the gateway says itself in its [`Locale`], and the placeholders agents and
+//! admins write into texts (`@Nachname@`, `@Ticketnummer@`, …).
+use serde::{Deserialize, Serialize};
+
 use crate::core::model::Customer;
+
+/// The language the gateway writes in: its own texts, the ticket views, the quote's
+/// attribution lines. The configuration names one (`locale = "de"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Locale {
+    En,
+    De,
+}
 
 pub fn default_autoresponder_text(locale: Locale) -> &'static str {
     match locale {

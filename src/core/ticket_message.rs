@@ -1,20 +1,24 @@
-//! A ticket as one mail message (SPEC §5): the bytes an agent's mail client receives for a
-//! ticket in every folder that shows it, and the Message-ID that names one version of it.
+//! A ticket as one mail message (README, "The agents' mailbox"): the bytes an agent's mail
+//! client receives for a ticket in every folder that shows it, and the Message-ID that
+//! names one version of it.
 //!
 //! The header block depends on [`TicketHead`] alone, so a folder of many tickets can be
 //! listed (ENVELOPE, HEADER.FIELDS) without reading items; the full [`message`] starts with
 //! exactly those bytes. Everything here is a pure function of its input: no clock, no
 //! randomness, so the same ticket version always has the same bytes and size.
 //!
-//! The output is 7-bit clean with CRLF line ends: header words outside ASCII become
-//! RFC 2047 encoded words, the text parts are quoted-printable, attachments base64.
+//! What the message says is decided here; [`crate::core::mime`] writes it: 7-bit clean with
+//! CRLF line ends, header words outside ASCII as RFC 2047 encoded words, the text parts
+//! quoted-printable, attachments base64.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-
-use crate::config::Locale;
+use crate::core::html::escape;
+use crate::core::mime::{
+    Header, attachment_part, file_name, mailbox, one_line, rfc5322_date, split_words, text_part,
+    unstructured,
+};
 use crate::core::model::{ItemDetail, ItemKind, Priority, TicketDetail};
 use crate::core::subject;
+use crate::core::texts::Locale;
 
 /// What the message header needs: the ticket row alone (no items), so a folder of 100,000
 /// tickets can be listed (ENVELOPE, HEADER.FIELDS) without reading any item.
@@ -130,9 +134,11 @@ fn boundaries(head: &TicketHead) -> (String, String) {
     (format!("{base}.m"), format!("{base}.a"))
 }
 
-/// The form of [`header`]'s output: count it up when the header changes its layout, so
-/// that the headers listed with the tickets are rendered anew.
-pub const HEADER_LAYOUT: u32 = 1;
+/// The form of [`header`]'s and [`message`]'s output: count it up when either writes other
+/// bytes for the same ticket version, so that every ticket is listed anew (a new UID, its
+/// header rendered again) and no client keeps a size or a cached copy that no longer holds.
+/// 2: RFC 2231 file-name sections no longer cut a character in two.
+pub const HEADER_LAYOUT: u32 = 2;
 
 /// The header block of the ticket's message, through the empty line that ends it. The
 /// locale only names the body's language (`Content-Language`); the `X-Ticket-…` values are
@@ -193,185 +199,6 @@ pub(crate) fn language(locale: Locale) -> &'static str {
     }
 }
 
-/// A header block under construction: fields folded at the spaces between their tokens.
-#[derive(Default)]
-pub(crate) struct Header {
-    out: String,
-}
-
-/// Folding aims at lines under this length; a token longer than that gets a line of its
-/// own, and the encoders keep every token far below the 998 limit.
-const FOLD_AT: usize = 76;
-
-impl Header {
-    /// `Name: tok tok …`, a line break before a token that would pass [`FOLD_AT`].
-    pub(crate) fn field(&mut self, name: &str, tokens: Vec<String>) {
-        self.out.push_str(name);
-        self.out.push(':');
-        let mut column = name.len() + 1;
-        for token in tokens.iter().filter(|t| !t.is_empty()) {
-            // A fold right after the colon is allowed too (RFC 5322 FWS), so even a first
-            // token that would pass the limit moves to a line of its own.
-            if column > 0 && column + 1 + token.len() > FOLD_AT {
-                self.out.push_str("\r\n");
-                column = 0;
-            }
-            self.out.push(' ');
-            self.out.push_str(token);
-            column += 1 + token.len();
-        }
-        self.out.push_str("\r\n");
-    }
-
-    /// An unstructured field left out when its value is empty.
-    fn optional(&mut self, name: &str, value: &str) {
-        let tokens = unstructured(value);
-        if !tokens.is_empty() {
-            self.field(name, tokens);
-        }
-    }
-
-    pub(crate) fn finish(mut self) -> String {
-        self.out.push_str("\r\n");
-        self.out
-    }
-}
-
-/// `s` on one line: control characters and line separators become spaces, runs of spaces
-/// collapse, ends are trimmed. Every string that goes into a header passes through here.
-pub(crate) fn one_line(s: &str) -> String {
-    split_words(s).join(" ")
-}
-
-pub(crate) fn split_words(s: &str) -> Vec<String> {
-    let spaced: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    spaced
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// A word that may stand in a header as it is: printable ASCII, not mistakable for an
-/// encoded word, short enough to keep its line far below 998 bytes.
-fn plain_word(w: &str) -> bool {
-    w.len() <= 200 && w.bytes().all(|b| b.is_ascii_graphic()) && !w.contains("=?")
-}
-
-/// Tokens of an unstructured value (Subject, `X-Ticket-…`): the leading plain words as they
-/// are (so the ticket tag stays readable), the rest as encoded words.
-pub(crate) fn unstructured(value: &str) -> Vec<String> {
-    let words = split_words(value);
-    let plain = words.iter().take_while(|w| plain_word(w)).count();
-    let mut tokens = words[..plain].to_vec();
-    if plain < words.len() {
-        tokens.extend(encoded_words(&words[plain..].join(" ")));
-    }
-    tokens
-}
-
-/// RFC 2047 B encoded words of `text`, each at most 75 characters and cut at character
-/// boundaries; the space between two encoded words is not part of the decoded text.
-fn encoded_words(text: &str) -> Vec<String> {
-    // 60 base64 characters + `=?utf-8?B?` + `?=`
-    encoded_words_of(text, 45)
-}
-
-/// Encoded words of at most `max_bytes` of `text` each.
-fn encoded_words_of(text: &str, max_bytes: usize) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
-        if i > start && i + c.len_utf8() - start > max_bytes {
-            words.push(encoded_word(&text[start..i]));
-            start = i;
-        }
-    }
-    if start < text.len() {
-        words.push(encoded_word(&text[start..]));
-    }
-    words
-}
-
-fn encoded_word(chunk: &str) -> String {
-    format!("=?utf-8?B?{}?=", BASE64.encode(chunk))
-}
-
-/// Tokens of an address field: the display name (atoms, a quoted string or encoded words)
-/// and the address in `< >`. An address that cannot stand in a header as it is gets
-/// `unknown@invalid`, and its text moves into the display name so nobody loses it.
-pub(crate) fn mailbox(name: &str, address: &str) -> Vec<String> {
-    let (addr, name) = match addr_spec(address) {
-        Some(addr) => (addr, one_line(name)),
-        None if one_line(name).is_empty() => ("unknown@invalid".into(), one_line(address)),
-        None => ("unknown@invalid".into(), one_line(name)),
-    };
-    let mut tokens = phrase(&name);
-    if tokens.is_empty() {
-        tokens.push(addr);
-    } else {
-        tokens.push(format!("<{addr}>"));
-    }
-    tokens
-}
-
-/// `address` when it is a plain ASCII `local@domain` without characters that would need
-/// quoting.
-fn addr_spec(address: &str) -> Option<String> {
-    let a = address.trim();
-    let a = a
-        .strip_prefix('<')
-        .and_then(|a| a.strip_suffix('>'))
-        .unwrap_or(a);
-    let (local, domain) = a.split_once('@')?;
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_graphic() && !b"<>()[]\\\",;:@".contains(&b))
-    };
-    (a.len() <= 254 && part_ok(local) && part_ok(domain)).then(|| a.to_string())
-}
-
-/// A display name: atoms when it is made of them, a quoted string when it is short ASCII,
-/// encoded words otherwise (they cannot stand inside a quoted string).
-fn phrase(name: &str) -> Vec<String> {
-    let words = split_words(name);
-    let joined = words.join(" ");
-    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
-    if words
-        .iter()
-        .all(|w| w.len() <= 200 && w.bytes().all(atext) && !w.contains("=?"))
-    {
-        words
-    } else if joined.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        && joined.len() <= 60
-        && !joined.contains("=?")
-    {
-        let escaped = joined.replace('\\', "\\\\").replace('"', "\\\"");
-        vec![format!("\"{escaped}\"")]
-    } else {
-        encoded_words(&joined)
-    }
-}
-
-/// The Date header's value (RFC 5322, UTC); instants outside years 1970–9999 are clamped.
-pub(crate) fn rfc5322_date(secs: i64) -> String {
-    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    chrono::DateTime::from_timestamp(secs.clamp(0, LAST), 0)
-        .unwrap_or_default()
-        .format("%a, %d %b %Y %H:%M:%S +0000")
-        .to_string()
-}
-
 /// The ticket's whole message: [`header`], then text and HTML views of the ticket and the
 /// items' attachments. `attachments[i][j]` are the bytes of `detail.items[i].attachments[j]`;
 /// an attachment without bytes is left out.
@@ -404,173 +231,6 @@ pub fn message(
     }
     out.push_str(&format!("\r\n--{mixed}--\r\n"));
     out.into_bytes()
-}
-
-/// A UTF-8 text part, quoted-printable; ends without the line break before the delimiter.
-pub(crate) fn text_part(out: &mut String, content_type: &str, text: &str) {
-    out.push_str(&format!(
-        "Content-Type: {content_type}; charset=utf-8\r\n\
-         Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    ));
-    out.push_str(&quoted_printable(text));
-}
-
-/// Quoted-printable (RFC 2045 §6.7) of UTF-8 text with line ends normalised to CRLF:
-/// encoded lines of at most 76 characters, `=` always escaped.
-fn quoted_printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
-    for (n, line) in normalised.split('\n').enumerate() {
-        if n > 0 {
-            out.push_str("\r\n");
-        }
-        qp_line(line.as_bytes(), &mut out);
-    }
-    out
-}
-
-fn qp_line(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut column = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let last = i + 1 == bytes.len();
-        // Trailing white space would be lost in transport, so the last one is escaped.
-        let literal = matches!(b, 33..=60 | 62..=126) || (!last && (b == b' ' || b == b'\t'));
-        let width = if literal { 1 } else { 3 };
-        // Leave room for the soft break `=` unless this byte ends the line.
-        let limit = if last { 76 } else { 75 };
-        if column + width > limit {
-            out.push_str("=\r\n");
-            column = 0;
-        }
-        if literal {
-            out.push(b as char);
-        } else {
-            out.push('=');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-        column += width;
-    }
-}
-
-/// One attached file, base64 in lines of 76.
-fn attachment_part(out: &mut String, name: &str, content_type: &str, bytes: &[u8]) {
-    let name = file_name(name);
-    let mut h = Header::default();
-    let mut ct = vec![format!("{};", media_type(content_type))];
-    ct.extend(name_parameter("name", &name));
-    h.field("Content-Type", ct);
-    h.field("Content-Transfer-Encoding", vec!["base64".into()]);
-    let mut cd = vec!["attachment;".to_string()];
-    cd.extend(filename_parameter(&name));
-    h.field("Content-Disposition", cd);
-    out.push_str(&h.finish());
-    base64_lines(out, bytes);
-}
-
-/// `bytes` in base64, lines of 76; ends without a line break.
-pub(crate) fn base64_lines(out: &mut String, bytes: &[u8]) {
-    let encoded = BASE64.encode(bytes);
-    for (n, line) in encoded.as_bytes().chunks(76).enumerate() {
-        if n > 0 {
-            out.push_str("\r\n");
-        }
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-    }
-}
-
-/// The stored name on one line, without path separators; `attachment` when empty.
-fn file_name(name: &str) -> String {
-    let name = one_line(&name.replace(['/', '\\'], "_"));
-    if name.is_empty() {
-        "attachment".into()
-    } else {
-        name
-    }
-}
-
-/// `type/subtype` of the stored content type when both are MIME tokens, else
-/// `application/octet-stream`; parameters are dropped so nothing unchecked reaches the part.
-fn media_type(content_type: &str) -> String {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
-    };
-    match essence.split_once('/') {
-        Some((t, s)) if token(t) && token(s) => essence.to_ascii_lowercase(),
-        _ => "application/octet-stream".into(),
-    }
-}
-
-/// A name that may stand in a quoted parameter as it is. `=` is excluded so no parameter
-/// can spell a boundary.
-fn plain_file_name(name: &str) -> bool {
-    name.len() <= 60
-        && name
-            .bytes()
-            .all(|b| (b' '..=b'~').contains(&b) && !b"\"\\=".contains(&b))
-}
-
-/// The Content-Type `name` parameter: quoted, or as encoded words inside the quotes (what
-/// clients without RFC 2231 understand).
-fn name_parameter(attribute: &str, name: &str) -> Vec<String> {
-    if plain_file_name(name) {
-        return vec![format!("{attribute}=\"{name}\"")];
-    }
-    // Shorter words than elsewhere leave room for `name="` and the closing quote.
-    let mut tokens = encoded_words_of(name, 39);
-    if let Some(first) = tokens.first_mut() {
-        *first = format!("{attribute}=\"{first}");
-    }
-    if let Some(last) = tokens.last_mut() {
-        last.push('"');
-    }
-    tokens
-}
-
-/// The Content-Disposition `filename` parameter: quoted, or RFC 2231 `filename*` (UTF-8,
-/// percent-encoded, split into numbered sections when long).
-fn filename_parameter(name: &str) -> Vec<String> {
-    if plain_file_name(name) {
-        return vec![format!("filename=\"{name}\"")];
-    }
-    let sections = percent_sections(name, 56);
-    if sections.len() == 1 {
-        return vec![format!("filename*=utf-8''{}", sections[0])];
-    }
-    let last = sections.len() - 1;
-    sections
-        .iter()
-        .enumerate()
-        .map(|(n, s)| {
-            let charset = if n == 0 { "utf-8''" } else { "" };
-            let sep = if n == last { "" } else { ";" };
-            format!("filename*{n}*={charset}{s}{sep}")
-        })
-        .collect()
-}
-
-/// RFC 2231 percent encoding of `s`, in sections of at most `width` characters that never
-/// split an escape.
-fn percent_sections(s: &str, width: usize) -> Vec<String> {
-    let attr_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b);
-    let mut sections = vec![String::new()];
-    for b in s.bytes() {
-        let piece = if attr_char(b) {
-            (b as char).to_string()
-        } else {
-            format!("%{b:02X}")
-        };
-        match sections.last_mut() {
-            Some(cur) if cur.len() + piece.len() <= width => cur.push_str(&piece),
-            _ => sections.push(piece),
-        }
-    }
-    sections
 }
 
 /// The words of the ticket views, per locale.
@@ -1082,21 +742,6 @@ fn item_html(item: &ItemView, h: &mut String) {
         h.push_str(&escape(line).replace("  ", " &nbsp;"));
     }
     h.push_str("</div>\n</div>\n");
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1663,17 +1308,6 @@ mod tests {
         ] {
             assert_eq!(parse_message_id(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn quoted_printable_lines() {
-        let qp = quoted_printable(&format!("{} \n{}=\n", "a".repeat(200), "ö".repeat(40)));
-        for line in qp.split("\r\n") {
-            assert!(line.len() <= 76, "{line}");
-        }
-        assert!(qp.contains("=20\r\n") || qp.contains(" =\r\n=20"));
-        assert!(!qp.contains("=_"));
-        assert!(qp.contains("=3D"));
     }
 
     /// Strings from a deterministic generator over characters that tend to break mail:

@@ -1,5 +1,6 @@
-//! Spoofing-aware customer assignment (SPEC §3): DKIM, SPF and DMARC of a customer mail via
-//! mail-auth, boiled down to "may this mail be trusted to name its sender's customer?".
+//! Spoofing-aware customer assignment (README, "How intake behaves"): DKIM, SPF and DMARC
+//! of a customer mail via mail-auth, boiled down to "may this mail be trusted to name its
+//! sender's customer?".
 //!
 //! POP3 intake has no SMTP connection, so SPF runs on the client IP and HELO of the topmost
 //! `Received:` line with a bracketed IP and on `Return-Path`; a real connection may override.
@@ -7,8 +8,8 @@
 //! outside it are NXDOMAIN and the resolver has no name servers, so no packet leaves the host.
 
 use mail_auth::{
-    AuthenticatedMessage, DkimResult, DmarcResult, DnsError, DnssecStatus, MessageAuthenticator,
-    Parameters, RecordSet, ResolverCache, SpfOutput, SpfResult, Txt,
+    AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, DnsError, DnssecStatus,
+    MessageAuthenticator, Parameters, RecordSet, ResolverCache, SpfOutput, SpfResult, Txt,
     common::parse::TxtRecordParser,
     common::verify::DomainKey,
     dmarc::{Dmarc, verify::DmarcParameters},
@@ -130,17 +131,11 @@ impl AuthChecker {
         let Some(message) = AuthenticatedMessage::parse(raw) else {
             return unverifiable("not parseable for authentication");
         };
-        let from_domain = message
-            .from()
-            .rsplit_once('@')
-            .map(|(_, d)| d.trim().trim_end_matches('>').to_ascii_lowercase())
-            .unwrap_or_default();
+        let from_domain = from_domain(&message);
         if from_domain.is_empty() {
             return unverifiable("no From domain");
         }
-
         let dkim = auth.verify_dkim(self.params(&message)).await;
-
         let derived;
         let envelope = match envelope {
             Some(e) => Some(e),
@@ -149,32 +144,8 @@ impl AuthChecker {
                 derived.as_ref()
             }
         };
-        let mail_from_domain = envelope
-            .and_then(|e| {
-                e.mail_from
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase())
-            })
-            .or_else(|| envelope.map(|e| e.helo.to_ascii_lowercase()))
-            .unwrap_or_default();
-        let spf = match envelope {
-            Some(e) => {
-                let sender = if e.mail_from.is_empty() {
-                    format!("postmaster@{}", e.helo)
-                } else {
-                    e.mail_from.clone()
-                };
-                auth.verify_spf(self.params(SpfParameters::verify_mail_from(
-                    e.ip,
-                    &e.helo,
-                    &self.host_domain,
-                    &sender,
-                )))
-                .await
-            }
-            None => SpfOutput::new(mail_from_domain.clone()),
-        };
-
+        let mail_from_domain = mail_from_domain(envelope);
+        let spf = self.verify_spf(auth, envelope, &mail_from_domain).await;
         let dmarc = auth
             .verify_dmarc(self.params(DmarcParameters::new(
                 &message,
@@ -183,81 +154,41 @@ impl AuthChecker {
                 &spf,
             )))
             .await;
-
-        let dkim_pass_aligned = dkim.iter().any(|d| {
-            d.result() == &DkimResult::Pass
-                && d.signature().is_some_and(|s| aligned(&s.d, &from_domain))
-        });
-        let dkim_aligned_failed = dkim.iter().any(|d| {
-            d.result() != &DkimResult::Pass
-                && d.signature().is_some_and(|s| aligned(&s.d, &from_domain))
-        });
-        let spf_pass_aligned =
-            spf.result() == SpfResult::Pass && aligned(&mail_from_domain, &from_domain);
-
-        let temp = |r: &DmarcResult| matches!(r, DmarcResult::TempError(_));
-        let perm = |r: &DmarcResult| matches!(r, DmarcResult::PermError(_));
-        let verdict = if dmarc.dmarc_record().is_some() {
-            if dkim_pass_aligned || spf_pass_aligned {
-                DmarcVerdict::Pass
-            } else if temp(dmarc.dkim_result()) || temp(dmarc.spf_result()) {
-                DmarcVerdict::TempError
-            } else {
-                DmarcVerdict::Fail
-            }
-        } else if temp(dmarc.dkim_result()) || temp(dmarc.spf_result()) {
-            DmarcVerdict::TempError
-        } else if perm(dmarc.dkim_result()) || perm(dmarc.spf_result()) {
-            DmarcVerdict::PermError
-        } else {
-            DmarcVerdict::None
-        };
-        let suspect = match verdict {
-            DmarcVerdict::Fail => true,
-            // Without a DMARC record only a broken signature of the From domain itself, with
-            // no SPF pass to vouch for the mail, is evidence of forgery.
-            DmarcVerdict::None | DmarcVerdict::PermError => {
-                dkim_aligned_failed && !dkim_pass_aligned && spf.result() != SpfResult::Pass
-            }
-            DmarcVerdict::Pass | DmarcVerdict::TempError => false,
-        };
-
-        let dkim_text = if dkim.is_empty() {
-            "none".to_string()
-        } else {
-            dkim.iter()
-                .map(|d| {
-                    let dom = d.signature().map_or("?", |s| s.d.as_str());
-                    format!("{}({dom})", dkim_word(d.result()))
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let summary = format!(
-            "dmarc={} dkim={} spf={}({}){}",
-            match verdict {
-                DmarcVerdict::Pass => "pass",
-                DmarcVerdict::Fail => "fail",
-                DmarcVerdict::None => "none",
-                DmarcVerdict::TempError => "temperror",
-                DmarcVerdict::PermError => "permerror",
-            },
-            dkim_text,
-            spf_word(spf.result()),
-            if mail_from_domain.is_empty() {
-                "-"
-            } else {
-                &mail_from_domain
-            },
-            if suspect { " suspect" } else { "" },
-        );
+        let evidence = Evidence::new(&dkim, &spf, &mail_from_domain, &from_domain);
+        let verdict = evidence.dmarc_verdict(&dmarc);
+        let suspect = evidence.suspect(verdict);
         AuthVerdict {
             dmarc: verdict,
-            dkim_pass_aligned,
-            spf_pass_aligned,
+            dkim_pass_aligned: evidence.dkim_pass_aligned,
+            spf_pass_aligned: evidence.spf_pass_aligned,
             suspect,
-            summary,
+            summary: summary(verdict, &dkim, spf.result(), &mail_from_domain, suspect),
         }
+    }
+
+    /// SPF for the envelope's MAIL FROM (the null sender as `postmaster@` its HELO); no
+    /// envelope, no check.
+    async fn verify_spf(
+        &self,
+        auth: &MessageAuthenticator,
+        envelope: Option<&Envelope>,
+        mail_from_domain: &str,
+    ) -> SpfOutput {
+        let Some(e) = envelope else {
+            return SpfOutput::new(mail_from_domain.to_string());
+        };
+        let sender = if e.mail_from.is_empty() {
+            format!("postmaster@{}", e.helo)
+        } else {
+            e.mail_from.clone()
+        };
+        auth.verify_spf(self.params(SpfParameters::verify_mail_from(
+            e.ip,
+            &e.helo,
+            &self.host_domain,
+            &sender,
+        )))
+        .await
     }
 
     #[allow(clippy::type_complexity)]
@@ -272,6 +203,130 @@ impl AuthChecker {
             .with_ipv6_cache(&self.records)
             .with_ptr_cache(&self.records)
     }
+}
+
+/// The From address's domain, lower-case; empty when it has none.
+fn from_domain(message: &AuthenticatedMessage<'_>) -> String {
+    message
+        .from()
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim().trim_end_matches('>').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The domain SPF and DMARC judge: MAIL FROM's, else the HELO's for the null sender.
+fn mail_from_domain(envelope: Option<&Envelope>) -> String {
+    envelope
+        .and_then(|e| {
+            e.mail_from
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+        })
+        .or_else(|| envelope.map(|e| e.helo.to_ascii_lowercase()))
+        .unwrap_or_default()
+}
+
+/// What DKIM and SPF say about the From domain.
+struct Evidence {
+    /// A passing signature of the From domain (or one aligned with it).
+    dkim_pass_aligned: bool,
+    /// A signature of the From domain that did not pass.
+    dkim_aligned_failed: bool,
+    spf_pass: bool,
+    /// SPF passed for a MAIL FROM domain aligned with the From domain.
+    spf_pass_aligned: bool,
+}
+
+impl Evidence {
+    fn new(dkim: &[DkimOutput<'_>], spf: &SpfOutput, mail_from: &str, from: &str) -> Self {
+        let signed_by_from =
+            |d: &DkimOutput<'_>| d.signature().is_some_and(|s| aligned(&s.d, from));
+        let spf_pass = spf.result() == SpfResult::Pass;
+        Evidence {
+            dkim_pass_aligned: dkim
+                .iter()
+                .any(|d| d.result() == &DkimResult::Pass && signed_by_from(d)),
+            dkim_aligned_failed: dkim
+                .iter()
+                .any(|d| d.result() != &DkimResult::Pass && signed_by_from(d)),
+            spf_pass,
+            spf_pass_aligned: spf_pass && aligned(mail_from, from),
+        }
+    }
+
+    /// The DMARC outcome: with a record, pass on aligned evidence; without one, only DNS
+    /// trouble or a broken record is worth telling apart from "none".
+    fn dmarc_verdict(&self, dmarc: &DmarcOutput) -> DmarcVerdict {
+        let temp = |r: &DmarcResult| matches!(r, DmarcResult::TempError(_));
+        let perm = |r: &DmarcResult| matches!(r, DmarcResult::PermError(_));
+        let any =
+            |f: &dyn Fn(&DmarcResult) -> bool| f(dmarc.dkim_result()) || f(dmarc.spf_result());
+        if dmarc.dmarc_record().is_some() {
+            if self.dkim_pass_aligned || self.spf_pass_aligned {
+                DmarcVerdict::Pass
+            } else if any(&temp) {
+                DmarcVerdict::TempError
+            } else {
+                DmarcVerdict::Fail
+            }
+        } else if any(&temp) {
+            DmarcVerdict::TempError
+        } else if any(&perm) {
+            DmarcVerdict::PermError
+        } else {
+            DmarcVerdict::None
+        }
+    }
+
+    fn suspect(&self, verdict: DmarcVerdict) -> bool {
+        match verdict {
+            DmarcVerdict::Fail => true,
+            // Without a DMARC record only a broken signature of the From domain itself, with
+            // no SPF pass to vouch for the mail, is evidence of forgery.
+            DmarcVerdict::None | DmarcVerdict::PermError => {
+                self.dkim_aligned_failed && !self.dkim_pass_aligned && !self.spf_pass
+            }
+            DmarcVerdict::Pass | DmarcVerdict::TempError => false,
+        }
+    }
+}
+
+/// The history line: `dmarc=fail dkim=fail(kunde.example) spf=none(kunde.example) suspect`.
+fn summary(
+    verdict: DmarcVerdict,
+    dkim: &[DkimOutput<'_>],
+    spf: SpfResult,
+    mail_from_domain: &str,
+    suspect: bool,
+) -> String {
+    let dkim_text = if dkim.is_empty() {
+        "none".to_string()
+    } else {
+        dkim.iter()
+            .map(|d| {
+                let dom = d.signature().map_or("?", |s| s.d.as_str());
+                format!("{}({dom})", dkim_word(d.result()))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let dmarc_text = match verdict {
+        DmarcVerdict::Pass => "pass",
+        DmarcVerdict::Fail => "fail",
+        DmarcVerdict::None => "none",
+        DmarcVerdict::TempError => "temperror",
+        DmarcVerdict::PermError => "permerror",
+    };
+    let mail_from = if mail_from_domain.is_empty() {
+        "-"
+    } else {
+        mail_from_domain
+    };
+    let suspect = if suspect { " suspect" } else { "" };
+    format!(
+        "dmarc={dmarc_text} dkim={dkim_text} spf={}({mail_from}){suspect}",
+        spf_word(spf)
+    )
 }
 
 fn unverifiable(why: &str) -> AuthVerdict {
@@ -637,20 +692,24 @@ Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <a1@kunde.example>\r\n\r\n{b
         assert!(!v.spf_pass_aligned && v.suspect, "{}", v.summary);
     }
 
+    /// Static mode answers every question from its table: a domain outside it has no
+    /// records (NXDOMAIN), never a DNS error from an attempt to ask the network (that would
+    /// read `temperror`). A signature whose key does not exist is the From domain's own
+    /// broken signature, and without DMARC and SPF to vouch for the mail that is suspect.
     #[tokio::test]
-    async fn static_mode_never_waits_for_the_network() {
+    async fn static_mode_answers_names_outside_the_table_as_missing() {
         let c = AuthChecker::with_static_records(HashMap::new());
         let raw = sign(&mail("a@somewhere.example", "x"), "somewhere.example");
-        let started = std::time::Instant::now();
-        for _ in 0..5 {
-            let v = c.check(raw.as_bytes(), None).await;
-            assert!(!v.suspect || v.dmarc == DmarcVerdict::None);
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_millis(500),
-            "took {:?}",
-            started.elapsed()
-        );
+        let want = AuthVerdict {
+            dmarc: DmarcVerdict::None,
+            dkim_pass_aligned: false,
+            spf_pass_aligned: false,
+            suspect: true,
+            summary: "dmarc=none dkim=permerror(somewhere.example) spf=none(somewhere.example) \
+                      suspect"
+                .into(),
+        };
+        assert_eq!(c.check(raw.as_bytes(), None).await, want);
     }
 
     #[test]

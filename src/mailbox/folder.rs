@@ -1,9 +1,9 @@
 //! The folders an agent sees (README, "The agents' mailbox"), their names in the gateway's
 //! locale, and which tickets each shows. Pure: the caller reads queues, statuses, tags and
 //! profiles from the store and gives them here.
-use crate::config::Locale;
 use crate::core::filter::{self, AssigneeFilter, StatusFilter};
 use crate::core::model::Agent;
+use crate::core::texts::Locale;
 use crate::store::TicketQuery;
 
 /// The hierarchy delimiter of folder names.

@@ -176,7 +176,7 @@ impl Maildrop for TicketMaildrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Locale;
+    use crate::core::texts::Locale;
     use crate::store::{Actor, NewAgent, NewTicket, QueueSettings, Store, TicketRef};
 
     #[test]

@@ -6,9 +6,9 @@ use lettre::message::header::ContentType;
 use lettre::message::{Mailbox as Address, Message as Mail};
 use sha2::{Digest, Sha256};
 
-use crate::config::Locale;
 use crate::core::model::{Agent, Priority, Stats};
 use crate::core::statistics;
+use crate::core::texts::Locale;
 use crate::core::ticket_message;
 use crate::mailbox::folder::{Catalog, Folder, StatusName};
 use crate::store::{ListedTicket, Listing, Store, StoreError};

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::config::Locale;
 use crate::core::compose::{self, DeliveryStatus, RecipientFailure};
 use crate::core::model::{Queue, TlsMode};
+use crate::core::texts::Locale;
 use crate::net::listener::Shutdown;
 use crate::protocol::smtp_client::{self, RelayError, Upstream, UpstreamTls};
 use crate::store::{Content, Failed, NewOutbound, Outbound, Store, StoreError};

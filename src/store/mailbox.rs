@@ -14,8 +14,8 @@ use sqlx::Row;
 use super::{
     Actor, Arg, Backend, Field, Result, Sql, Store, StoreError, TicketQuery, flag, set_counter,
 };
-use crate::config::Locale;
 use crate::core::model::{Priority, TicketDetail};
+use crate::core::texts::Locale;
 use crate::core::ticket_message::TicketHead;
 
 /// One message of a folder of tickets, with what its flags are made of.

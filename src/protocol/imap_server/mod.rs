@@ -940,7 +940,7 @@ mod tests {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (_stop, shutdown) = Shutdown::channel();
         let cfg = Arc::new(ImapConfig::default());
-        let mailbox = Mailbox::new(store.clone(), crate::config::Locale::En, "localhost");
+        let mailbox = Mailbox::new(store.clone(), crate::core::texts::Locale::En, "localhost");
         let task = tokio::spawn(run_session(
             SessionStream::Plain(server),
             None,
