@@ -1,4 +1,4 @@
-//! Crash safety of POP3 intake (SPEC §3): a mailbox of 500 distinct mails is taken in by
+//! Crash safety of POP3 intake (docs/ARCHITECTURE.md, "Durability"): a mailbox of 500 distinct mails is taken in by
 //! the real `mticket serve` while the test SIGKILLs it at random moments and restarts it.
 //! Afterwards every mail is exactly one customer item, the upstream mailbox is empty, and
 //! every due autoresponse reached the upstream SMTP server once (a duplicate is only
@@ -22,7 +22,7 @@ const PASSWORD: &str = "crash-pw-1";
 /// One generated customer mail: distinct sender, Message-ID, subject and body marker.
 struct CrashMail {
     raw: Vec<u8>,
-    /// Whether SPEC §3 allows an autoresponse to it.
+    /// Whether the loop rules allow an autoresponse to it.
     autoresponse: bool,
     sender: String,
 }

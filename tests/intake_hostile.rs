@@ -1,4 +1,4 @@
-//! Bad input through the real intake paths (SPEC §3 "Parsing", §7 "Bad input"): every mail
+//! Bad input through the real intake paths: every mail
 //! of the hostile corpus is taken in over POP3S from Dovecot and a selection also through
 //! the inbound SMTP listener; each becomes a customer item with its raw bytes kept and its
 //! problems noted, and the gateway stays up. A mail over the size limit is left in the

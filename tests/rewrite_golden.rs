@@ -1,8 +1,8 @@
 //! Agent replies as real mail clients send them (`tests/fixtures/rewrite/*.eml`) rewritten
 //! for the customer under every quote policy, with and without a customer, and checked:
 //! against the golden outputs in `tests/fixtures/rewrite/out/` (regenerate with
-//! `UPDATE_GOLDEN=1`), for the rules of SPEC §4 "Reply rewrite", and by Python's `email`
-//! package, which must find no defect in any output.
+//! `UPDATE_GOLDEN=1`), for the rewrite rules of the README's "How submission behaves", and
+//! by Python's `email` package, which must find no defect in any output.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

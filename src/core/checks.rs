@@ -1,4 +1,4 @@
-//! Checks on an agent's reply before it goes out (SPEC §4).
+//! Checks on an agent's reply before it goes out (README, "How submission behaves").
 
 /// Words that announce an attachment: the seed's German ones and English ones. Matched
 /// case-insensitively at the start of a word, so `Anlagen` and `Anhang:` count too.

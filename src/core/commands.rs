@@ -1,4 +1,4 @@
-//! Agent commands (SPEC §4): `#word args` lines at the very top of an agent's text. They
+//! Agent commands (README, "How submission behaves"): `#word args` lines at the very top of an agent's text. They
 //! are read here and checked for form; names that only the store knows (a status, a
 //! login, a queue, a tag, a template) are checked when the commands are applied. They
 //! are removed from the text before anything is sent.

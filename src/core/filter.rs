@@ -1,4 +1,4 @@
-//! The one filter syntax (SPEC §6) used by the CLI, saved profiles and later the web:
+//! The one filter syntax (README, "Commands") used by the CLI and saved profiles:
 //! `queue:Vertrieb status:open assignee:anna tag:Reklamation priority:high customer:4711 since:7d`.
 //!
 //! Rules: repeated keys are OR within the key, different keys are AND; values with spaces go

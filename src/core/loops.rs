@@ -1,4 +1,5 @@
-//! Autoresponder loop rules (SPEC §3): whether a mail may get an automatic answer at all.
+//! Autoresponder loop rules (README, "How intake behaves"): whether a mail may get an
+//! automatic answer at all.
 //! The per-sender-per-day cap is counted by the store; everything decidable from the mail
 //! itself lives here. Out-of-office notes use the same decision.
 

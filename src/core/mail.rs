@@ -66,7 +66,7 @@ pub struct IncomingMail {
 }
 
 impl IncomingMail {
-    /// The creator address of SPEC §3: Reply-To wins over From.
+    /// The ticket creator's address: Reply-To wins over From.
     pub fn sender(&self) -> Option<&Address> {
         self.reply_to.as_ref().or(self.from.as_ref())
     }
@@ -623,7 +623,7 @@ fn note_raw_problems(raw: &[u8], h: &HeaderFields<'_>, problems: &mut Vec<String
 
 /// Removes every top-level header field named `X-Ticket-*` or `X-Loop` (with its folded
 /// continuation lines) and leaves every other byte as it was: outside mail must never carry
-/// gateway state into a ticket (SPEC §3 "Gateway headers").
+/// gateway state into a ticket.
 pub fn strip_gateway_headers(raw: &[u8]) -> Vec<u8> {
     let h = HeaderFields::scan(raw);
     let mut out = Vec::with_capacity(raw.len());

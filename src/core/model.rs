@@ -1,4 +1,4 @@
-//! The domain vocabulary of SPEC §1 as plain data: queues, tickets, items, agents,
+//! The domain vocabulary as plain data: queues, tickets, items, agents,
 //! customers, statuses. The store reads and writes these; the rules reason about them.
 use serde::Serialize;
 use std::fmt;

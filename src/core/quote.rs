@@ -1,6 +1,6 @@
 //! What part of an agent's reply is the agent's own text. Mail clients put the mail they
 //! answer under or over the answer (Thunderbird, Apple Mail, Gmail, Outlook); the gateway
-//! replaces that quote with the queue's own (SPEC §4 "Quoting"), and the attachment check
+//! replaces that quote with the queue's own (`--reply-quote`), and the attachment check
 //! looks only at the agent's words. The same for the HTML part, and for the command lines
 //! at the top of the HTML part.
 use crate::core::html::{self, Kind, Token};

@@ -1,5 +1,5 @@
-//! An agent's reply rewritten into the mail the customer gets (SPEC §4 "Reply rewrite"):
-//! the queue as sender, the gateway's threading headers, the command lines and the client's
+//! An agent's reply rewritten into the mail the customer gets (README, "How submission
+//! behaves"): the queue as sender, the gateway's threading headers, the command lines and the client's
 //! quote taken out, template and placeholders filled, the queue's own quote appended. Only
 //! the text and HTML parts that are the body are rewritten; every other part (attachments,
 //! inline images, forwarded mails) and every header not named here keeps its bytes.

@@ -1,5 +1,5 @@
-//! The one message of the `Statistics` folder (SPEC §5): tickets per queue, per status and
-//! opened per day over the last 7 days, as text and HTML tables and a chart image.
+//! The one message of the `Statistics` folder: tickets per queue, per status and opened per
+//! day over the last 7 days, as text and HTML tables and a chart image.
 //!
 //! Pure functions of [`Stats`] and the instant they describe: no clock, no I/O, no
 //! randomness. The same input gives the same bytes, PNG included, so the mailbox can keep

@@ -1,5 +1,5 @@
 //! Decisions about an agent's mail that need no store: who a reply goes to and which CC
-//! list the ticket keeps, and the texts that refuse a mail (SPEC §4).
+//! list the ticket keeps, and the texts that refuse a mail.
 use crate::core::commands::Changes;
 use crate::core::model::ItemKind;
 

@@ -16,7 +16,8 @@ pub struct CorpusMail {
     /// What this mail tests.
     pub what: &'static str,
     pub raw: Vec<u8>,
-    /// Whether SPEC §3 allows an autoresponse (queue autoresponder on, first mail of the day).
+    /// Whether the loop rules allow an autoresponse (queue autoresponder on, first mail of
+    /// the day).
     pub autoresponse: bool,
     /// Expected decoded subject (varied corpus only).
     pub subject: &'static str,
