@@ -590,7 +590,7 @@ fn a_comment_reaches_nobody_and_without_a_ticket_opens_one() {
     let items = gateway.ticket(t["number"].as_i64().unwrap())["items"].clone();
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["kind"], "comment");
-    std::thread::sleep(Duration::from_secs(2));
+    gateway.wait_until_sent();
     assert!(
         sink.messages().is_empty(),
         "a comment went out: {:?}",
@@ -843,7 +843,7 @@ fn strangers_forged_senders_and_foreign_queues_are_refused() {
     );
     assert_eq!(a.code, 550, "{a:?}");
     assert!(a.text.contains("no access"), "{a:?}");
-    std::thread::sleep(Duration::from_millis(500));
+    gateway.wait_until_sent();
     assert_eq!(sink.messages().len(), 1, "only ben's reply went out");
     assert_eq!(items_of(&gateway, n, "reply").len(), 1);
 }
@@ -934,8 +934,8 @@ fn replies_wait_out_an_upstream_outage_and_a_refusal_comes_back_to_the_agent() {
     std::thread::sleep(Duration::from_secs(2));
     sink.restart();
     sink.wait_for(100, Duration::from_secs(90));
-    // Give a double the time to show up.
-    std::thread::sleep(Duration::from_secs(3));
+    // Everything the outbox will send is out: a double would be among it.
+    gateway.wait_until_sent();
     let ids = delivered_ids(&sink);
     assert_eq!(ids.len(), 100, "each reply arrives");
     assert!(ids.values().all(|&c| c == 1), "each exactly once: {ids:?}");

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::core::model::{Queue, TlsMode};
@@ -34,21 +35,15 @@ pub struct PollSettings {
 /// Runs until `shutdown` turns true: starts a task per pollable queue, and notices queues
 /// that were added, changed or removed while running.
 pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutdown: Shutdown) {
-    let mut tasks: HashMap<i64, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut tasks = QueueTasks::default();
     loop {
         match pipeline.store().queues().await {
             Ok(queues) => {
                 let wanted: HashSet<i64> =
                     queues.iter().filter(|q| q.polls()).map(|q| q.id).collect();
-                tasks.retain(|id, task| {
-                    let keep = wanted.contains(id) && !task.is_finished();
-                    if !keep {
-                        task.abort();
-                    }
-                    keep
-                });
+                tasks.keep(&wanted);
                 for q in queues.into_iter().filter(|q| q.polls()) {
-                    tasks.entry(q.id).or_insert_with(|| {
+                    tasks.0.entry(q.id).or_insert_with(|| {
                         tokio::spawn(poll_queue(
                             q.id,
                             pipeline.clone(),
@@ -65,8 +60,44 @@ pub async fn run(pipeline: Arc<Pipeline>, settings: Arc<PollSettings>, mut shutd
             _ = shutdown.wait() => break,
         }
     }
-    for (_, t) in tasks {
+    for (_, t) in std::mem::take(&mut tasks.0) {
         let _ = t.await;
+    }
+}
+
+/// The running task of each polled queue. Dropped with them when `run` ends any way, a
+/// panic included, so a restarted poller never polls a queue beside a leftover task.
+#[derive(Default)]
+struct QueueTasks(HashMap<i64, tokio::task::JoinHandle<()>>);
+
+impl QueueTasks {
+    /// Stops the tasks of queues no longer polled, and forgets (logging why) those that
+    /// ended, so they start again.
+    fn keep(&mut self, wanted: &HashSet<i64>) {
+        self.0.retain(|id, task| {
+            if let Some(ended) = (&mut *task).now_or_never() {
+                match ended {
+                    Err(e) if e.is_panic() => {
+                        tracing::error!(queue_id = id, error = %e, "queue poller panicked; starting it again")
+                    }
+                    _ => tracing::debug!(queue_id = id, "queue poller ended"),
+                }
+                return false;
+            }
+            if !wanted.contains(id) {
+                task.abort();
+                return false;
+            }
+            true
+        });
+    }
+}
+
+impl Drop for QueueTasks {
+    fn drop(&mut self) {
+        for task in self.0.values() {
+            task.abort();
+        }
     }
 }
 

@@ -179,7 +179,9 @@ impl Listener {
 
         loop {
             // Reap finished tasks so the set does not grow with the connection count.
-            while sessions.try_join_next().is_some() {}
+            while let Some(ended) = sessions.try_join_next() {
+                log_panic(name, ended);
+            }
             let accepted = tokio::select! {
                 _ = shutdown.wait() => break,
                 r = self.tcp.accept() => r,
@@ -218,7 +220,9 @@ impl Listener {
 
         tracing::info!(listener = name, running = sessions.len(), "shutting down");
         let drained = tokio::time::timeout(self.cfg.drain_timeout, async {
-            while sessions.join_next().await.is_some() {}
+            while let Some(ended) = sessions.join_next().await {
+                log_panic(name, ended);
+            }
         })
         .await;
         if drained.is_err() {
@@ -229,6 +233,15 @@ impl Listener {
             );
             sessions.shutdown().await;
         }
+    }
+}
+
+/// A session that panicked ended only its own connection; the log says so.
+fn log_panic(listener: &'static str, ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended
+        && e.is_panic()
+    {
+        tracing::error!(listener, error = %e, "a session panicked; its connection is closed");
     }
 }
 
