@@ -474,6 +474,9 @@ fn an_idle_client_on_one_instance_hears_of_a_change_made_through_the_other() {
         "Wo bleibt mein Paket?",
         "Bestellt am Montag.",
     );
+    // The watcher must find the ticket in its folder when it selects it: a ticket not yet
+    // listed would come in as new (EXISTS alone), never as changed.
+    a.wait_until_listed();
     let out = Command::new("python3")
         .args(["-c", IDLE_SCRIPT])
         .env("A_CAFILE", a.cert_path())
