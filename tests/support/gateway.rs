@@ -217,26 +217,45 @@ allow_plain_on_loopback = {allow_plain}
     }
 
     /// Starts `serve` with extra arguments and environment variables (e.g. a debug build's
-    /// fault hook).
+    /// fault hook). The ports were free when chosen, but another test may take one before
+    /// `serve` binds it: then the gateway moves to other free ports and starts again.
     pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "gateway already running");
-        self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("serve.log"))
-            .unwrap();
-        let child = self
-            .command()
-            .arg("serve")
-            .args(extra)
-            .env("RUST_LOG", "info,sqlx=warn")
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start mticket");
-        self.child = Some(child);
+        for attempt in 1.. {
+            self.starts += 1;
+            let log_before = self.log().len();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join("serve.log"))
+                .unwrap();
+            let child = self
+                .command()
+                .arg("serve")
+                .args(extra)
+                .env("RUST_LOG", "info,sqlx=warn")
+                .envs(env.iter().copied())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("cannot start mticket");
+            self.child = Some(child);
+            match self.wait_listening() {
+                Ok(()) => return,
+                Err(_)
+                    if attempt < 5
+                        && self.log()[log_before..].contains("Address already in use") =>
+                {
+                    self.child = None;
+                    self.move_to_free_ports();
+                }
+                Err(status) => panic!("mticket serve exited with {status}:\n{}", self.log()),
+            }
+        }
+    }
+
+    /// Waits until every port answers; `Err` with the exit status when `serve` ended first.
+    fn wait_listening(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let ports = [
             self.inbound_port,
@@ -252,7 +271,7 @@ allow_plain_on_loopback = {allow_plain}
             .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
         {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("mticket serve exited with {status}:\n{}", self.log());
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
@@ -261,6 +280,28 @@ allow_plain_on_loopback = {allow_plain}
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// New free ports for every listener, written into the config.
+    fn move_to_free_ports(&mut self) {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        let fresh: [u16; 8] = free_ports();
+        let ports = [
+            &mut self.inbound_port,
+            &mut self.lmtp_port,
+            &mut self.submission_port,
+            &mut self.submissions_port,
+            &mut self.imap_port,
+            &mut self.imaps_port,
+            &mut self.pop3_port,
+            &mut self.pop3s_port,
+        ];
+        for (port, new) in ports.into_iter().zip(fresh) {
+            text = text.replace(&format!(":{port}\"\n"), &format!(":{new}\"\n"));
+            *port = new;
+        }
+        std::fs::write(&self.config, text).unwrap();
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.
